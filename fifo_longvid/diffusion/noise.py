@@ -1,0 +1,46 @@
+"""One injectable source of randomness for a whole run.
+
+Every random draw (initial noise, per-step DDIM noise when eta > 0, FIFO tail noise) goes through
+a ``NoiseSource``. The default draws on a seeded CPU ``torch.Generator`` and moves the result to
+the target device, so a seed gives the same video on any device; its state can be saved and
+restored for bit-exact resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+class NoiseSource:
+    def __init__(self, seed: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def randn(self, shape: Sequence[int]) -> torch.Tensor:
+        return torch.randn(tuple(shape), generator=self.generator, dtype=torch.float32).to(self.device, self.dtype)
+
+    def get_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+
+class ReplayNoise(NoiseSource):
+    """Serves pre-recorded tensors in order (tests replaying the reference's noise draws)."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor], device: torch.device | str = "cpu"):
+        super().__init__(0, device)
+        self._queue = list(tensors)
+
+    def randn(self, shape: Sequence[int]) -> torch.Tensor:
+        if not self._queue:
+            raise RuntimeError("ReplayNoise ran out of recorded tensors")
+        t = self._queue.pop(0)
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"recorded noise has shape {tuple(t.shape)}, asked for {tuple(shape)}")
+        return t.to(self.device, self.dtype)

@@ -1,0 +1,62 @@
+"""Initial queue contents (``--init``): from a base clip (reference), uniform spreading, or pure noise."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ..diffusion.noise import NoiseSource
+from ..diffusion.schedule import DDIMSchedule, q_sample
+from .queue import FifoPlan, FrameQueue
+
+InitMode = Literal["first", "uniform", "noise"]
+INIT_MODES = ("first", "uniform", "noise")
+
+
+def base_frame_for_slot(i: int, plan: FifoPlan, mode: InitMode) -> int:
+    """Which base frame main slot ``i`` is noised from.
+
+    ``first`` (FIFO-Diffusion): frame 0 for the first S-f+1 slots, then frames 1..f-1 (quirk Q10).
+    ``uniform`` (FIFO-Diffusion+ ``unilatent``): frame i // n, each frame spread over n slots.
+    """
+    if mode == "uniform":
+        return i // plan.n
+    return max(0, i - (plan.steps - plan.f))
+
+
+def warmup_iterations(plan: FifoPlan, mode: InitMode) -> int:
+    """Dequeued frames to discard before the video starts.
+
+    From a base clip the reference drops S-f frames. From pure noise every initial slot is garbage
+    until it has been flushed, so the whole queue (Q frames) is dropped.
+    """
+    return plan.length if mode == "noise" else plan.steps - plan.f
+
+
+def init_queue(plan: FifoPlan, schedule: DDIMSchedule, noise: NoiseSource, mode: InitMode,
+               base: torch.Tensor | None = None, shape: tuple[int, ...] | None = None) -> FrameQueue:
+    """Fill the queue. ``base`` is the clean clip (B, C, >=f, h, w) for ``first``/``uniform``.
+
+    Noise is drawn one slot at a time in slot order (the reference's ``prepare_latents`` order).
+    """
+    if mode not in INIT_MODES:
+        raise ValueError(f"unknown init mode {mode!r}; choose one of {', '.join(INIT_MODES)}")
+    if mode == "noise":
+        if shape is None:
+            raise ValueError("init 'noise' needs the latent shape (B, C, h, w)")
+        b, c, h, w = shape
+        slots = [noise.randn((b, c, 1, h, w)) for _ in range(plan.length)]
+        return FrameQueue.create(torch.cat(slots, dim=2), plan)
+    if base is None:
+        raise ValueError(f"init {mode!r} needs a base clip")
+    if base.shape[2] < plan.f:
+        raise ValueError(f"base clip has {base.shape[2]} frames, the window needs {plan.f}")
+    slots = []
+    for _ in range(plan.num_lookahead):
+        slots.append(q_sample(base[:, :, :1], schedule, 0, noise.randn(base[:, :, :1].shape)))
+    for i in range(plan.steps):
+        j = base_frame_for_slot(i, plan, mode)
+        frame = base[:, :, j : j + 1]
+        slots.append(q_sample(frame, schedule, i, noise.randn(frame.shape)))
+    return FrameQueue.create(torch.cat(slots, dim=2), plan)

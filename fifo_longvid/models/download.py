@@ -1,0 +1,37 @@
+"""Fetching released checkpoints from the Hugging Face Hub (resumable, with progress)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+SOURCES = {
+    "videocrafter2": ("VideoCrafter/VideoCrafter2", "model.ckpt"),
+}
+
+
+def download_checkpoint(model: str, dest: str | Path = "checkpoints",
+                        log: Callable[[str], None] = print) -> Path:
+    """Download ``model``'s checkpoint into ``dest/<model>/``; explain what to do when offline."""
+    if model not in SOURCES:
+        raise ValueError(f"unknown model {model!r}; downloadable: {', '.join(SOURCES)}")
+    repo, filename = SOURCES[model]
+    target = Path(dest) / model
+    target.mkdir(parents=True, exist_ok=True)
+    final = target / filename
+    if final.exists():
+        log(f"{final} already present")
+        return final
+    manual = (f"download https://huggingface.co/{repo}/resolve/main/{filename} (about 5.5 GB) by hand and "
+              f"put it at {final}, then pass --checkpoint {final} (or run from this folder: it is the default)")
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise RuntimeError(f"huggingface_hub is not installed; {manual}") from None
+    log(f"fetching {repo}/{filename} -> {final} (resumes if interrupted)")
+    try:
+        path = hf_hub_download(repo_id=repo, filename=filename, local_dir=str(target))
+    except Exception as e:  # noqa: BLE001 - offline, DNS, HTTP errors: all need the same advice
+        raise RuntimeError(f"could not download {repo}/{filename} ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}).\n  Without network: {manual}") from None
+    return Path(path)

@@ -1,0 +1,105 @@
+"""The VideoCrafter latent video diffusion model: U-Net + VAE + text encoder + schedule buffers.
+
+The module tree mirrors the reference ``LatentDiffusion`` so a real ``model.ckpt`` state dict loads
+with ``strict=True``: ``model.diffusion_model`` (U-Net), ``first_stage_model`` (VAE),
+``cond_stage_model`` (OpenCLIP text tower) and 13 top-level schedule buffers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..diffusion.schedule import DDIMSchedule, make_ddim_schedule, scale_array, train_schedule
+from .text import OpenCLIPTextEncoder, TextEncoderConfig
+from .unet import UNet3D, UNetConfig
+from .vae import AutoencoderKL, VAEConfig, decode_video, encode_video
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build the network; the YAML/preset schema for ``--config``."""
+
+    name: str = "videocrafter2"
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    timesteps: int = 1000
+    linear_start: float = 0.00085
+    linear_end: float = 0.012
+    scale_factor: float = 0.18215
+    use_scale: bool = True
+    scale_a: float = 1.0
+    scale_b: float = 0.7
+    mid_step: int = 400
+    fix_scale_bug: bool = False
+    channels: int = 4
+    latent_size: tuple[int, int] = (40, 64)  # default latent (h, w): 320x512 video
+    uncond_type: str = "empty_seq"
+    # FIFO defaults for runs with this model (a tiny test model gets run sizes that finish in seconds)
+    default_window: int | None = None  # None: the U-Net's temporal_length
+    default_partitions: int = 4
+    default_num_frames: int = 100
+
+
+class DiffusionWrapper(nn.Module):
+    """Holds the U-Net under the checkpoint's ``model.diffusion_model`` name."""
+
+    def __init__(self, unet: UNet3D) -> None:
+        super().__init__()
+        self.diffusion_model = unet
+
+
+class VideoCrafter(nn.Module):
+    """The whole text-to-video model. Techniques attach to ``.unet`` from outside."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        for name, arr in train_schedule(cfg.timesteps, cfg.linear_start, cfg.linear_end).items():
+            self.register_buffer(name, torch.tensor(arr, dtype=torch.float32))
+        if cfg.use_scale:
+            sa = scale_array(cfg.timesteps, cfg.scale_a, cfg.scale_b, cfg.mid_step, cfg.fix_scale_bug)
+            self.register_buffer("scale_arr", torch.tensor(sa, dtype=torch.float32))
+        self.model = DiffusionWrapper(UNet3D(cfg.unet))
+        self.first_stage_model = AutoencoderKL(cfg.vae)
+        self.cond_stage_model = OpenCLIPTextEncoder(cfg.text)
+
+    @property
+    def unet(self) -> UNet3D:
+        return self.model.diffusion_model
+
+    @property
+    def device(self) -> torch.device:
+        return self.betas.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.time_embed[0].weight.dtype
+
+    @property
+    def temporal_length(self) -> int:
+        return self.cfg.unet.temporal_length
+
+    def ddim_schedule(self, num_steps: int, eta: float = 0.0) -> DDIMSchedule:
+        scale = self.scale_arr if self.cfg.use_scale else None
+        return make_ddim_schedule(self.alphas_cumprod, num_steps, eta, scale)
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """(N, 77, D) cross-attention tokens, in the U-Net's dtype."""
+        return self.cond_stage_model(list(prompts)).to(self.dtype)
+
+    @torch.no_grad()
+    def decode_latents(self, z: torch.Tensor, chunk: int = 1) -> torch.Tensor:
+        """(B, 4, F, h, w) latents -> (B, 3, F, H, W) frames in about [-1, 1] (no clamp), frame by frame."""
+        vae_dtype = self.first_stage_model.post_quant_conv.weight.dtype
+        return decode_video(self.first_stage_model, z.to(vae_dtype), self.cfg.scale_factor, chunk).float()
+
+    @torch.no_grad()
+    def encode_frames(self, x: torch.Tensor, chunk: int = 1) -> torch.Tensor:
+        """(B, 3, F, H, W) frames in [-1, 1] -> scaled latents (B, 4, F, h, w) (posterior mean)."""
+        vae_dtype = self.first_stage_model.post_quant_conv.weight.dtype
+        return encode_video(self.first_stage_model, x.to(vae_dtype), self.cfg.scale_factor, chunk)
