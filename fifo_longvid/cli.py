@@ -87,6 +87,15 @@ def generate(
                                                           "--prompt, e.g. 40,60.")] = None,
     max_batch: Annotated[str | None, typer.Option(help="Samples per U-Net call (windows x 2 for CFG): "
                                                   "auto, all or N. Lower = less memory, slower.")] = None,
+    qcache: Annotated[float | None, typer.Option(
+        "--qcache", help="Weighted Q-cache v in [0, 1]: decoder queries of the temporal self-attention become "
+        "(1-v)*Q_dec + v*Q_enc of the mirrored encoder layer (FIFO-Diffusion+). 0.9 is the paper's setting.")] = None,
+    qcache_schedule: Annotated[str | None, typer.Option(
+        help="v over denoising progress instead of a constant: linear:0.9:0.8 (noisiest -> cleanest), "
+        "list:V1,...,VS, or const:V. Implies --qcache.")] = None,
+    qcache_targets: Annotated[str | None, typer.Option(
+        help="Comma list of attention layers to blend: temporal_attn1 (default), temporal_attn2, "
+        "spatial_attn1, spatial_attn2.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: random, printed and recorded).")] = None,
     steps: Annotated[int | None, typer.Option(help="DDIM steps. FIFO: must equal window x partitions "
                                               "(default). Base: default 50.")] = None,
@@ -127,6 +136,22 @@ def generate(
                  "output.save_frames": save_frames, "output.resume": resume}.items():
         if v:
             flags[k] = True
+    if qcache is not None:
+        if not 0.0 <= qcache <= 1.0:
+            _fail(f"--qcache must be in [0, 1] (the weight of the encoder queries), got {qcache}")
+        flags["techniques.qcache.enabled"] = True
+        flags["techniques.qcache.v"] = qcache
+    if qcache_schedule is not None:
+        from .techniques.qcache import VSchedule
+
+        try:
+            VSchedule(qcache_schedule)
+        except ValueError as e:
+            _fail(str(e))
+        flags["techniques.qcache.enabled"] = True
+        flags["techniques.qcache.schedule"] = qcache_schedule
+    if qcache_targets is not None:
+        flags["techniques.qcache.targets"] = [t.strip() for t in qcache_targets.split(",") if t.strip()]
     if frames_per_prompt:
         try:
             flags["fifo.frames_per_prompt"] = [int(x) for x in frames_per_prompt.split(",")]

@@ -16,6 +16,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .techniques import TechniquesConfig
+
 
 @dataclass
 class SamplingConfig:
@@ -62,7 +64,7 @@ class RunConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     fifo: FifoConfig = field(default_factory=FifoConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
-    techniques: dict[str, Any] = field(default_factory=dict)
+    techniques: TechniquesConfig = field(default_factory=TechniquesConfig)
 
 
 class ConfigError(ValueError):

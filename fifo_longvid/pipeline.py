@@ -87,6 +87,19 @@ def validate(cfg: RunConfig) -> None:
     elif len(cfg.prompts) > 1:
         raise ConfigError("--mode base takes one prompt")
     parse_max_batch(cfg.fifo.max_batch)
+    q = cfg.techniques.qcache
+    if q.enabled:
+        from .techniques.qcache import TARGETS, VSchedule
+
+        if not 0.0 <= q.v <= 1.0:
+            raise ConfigError(f"techniques.qcache.v must be in [0, 1], got {q.v}")
+        bad = [t for t in q.targets if t not in TARGETS]
+        if bad or not q.targets:
+            raise ConfigError(f"unknown Q-cache target {', '.join(bad) or '(none)'}; choose from {', '.join(TARGETS)}")
+        try:
+            VSchedule(q.schedule if q.schedule else q.v)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def parse_max_batch(spec: str | int | None) -> int | None | str:
@@ -140,15 +153,12 @@ def prompt_schedule(cfg: RunConfig, plan: FifoPlan, warmup: int) -> Callable[[to
 
 
 def fifo_denoiser(model: VideoCrafter, conds: torch.Tensor, uncond: torch.Tensor, scale: float, fps: int,
-                  max_batch: int | None, prompt_of: Callable[[torch.Tensor], torch.Tensor],
-                  on_batch: Callable[[WindowBatch], None] | None = None) -> WindowDenoiser:
+                  max_batch: int | None, prompt_of: Callable[[torch.Tensor], torch.Tensor]) -> WindowDenoiser:
     net = unet_network(model.unet, fps)
 
     def denoise(batch: WindowBatch) -> torch.Tensor:
         centre = batch.frame_ids[:, batch.frame_ids.shape[1] // 2]
         cond = conds[prompt_of(centre).to(conds.device)]
-        if on_batch is not None:
-            on_batch(batch)
         return cfg_denoiser(net, cond, uncond, scale, max_batch)(batch.x, batch.t)
 
     return denoise
@@ -211,14 +221,17 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
     scale = cfg.sampling.cfg
 
     techniques = apply_techniques(model.unet, cfg.techniques)
+    technique_info = techniques.describe()
     try:
         if cfg.mode == "base":
             steps = cfg.sampling.steps or 50
             sched = model.ddim_schedule(steps, cfg.sampling.eta).to(dev)
+            techniques.bind(sched)
+            techniques.set_phase("clip")
             x_T = noise.randn((1, model.cfg.channels, f, *lat_hw))
             den = cfg_denoiser(unet_network(model.unet, fps), conds, uncond, scale)
             t0 = time.perf_counter()
-            z = sample_ddim(techniques.wrap_denoiser(den, sched), x_T, sched, use_scale=model.cfg.use_scale,
+            z = sample_ddim(den, x_T, sched, use_scale=model.cfg.use_scale,
                             noise=noise, callback=(lambda d, n: progress("base clip", d, n)) if progress else None)
             timings["sample_s"] = time.perf_counter() - t0
             with VideoWriter(out_path, cfg.output.output_fps, cfg.output.overwrite) as writer:
@@ -243,7 +256,7 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
         "checkpoint": cfg.checkpoint,
         "checkpoint_id": _checkpoint_id(cfg),
         "config": to_dict(cfg),
-        "techniques": techniques.describe(),
+        "techniques": technique_info,
         "device": str(dev),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "versions": versions(),
@@ -265,6 +278,7 @@ def _run_fifo(cfg: RunConfig, model: VideoCrafter, conds: torch.Tensor, uncond: 
         )
     dev = model.device
     sched = model.ddim_schedule(plan.steps, cfg.sampling.eta).to(dev)
+    techniques.bind(sched)
     warmup = warmup_iterations(plan, fc.init)  # type: ignore[arg-type]
     total_iters = warmup + fc.num_frames
     chash = numerics_hash(cfg, _checkpoint_id(cfg))
@@ -283,10 +297,11 @@ def _run_fifo(cfg: RunConfig, model: VideoCrafter, conds: torch.Tensor, uncond: 
     else:
         t0 = time.perf_counter()
         base = None
+        techniques.set_phase("base")
         if fc.init != "noise":
             den = cfg_denoiser(unet_network(model.unet, cfg.sampling.fps), conds[:1], uncond, cfg.sampling.cfg)
             x_T = noise.randn((1, model.cfg.channels, f, *lat_hw))
-            base = sample_ddim(techniques.wrap_denoiser(den, sched), x_T, sched, use_scale=model.cfg.use_scale,
+            base = sample_ddim(den, x_T, sched, use_scale=model.cfg.use_scale,
                                noise=noise,
                                callback=(lambda d, n: progress("base clip", d, n)) if progress else None)
         queue = init_queue(plan, sched, noise, fc.init, base=base,  # type: ignore[arg-type]
@@ -295,8 +310,8 @@ def _run_fifo(cfg: RunConfig, model: VideoCrafter, conds: torch.Tensor, uncond: 
         start_iter, emitted = 0, 0
 
     prompt_of = prompt_schedule(cfg, plan, warmup)
-    denoise = fifo_denoiser(model, conds, uncond, cfg.sampling.cfg, cfg.sampling.fps, max_batch, prompt_of,
-                            on_batch=techniques.on_window_batch)
+    denoise = fifo_denoiser(model, conds, uncond, cfg.sampling.cfg, cfg.sampling.fps, max_batch, prompt_of)
+    techniques.set_phase("fifo")
     frames_dir = out_path.parent / f"{out_path.stem}_frames" if cfg.output.save_frames else None
 
     def snapshot(it: int, n: int) -> FifoState:

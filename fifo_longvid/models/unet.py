@@ -211,27 +211,32 @@ class UNet3D(nn.Module):
 
         self.out = nn.Sequential(GroupNorm32(32, ch), nn.SiLU(), nn.Conv2d(mc, cfg.out_channels, 3, padding=1))
 
-    def _embed(self, timesteps: torch.Tensor, fps: torch.Tensor | int, b: int, f: int,
-               per_frame: bool) -> torch.Tensor:
-        """Time (+fps) embedding with one row per (sample, frame), shape ((b f), emb_dim)."""
-        device = self.time_embed[0].weight.device
-        t = torch.as_tensor(timesteps, device=device)
+    @staticmethod
+    def expand_timesteps(timesteps: torch.Tensor, b: int, f: int, per_frame: bool = False) -> torch.Tensor:
+        """Any accepted timestep shape -> (B, F): one timestep per (sample, frame)."""
+        t = torch.as_tensor(timesteps)
         if t.ndim == 2:
             if tuple(t.shape) != (b, f):
                 raise ValueError(f"per-frame timesteps must be (B, F) = {(b, f)}, got {tuple(t.shape)}")
-        elif t.ndim == 1 and per_frame:
+            return t
+        if t.ndim == 1 and per_frame:
             if t.shape[0] != f:
                 raise ValueError(f"per_frame=True needs {f} timesteps (one per frame), got {t.shape[0]}")
-            t = t[None].expand(b, f)
-        elif t.ndim == 1:
+            return t[None].expand(b, f)
+        if t.ndim == 1:
             if t.shape[0] != b:
                 raise ValueError(
                     f"timesteps of shape ({t.shape[0]},) for batch {b}: pass (B,), (B, F), or (F,) with "
                     "per_frame=True"
                 )
-            t = t[:, None].expand(b, f)
-        else:
-            raise ValueError(f"timesteps must be 1-D or 2-D, got shape {tuple(t.shape)}")
+            return t[:, None].expand(b, f)
+        raise ValueError(f"timesteps must be 1-D or 2-D, got shape {tuple(t.shape)}")
+
+    def _embed(self, timesteps: torch.Tensor, fps: torch.Tensor | int, b: int, f: int,
+               per_frame: bool) -> torch.Tensor:
+        """Time (+fps) embedding with one row per (sample, frame), shape ((b f), emb_dim)."""
+        device = self.time_embed[0].weight.device
+        t = self.expand_timesteps(timesteps, b, f, per_frame).to(device)
         dtype = self.time_embed[0].weight.dtype
         emb = self.time_embed(timestep_embedding(t.reshape(-1), self.cfg.model_channels).to(dtype))
         if self.cfg.fps_cond:
