@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,7 +32,7 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
-COMMANDS = {"generate", "download", "convert"}
+COMMANDS = {"generate", "batch", "download", "convert"}
 
 _EXIT_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileExistsError, PermissionError,
                                                  NotADirectoryError, ValueError)
@@ -96,6 +97,16 @@ def generate(
     qcache_targets: Annotated[str | None, typer.Option(
         help="Comma list of attention layers to blend: temporal_attn1 (default), temporal_attn2, "
         "spatial_attn1, spatial_attn2.")] = None,
+    image: Annotated[Path | None, typer.Option(
+        help="Image-to-video (I2V models): this png/jpg conditions the whole video. It is centre-cropped to the "
+        "frame's aspect ratio and resized to --height x --width (the reference squashed it instead); "
+        "grayscale/RGBA are converted.")] = None,
+    latent_seed: Annotated[bool, typer.Option(
+        "--latent-seed", help="FIFO-Diffusion+ latent seeding (I2V models): image tokens of the decoded head of "
+        "the initial queue join the text context of every conditional U-Net call.")] = False,
+    latent_seed_every: Annotated[int | None, typer.Option(
+        help="With --latent-seed: every K output frames, replace the image tokens by those of the latest "
+        "output frame (the context length stays constant).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: random, printed and recorded).")] = None,
     steps: Annotated[int | None, typer.Option(help="DDIM steps. FIFO: must equal window x partitions "
                                               "(default). Base: default 50.")] = None,
@@ -119,23 +130,43 @@ def generate(
                                                           "e.g. sampling.cfg=7.5 fifo.partitions=2.")] = None,
 ) -> None:
     """Generate a video (FIFO-Diffusion by default, or one base clip with --mode base)."""
-    flags: dict[str, Any] = {"mode": mode, "model": config, "device": device, "dtype": dtype}
-    if prompt:
-        flags["prompts"] = list(prompt)
+    flags = build_flags(dict(locals()))
+    try:
+        run = build_run_config(run_config, flags, overrides or [])
+        _default_checkpoint(run)
+        _run(run)
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001 - turn known failures into one clear line and exit code
+        _exit_on_known_error(e)
+        raise
+
+
+def build_flags(o: dict[str, Any]) -> dict[str, Any]:
+    """CLI option values, by parameter name, -> dotted run-config flags. Shared by ``generate`` and ``batch``
+    (batch has no --prompt/--output/--resume/--image/--frames-per-prompt: those come per item)."""
+    flags: dict[str, Any] = {"mode": o["mode"], "model": o["config"], "device": o["device"], "dtype": o["dtype"]}
+    if o.get("prompt"):
+        flags["prompts"] = list(o["prompt"])
+    path_opts = {"checkpoint": o.get("checkpoint"), "output.path": o.get("output"),
+                 "conditioning.image": o.get("image")}
     opt = {
-        "checkpoint": str(checkpoint) if checkpoint else None,
-        "sampling.seed": seed, "sampling.steps": steps, "sampling.cfg": cfg, "sampling.eta": eta,
-        "sampling.height": height, "sampling.width": width, "sampling.fps": fps,
-        "fifo.num_frames": num_frames, "fifo.partitions": partitions, "fifo.lookahead": lookahead,
-        "fifo.init": init, "fifo.max_batch": max_batch,
-        "output.path": str(output) if output else None, "output.output_fps": output_fps,
-        "output.checkpoint_every": checkpoint_every,
+        **{k: str(v) for k, v in path_opts.items() if v},
+        "sampling.seed": o["seed"], "sampling.steps": o["steps"], "sampling.cfg": o["cfg"], "sampling.eta": o["eta"],
+        "sampling.height": o["height"], "sampling.width": o["width"], "sampling.fps": o["fps"],
+        "fifo.num_frames": o["num_frames"], "fifo.partitions": o["partitions"], "fifo.lookahead": o["lookahead"],
+        "fifo.init": o["init"], "fifo.max_batch": o["max_batch"],
+        "output.output_fps": o["output_fps"], "output.checkpoint_every": o["checkpoint_every"],
+        "conditioning.latent_seed_every": o["latent_seed_every"],
     }
     flags.update({k: v for k, v in opt.items() if v is not None})
-    for k, v in {"output.overwrite": overwrite, "output.save_latents": save_latents,
-                 "output.save_frames": save_frames, "output.resume": resume}.items():
+    switches = {"conditioning.latent_seed": o["latent_seed"], "output.overwrite": o["overwrite"],
+                "output.save_latents": o["save_latents"], "output.save_frames": o["save_frames"],
+                "output.resume": o.get("resume", False)}
+    for k, v in switches.items():
         if v:
             flags[k] = True
+    qcache, qcache_schedule = o["qcache"], o["qcache_schedule"]
     if qcache is not None:
         if not 0.0 <= qcache <= 1.0:
             _fail(f"--qcache must be in [0, 1] (the weight of the encoder queries), got {qcache}")
@@ -150,38 +181,48 @@ def generate(
             _fail(str(e))
         flags["techniques.qcache.enabled"] = True
         flags["techniques.qcache.schedule"] = qcache_schedule
-    if qcache_targets is not None:
-        flags["techniques.qcache.targets"] = [t.strip() for t in qcache_targets.split(",") if t.strip()]
-    if frames_per_prompt:
+    if o["qcache_targets"] is not None:
+        flags["techniques.qcache.targets"] = [t.strip() for t in o["qcache_targets"].split(",") if t.strip()]
+    fpp = o.get("frames_per_prompt")
+    if fpp:
         try:
-            flags["fifo.frames_per_prompt"] = [int(x) for x in frames_per_prompt.split(",")]
+            flags["fifo.frames_per_prompt"] = [int(x) for x in fpp.split(",")]
         except ValueError:
-            _fail(f"--frames-per-prompt must be comma-separated integers, got {frames_per_prompt!r}")
-    try:
-        run = build_run_config(run_config, flags, overrides or [])
-        if run.checkpoint is None and run.model == "videocrafter2":
-            default_ckpt = Path("checkpoints/videocrafter2/model.ckpt")
-            run.checkpoint = str(default_ckpt) if default_ckpt.exists() else None
-        _run(run)
-    except typer.Exit:
-        raise
-    except Exception as e:  # noqa: BLE001 - turn known failures into one clear line and exit code
-        from .diffusion.sampling import NonFiniteError
-        from .fifo.state import StateMismatch
-        from .models.load import CheckpointError
+            _fail(f"--frames-per-prompt must be comma-separated integers, got {fpp!r}")
+    return flags
 
-        known = _EXIT_ERRORS + (CheckpointError, NonFiniteError, StateMismatch, FileNotFoundError, OSError)
-        if isinstance(e, known):
-            _fail(str(e), 1 if isinstance(e, (NonFiniteError, OSError)) else 2)
-        raise
+
+def _default_checkpoint(run: Any) -> None:
+    if run.checkpoint is None and run.model in ("videocrafter2", "videocrafter1_i2v"):
+        default_ckpt = Path("checkpoints") / run.model / "model.ckpt"
+        run.checkpoint = str(default_ckpt) if default_ckpt.exists() else None
+
+
+def _exit_on_known_error(e: BaseException) -> None:
+    """Known failures become one clear line and an exit code; anything else returns (the caller re-raises)."""
+    from .diffusion.sampling import NonFiniteError
+    from .fifo.state import StateMismatch
+    from .models.load import CheckpointError
+
+    known = _EXIT_ERRORS + (CheckpointError, NonFiniteError, StateMismatch, FileNotFoundError, OSError)
+    if isinstance(e, known):
+        _fail(str(e), 1 if isinstance(e, (NonFiniteError, OSError)) else 2)
 
 
 def _run(run: Any) -> None:
+    from .fifo.parallel import dist_env
     from .pipeline import generate as run_generation
 
+    if dist_env() is not None:
+        _run_distributed(run)
+        return
     bars = _Bars()
     with bars.progress:
         result = run_generation(run, progress=bars, log=lambda m: err.print(m, highlight=False))
+    _report(result)
+
+
+def _report(result: Any) -> None:
     t = result.timings
     status = "partial" if result.partial else "done"
     err.print(f"[green]{status}[/]: {result.frames} frames -> {result.output} (seed {result.seed}, "
@@ -190,9 +231,195 @@ def _run(run: Any) -> None:
         raise typer.Exit(130)
 
 
+def _run_distributed(run: Any) -> None:
+    """Under torchrun: one video, the windows of every FIFO iteration split across the ranks (fifo/parallel.py).
+    Rank 0 owns the queue, the progress bars and the output; the other ranks serve U-Net calls."""
+    import signal
+
+    import torch.distributed as dist
+
+    from .fifo.parallel import DistributedExecutor, init_distributed, serve_run
+    from .pipeline import generate as run_generation
+
+    rank, world, device = init_distributed(run.device)
+    run.device = device
+    try:
+        if rank != 0:
+            from .models.load import load_model
+
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 decides when to stop (and saves the state)
+            calls = serve_run(run, load_model(run.model, run.checkpoint, device, run.dtype))
+            err.print(f"rank {rank}: served {calls} U-Net calls", highlight=False)
+            return
+        err.print(f"distributed: {world} ranks ({dist.get_backend()}), windows split across them", highlight=False)
+        executor = DistributedExecutor(device)
+        bars = _Bars()
+        try:
+            with bars.progress:
+                result = run_generation(run, progress=bars, log=lambda m: err.print(m, highlight=False),
+                                        executor=executor)
+        finally:
+            executor.close()
+        _report(result)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+_BATCH_PER_ITEM = ("prompt", "output", "resume", "image", "frames_per_prompt", "overrides")
+
+
+def _batch(
+    prompts_file: Annotated[Path, typer.Argument(help="Prompt file: .txt (one prompt a line, # comments), .csv/.tsv "
+                                                 "(a prompt column plus seed, num_frames, qcache, name, image, or "
+                                                 "dotted run-config keys), or .jsonl with the same fields.")],
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-d", help="Folder for the videos, their sidecars and "
+                                          "manifest.jsonl.")],
+    shard: Annotated[str | None, typer.Option(help="Do shard K/N of the items (0 <= K < N, item i goes to shard "
+                                              "i mod N). Default: from SLURM_ARRAY_TASK_ID/COUNT, "
+                                              "SLURM_PROCID/NTASKS or torchrun's RANK/WORLD_SIZE.")] = None,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed item (default: record "
+                                            "the error in the manifest and go on).")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="mp4, gif or png (a folder of PNGs per item).")] = "mp4",
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the run config for every "
+                                                          "item; every run-config key is reachable this way.")] = None,
+    **opts: Any,
+) -> None:
+    """Generate one video per line of a prompt file, resumably; shards over SLURM arrays / torchrun ranks.
+
+    Every generate option applies to every item; --overwrite redoes items even if complete.
+
+    A re-run skips complete items and redoes the rest. Exit code 1 if any item failed.
+    """
+    from .batch import plan_batch, resolve_shard, run_batch, shard_items
+    from .io.prompts import read_prompts
+    from .models.load import load_model
+    from .models.presets import load_model_config
+
+    try:
+        flags = build_flags(opts)
+        base = build_run_config(opts["run_config"], flags, overrides or [])
+        _default_checkpoint(base)
+        if base.checkpoint:
+            flags["checkpoint"] = base.checkpoint
+        try:
+            has_image = load_model_config(base.model).image is not None
+        except ValueError as e:
+            _fail(str(e))
+        items = read_prompts(prompts_file, allow_images=has_image)
+        the_shard = resolve_shard(shard)
+        planned = plan_batch(items, out_dir, flags, overrides or [], opts["run_config"], fmt, prompts_file)
+        mine = shard_items(planned, the_shard)
+        device = _local_device(base.device)
+        err.print(f"{len(planned)} items, shard {the_shard} ({the_shard.source}): {len(mine)} items -> {out_dir}",
+                  highlight=False)
+        bars = _BatchBars(len(mine))
+        with bars.progress, _sigterm_as_sigint():
+            summary = run_batch(mine, out_dir, the_shard, None, fail_fast=fail_fast, overwrite=opts["overwrite"],
+                                log=lambda m: bars.progress.console.print(m, highlight=False), progress=bars,
+                                on_item=bars.item_event,
+                                load=lambda: load_model(base.model, base.checkpoint, device, base.dtype))
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err.print("interrupted: run the same command again to continue", highlight=False)
+        raise typer.Exit(130) from None
+    except Exception as e:  # noqa: BLE001
+        _exit_on_known_error(e)
+        raise
+    _print_summary(summary)
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+def _with_generate_options(func: Any) -> Any:
+    """Give ``func`` (a ``**opts`` command) every option of ``generate`` except the per-item ones, so typer
+    declares them once: generate's signature is the single source of truth."""
+    import inspect
+
+    own = inspect.signature(func, eval_str=True).parameters
+    gen = inspect.signature(generate, eval_str=True).parameters
+    head = [p for n, p in own.items() if n not in ("overrides", "opts")]
+    shared = [p for n, p in gen.items() if n not in _BATCH_PER_ITEM and n not in own]
+    params = head + shared + [own["overrides"]]
+    func.__signature__ = inspect.Signature(params)
+    func.__annotations__ = {p.name: p.annotation for p in params}
+    return func
+
+
+batch = app.command("batch")(_with_generate_options(_batch))
+
+
+def _local_device(device: str) -> str:
+    """One GPU per process when several processes share a node (torchrun LOCAL_RANK, SLURM_LOCALID)."""
+    import os
+
+    import torch
+
+    local = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID")
+    if local and device in ("auto", "cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        return f"cuda:{int(local) % torch.cuda.device_count()}"
+    return device
+
+
+@contextlib.contextmanager
+def _sigterm_as_sigint() -> Any:
+    """SLURM preemption sends SIGTERM: treat it like Ctrl-C (finish the iteration, save state, record it)."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        h = signal.getsignal(signal.SIGINT)
+        if callable(h):
+            h(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _BatchBars(_Bars):
+    """An outer bar over the items plus the per-item inner bars (base clip, FIFO iterations = frames)."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.items = self.progress.add_task("items", total=total, rate="")
+
+    def item_event(self, event: str, item: Any, record: Any) -> None:
+        if event == "start":
+            for tid in self.tasks.values():  # fresh inner bars for this item (task ids stay valid)
+                self.progress.reset(tid, completed=0)
+            self.progress.update(self.items, description=f"items [{item.item.index}] {item.name[:48]}")
+        else:
+            self.progress.advance(self.items)
+
+
+def _print_summary(s: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"batch, shard {s.shard}")
+    for col in ("done", "skipped", "failed", "busy", "total time", "s/frame"):
+        table.add_column(col, justify="right")
+    spf = f"{s.s_per_frame:.2f}" if s.s_per_frame is not None else "-"
+    table.add_row(str(s.done), str(s.skipped), str(s.failed), str(s.busy), f"{s.seconds:.1f} s", spf)
+    err.print(table)
+    for name, error in s.failures:
+        err.print(f"[red]failed[/] {name}: {error}", highlight=False)
+    if s.interrupted:
+        err.print("interrupted: run the same command again to continue", highlight=False)
+
+
 @app.command()
 def download(
-    model: Annotated[str, typer.Option(help="Which weights: videocrafter2.")] = "videocrafter2",
+    model: Annotated[str, typer.Option(help="Which weights: videocrafter2 (text-to-video) or videocrafter1_i2v "
+                                       "(image-to-video, for --image and --latent-seed).")] = "videocrafter2",
     dest: Annotated[Path, typer.Option(help="Target folder.")] = Path("checkpoints"),
 ) -> None:
     """Fetch the model checkpoint from the Hugging Face Hub (resumable)."""

@@ -54,6 +54,13 @@ class OutputConfig:
 
 
 @dataclass
+class ConditioningConfig:
+    image: str | None = None  # image-to-video: this image conditions the base clip and every FIFO step
+    latent_seed: bool = False  # FIFO-Diffusion+ latent seeding: tokens of the decoded head of the initial queue
+    latent_seed_every: int = 0  # re-seed from the latest output frame every K frames (0: never)
+
+
+@dataclass
 class RunConfig:
     mode: str = "fifo"  # fifo | base
     model: str = "videocrafter2"  # preset name or model YAML path
@@ -64,6 +71,7 @@ class RunConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     fifo: FifoConfig = field(default_factory=FifoConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     techniques: TechniquesConfig = field(default_factory=TechniquesConfig)
 
 
@@ -118,4 +126,8 @@ def numerics_hash(cfg: RunConfig, checkpoint_id: str) -> str:
     d["fifo"].pop("max_batch")
     d.pop("device")
     d["checkpoint"] = checkpoint_id
+    if cfg.conditioning.image:
+        from .io.sidecar import file_sha256
+
+        d["conditioning"]["image"] = file_sha256(cfg.conditioning.image, cache=False)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

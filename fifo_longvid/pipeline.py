@@ -26,11 +26,13 @@ from .fifo.init import INIT_MODES, init_queue, warmup_iterations
 from .fifo.queue import FifoPlan
 from .fifo.sampler import WindowBatch, WindowDenoiser, fifo_iteration
 from .fifo.state import FifoState, LatentLog, load_state, save_state, state_path
+from .io.images import load_image
 from .io.sidecar import file_sha256, sidecar_path, versions, write_json_atomic
 from .io.video import VideoWriter, check_output_path
 from .models.load import load_model
 from .models.videocrafter import VideoCrafter
 from .techniques import apply_techniques
+from .techniques.seeding import frame_image_tokens, i2v_uncond, seed_image_tokens
 
 Progress = Callable[[str, int, int], None]  # (task, done, total)
 
@@ -87,6 +89,33 @@ def validate(cfg: RunConfig) -> None:
     elif len(cfg.prompts) > 1:
         raise ConfigError("--mode base takes one prompt")
     parse_max_batch(cfg.fifo.max_batch)
+    c = cfg.conditioning
+    if c.image or c.latent_seed:
+        from .models.presets import load_model_config
+
+        try:
+            has_image = load_model_config(cfg.model).image is not None
+        except ValueError:
+            has_image = True  # the model config error is reported when loading
+        what = "--image" if c.image else "--latent-seed"
+        if not has_image:
+            raise ConfigError(
+                f"{what} needs a model with an image encoder (VideoCrafter1 I2V); {cfg.model!r} has none. Get it "
+                "with `fifo-gen download --model videocrafter1_i2v` and add --config videocrafter1_i2v "
+                "(or --config tiny_i2v to try it without weights)")
+        if c.latent_seed and c.image:
+            raise ConfigError("--image and --latent-seed both set the image tokens; use one of them")
+        if c.latent_seed and cfg.mode != "fifo":
+            raise ConfigError("--latent-seed seeds the FIFO queue; it needs --mode fifo")
+        if c.latent_seed and cfg.fifo.init == "noise":
+            raise ConfigError("--latent-seed decodes the head of a queue built from a base clip; use --init first "
+                              "or uniform")
+    if c.image and not Path(c.image).is_file():
+        raise ConfigError(f"--image {c.image}: no such file")
+    if c.latent_seed_every < 0:
+        raise ConfigError(f"--latent-seed-every must be >= 0, got {c.latent_seed_every}")
+    if c.latent_seed_every and not c.latent_seed:
+        raise ConfigError("--latent-seed-every K needs --latent-seed")
     q = cfg.techniques.qcache
     if q.enabled:
         from .techniques.qcache import TARGETS, VSchedule
@@ -152,12 +181,30 @@ def prompt_schedule(cfg: RunConfig, plan: FifoPlan, warmup: int) -> Callable[[to
     return of
 
 
-def fifo_denoiser(model: VideoCrafter, conds: torch.Tensor, uncond: torch.Tensor, scale: float, fps: int,
-                  max_batch: int | None, prompt_of: Callable[[torch.Tensor], torch.Tensor]) -> WindowDenoiser:
+class CondState:
+    """The cross-attention context of the run: text tokens per prompt, plus optional image tokens
+    (``--image``, or latent seeding, which may refresh them during the run)."""
+
+    def __init__(self, text: torch.Tensor, image: torch.Tensor | None = None):
+        self.text, self.image = text, image
+
+    def conds(self) -> torch.Tensor:
+        if self.image is None:
+            return self.text
+        return torch.cat([self.text, self.image.expand(self.text.shape[0], -1, -1)], dim=1)
+
+
+def fifo_denoiser(model: VideoCrafter, cond_state: CondState, uncond: torch.Tensor, scale: float, fps: int,
+                  max_batch: int | None, prompt_of: Callable[[torch.Tensor], torch.Tensor],
+                  executor: Any = None) -> WindowDenoiser:
+    """``executor`` (fifo/parallel.py) runs the U-Net calls, e.g. split across torch.distributed ranks."""
     net = unet_network(model.unet, fps)
+    if executor is not None:
+        net, max_batch = executor.wrap(net, max_batch), None
 
     def denoise(batch: WindowBatch) -> torch.Tensor:
         centre = batch.frame_ids[:, batch.frame_ids.shape[1] // 2]
+        conds = cond_state.conds()
         cond = conds[prompt_of(centre).to(conds.device)]
         return cfg_denoiser(net, cond, uncond, scale, max_batch)(batch.x, batch.t)
 
@@ -175,6 +222,14 @@ def fill_model_defaults(cfg: RunConfig, model: VideoCrafter) -> None:
         raise ConfigError(f"lookahead needs an even window length, got {fc.window}; use --no-lookahead")
 
 
+def _conditioning_info(cfg: RunConfig) -> dict[str, Any]:
+    c = cfg.conditioning
+    info: dict[str, Any] = {"latent_seed": c.latent_seed, "latent_seed_every": c.latent_seed_every}
+    if c.image:
+        info["image"] = {"path": str(c.image), "sha256": file_sha256(c.image, cache=False)}
+    return info
+
+
 def _checkpoint_id(cfg: RunConfig) -> str:
     if cfg.checkpoint is None:
         return f"recipe:{cfg.model}"
@@ -187,8 +242,11 @@ def default_output(cfg: RunConfig) -> Path:
 
 
 def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progress | None = None,
-             log: Callable[[str], None] = print) -> GenerationResult:
-    """Run one generation described by ``cfg`` and write the video plus its JSON sidecar."""
+             log: Callable[[str], None] = print, executor: Any = None) -> GenerationResult:
+    """Run one generation described by ``cfg`` and write the video plus its JSON sidecar.
+
+    ``executor``: optional window executor for the FIFO iterations (``fifo.parallel``); default: this process.
+    """
     validate(cfg)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -214,8 +272,11 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
     noise = NoiseSource(cfg.sampling.seed, dev, model.dtype)
 
     t0 = time.perf_counter()
-    conds = model.encode_text(cfg.prompts)
+    cond_state = CondState(model.encode_text(cfg.prompts))
     uncond = model.encode_text([""])
+    uncond = i2v_uncond(model, uncond)
+    if cfg.conditioning.image:
+        cond_state.image = model.encode_image(load_image(cfg.conditioning.image, h_px, w_px).to(dev))
     timings["encode_s"] = time.perf_counter() - t0
     fps = cfg.sampling.fps
     scale = cfg.sampling.cfg
@@ -229,7 +290,7 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
             techniques.bind(sched)
             techniques.set_phase("clip")
             x_T = noise.randn((1, model.cfg.channels, f, *lat_hw))
-            den = cfg_denoiser(unet_network(model.unet, fps), conds, uncond, scale)
+            den = cfg_denoiser(unet_network(model.unet, fps), cond_state.conds(), uncond, scale)
             t0 = time.perf_counter()
             z = sample_ddim(den, x_T, sched, use_scale=model.cfg.use_scale,
                             noise=noise, callback=(lambda d, n: progress("base clip", d, n)) if progress else None)
@@ -240,8 +301,8 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
                     writer.append(frames[0, :, i])
             written, partial = f, False
         else:
-            written, partial = _run_fifo(cfg, model, conds, uncond, f, lat_hw, noise, techniques, out_path,
-                                         resume_file, timings, progress, log)
+            written, partial = _run_fifo(cfg, model, cond_state, uncond, f, lat_hw, noise, techniques, out_path,
+                                         resume_file, timings, progress, log, executor)
     finally:
         techniques.remove()
     timings["total_s"] = time.perf_counter() - t_start
@@ -257,6 +318,7 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
         "checkpoint_id": _checkpoint_id(cfg),
         "config": to_dict(cfg),
         "techniques": technique_info,
+        "conditioning": _conditioning_info(cfg),
         "device": str(dev),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "versions": versions(),
@@ -265,9 +327,10 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
     return GenerationResult(final, written, cfg.sampling.seed, side, timings, partial)
 
 
-def _run_fifo(cfg: RunConfig, model: VideoCrafter, conds: torch.Tensor, uncond: torch.Tensor, f: int,
+def _run_fifo(cfg: RunConfig, model: VideoCrafter, cond_state: CondState, uncond: torch.Tensor, f: int,
               lat_hw: tuple[int, int], noise: NoiseSource, techniques: Any, out_path: Path, resume_file: Path,
-              timings: dict[str, float], progress: Progress | None, log: Callable[[str], None]) -> tuple[int, bool]:
+              timings: dict[str, float], progress: Progress | None, log: Callable[[str], None],
+              executor: Any = None) -> tuple[int, bool]:
     fc = cfg.fifo
     plan = FifoPlan(f, fc.partitions, fc.lookahead)
     if cfg.sampling.steps is not None and cfg.sampling.steps != plan.steps:
@@ -291,6 +354,8 @@ def _run_fifo(cfg: RunConfig, model: VideoCrafter, conds: torch.Tensor, uncond: 
         state = load_state(resume_file, chash, dev)
         queue, start_iter, emitted = state.queue, state.iteration, state.emitted
         noise.set_state(state.rng_state)
+        if "image_tokens" in state.extras:
+            cond_state.image = state.extras["image_tokens"]
         if not log_path.exists():
             raise ConfigError(f"--resume: the latent log {log_path} is missing; cannot rebuild the video")
         log(f"resuming at output frame {emitted} (iteration {start_iter})")
@@ -299,29 +364,36 @@ def _run_fifo(cfg: RunConfig, model: VideoCrafter, conds: torch.Tensor, uncond: 
         base = None
         techniques.set_phase("base")
         if fc.init != "noise":
-            den = cfg_denoiser(unet_network(model.unet, cfg.sampling.fps), conds[:1], uncond, cfg.sampling.cfg)
+            den = cfg_denoiser(unet_network(model.unet, cfg.sampling.fps), cond_state.conds()[:1], uncond,
+                               cfg.sampling.cfg)
             x_T = noise.randn((1, model.cfg.channels, f, *lat_hw))
             base = sample_ddim(den, x_T, sched, use_scale=model.cfg.use_scale,
                                noise=noise,
                                callback=(lambda d, n: progress("base clip", d, n)) if progress else None)
         queue = init_queue(plan, sched, noise, fc.init, base=base,  # type: ignore[arg-type]
                            shape=(1, model.cfg.channels, *lat_hw))
+        if cfg.conditioning.latent_seed:
+            cond_state.image = seed_image_tokens(model, queue.latents)
         timings["base_s"] = time.perf_counter() - t0
         start_iter, emitted = 0, 0
 
     prompt_of = prompt_schedule(cfg, plan, warmup)
-    denoise = fifo_denoiser(model, conds, uncond, cfg.sampling.cfg, cfg.sampling.fps, max_batch, prompt_of)
+    denoise = fifo_denoiser(model, cond_state, uncond, cfg.sampling.cfg, cfg.sampling.fps, max_batch, prompt_of,
+                            executor)
     techniques.set_phase("fifo")
     frames_dir = out_path.parent / f"{out_path.stem}_frames" if cfg.output.save_frames else None
 
     def snapshot(it: int, n: int) -> FifoState:
-        return FifoState(queue, noise.get_state(), it, n, chash)
+        extras = {"image_tokens": cond_state.image} if cond_state.image is not None else {}
+        return FifoState(queue, noise.get_state(), it, n, chash, extras)
 
     writer = VideoWriter(out_path, cfg.output.output_fps, overwrite=cfg.output.overwrite or cfg.output.resume)
     latents_log.open(keep=emitted)
     if emitted:  # rebuild the video written before the interruption
         for k in range(emitted):
-            _emit_frame(model, writer, latents_log.read(k, k + 1)[0].to(dev), k, frames_dir)
+            frame = model.decode_latents(latents_log.read(k, k + 1)[0].to(dev))[0, :, 0]
+            _write_frame(writer, frame, k, frames_dir)
+    reseed_every = cfg.conditioning.latent_seed_every
     it = start_iter
     consistent = True  # queue, RNG and latent log agree (safe to save for --resume)
     t0 = time.perf_counter()
@@ -337,9 +409,12 @@ def _run_fifo(cfg: RunConfig, model: VideoCrafter, conds: torch.Tensor, uncond: 
                 if it > warmup:
                     latents_log.append(z)
                     emitted += 1
+                    frame = model.decode_latents(z)[0, :, 0]
+                    if reseed_every and emitted % reseed_every == 0:  # fresh tokens, same context length
+                        cond_state.image = frame_image_tokens(model, frame)
                 consistent = True
                 if it > warmup:
-                    _emit_frame(model, writer, z, emitted - 1, frames_dir)
+                    _write_frame(writer, frame, emitted - 1, frames_dir)
                     if cfg.output.checkpoint_every and emitted % cfg.output.checkpoint_every == 0:
                         save_state(resume_file, snapshot(it, emitted))
                 if progress:
@@ -405,8 +480,7 @@ def graceful_interrupt() -> Iterator[_StopFlag]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _emit_frame(model: VideoCrafter, writer: VideoWriter, z: torch.Tensor, k: int, frames_dir: Path | None) -> None:
-    frame = model.decode_latents(z)[0, :, 0]
+def _write_frame(writer: VideoWriter, frame: torch.Tensor, k: int, frames_dir: Path | None) -> None:
     writer.append(frame)
     if frames_dir is not None:
         from PIL import Image

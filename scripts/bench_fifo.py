@@ -14,7 +14,7 @@ U-Net) side by side:
   on ``tiny`` after a short and a long video, each in a fresh subprocess (``--rss-child N``), and
   their ratio (~1.0: memory does not grow with the video length).
 
-    python scripts/bench_fifo.py            # default sizes (about 6 minutes on 2 idle CPU cores)
+    python scripts/bench_fifo.py            # default sizes (estimated ~5 min on 2 idle CPU cores)
     python scripts/bench_fifo.py --quick    # smoke test (< 60 s on an idle machine)
 """
 
@@ -161,6 +161,17 @@ def maxrss_mib(who: int) -> float:
     return r / 2**20 if sys.platform == "darwin" else r / 1024  # bytes on macOS, KiB on Linux
 
 
+def vm_hwm_mib() -> float | None:
+    """Linux VmHWM (peak RSS of this address space, reset by exec): a cross-check of ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def rss_child(num_frames: int) -> None:
     """Run the full pipeline once and print its peak RSS as one JSON line (used via --rss-child N)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,9 +184,8 @@ def rss_child(num_frames: int) -> None:
         res = generate(cfg, log=lambda _msg: None)
         wall = time.perf_counter() - t0
         out = {"frames": res.frames, "wall_s": wall, "fifo_s": res.timings.get("fifo_s"),
-               # RUSAGE_SELF only: the ffmpeg encoder is a separate process (and RUSAGE_CHILDREN would
-               # report this process's pre-exec image for it, not ffmpeg's own peak)
-               "peak_rss_mib": maxrss_mib(resource.RUSAGE_SELF),
+               # RUSAGE_SELF only: the ffmpeg encoder is a separate process
+               "peak_rss_mib": maxrss_mib(resource.RUSAGE_SELF), "vm_hwm_mib": vm_hwm_mib(),
                "bytes": res.output.stat().st_size}
     print(json.dumps(out))
 
@@ -192,27 +202,36 @@ def run_rss_child(num_frames: int, threads: int | None) -> dict:
 
 
 def rss_rows(lengths: tuple[int, int], threads: int | None) -> dict[str, str]:
+    """Run the two full-pipeline children. Call this BEFORE loading any model in this process: Linux
+    keeps ru_maxrss across fork+exec, so a child's figure is max(this process's peak so far, its own)."""
+    parent = maxrss_mib(resource.RUSAGE_SELF)
     short, long = (run_rss_child(n, threads) for n in lengths)
     n1, n2 = lengths
+    hwm = (f"{short['vm_hwm_mib']:.0f} / {long['vm_hwm_mib']:.0f}" if short["vm_hwm_mib"] is not None
+           else "n/a")
+    polluted = parent >= min(short["peak_rss_mib"], long["peak_rss_mib"]) - 1
     return {
         "RSS run settings (full pipeline)": "tiny recipe, " + " ".join(RSS_OVERRIDES)
         + f", init first, cfg {CFG_SCALE:g}, eta {ETA:g}, seed 0, VAE decode + streaming H.264 mp4",
-        f"peak RSS after {n1} frames (MiB, python process, fresh subprocess)": f"{short['peak_rss_mib']:.0f}",
-        f"peak RSS after {n2} frames (MiB, python process, fresh subprocess)": f"{long['peak_rss_mib']:.0f}",
+        f"peak RSS after {n1} frames (MiB, ru_maxrss, fresh subprocess)": f"{short['peak_rss_mib']:.0f}",
+        f"peak RSS after {n2} frames (MiB, ru_maxrss, fresh subprocess)": f"{long['peak_rss_mib']:.0f}",
         f"peak RSS ratio {n2} / {n1} frames": f"{long['peak_rss_mib'] / short['peak_rss_mib']:.3f}",
+        f"cross-check: VmHWM {n1} / {n2} frames (MiB); launcher's ru_maxrss":
+            f"{hwm}; {parent:.0f}" + (" (NOT below the children: figures are the launcher's)" if polluted else ""),
         f"full pipeline wall s, {n1} / {n2} frames (FIFO loop s/frame)":
             f"{short['wall_s']:.1f} ({short['fifo_s'] / n1:.3f}) / {long['wall_s']:.1f} "
             f"({long['fifo_s'] / n2:.3f})",
     }
 
 
-def load_note() -> str:
-    """The 1-minute load average vs the cores: oversubscription makes multi-threaded timings meaningless."""
+def load_note(at_start: bool = True) -> str:
+    """The 1-minute load average vs the cores: oversubscription makes multi-threaded timings meaningless
+    (on a busy 2-core machine a 2-thread forward can be 50x slower than a 1-thread one)."""
     if not hasattr(os, "getloadavg"):
         return "load average: n/a"
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    note = f"load average (1 min) {load:.2f} on {cores} cores"
-    if load > cores - 0.5 and torch.get_num_threads() > 1:
+    note = f"load average (1 min) {load:.2f} on {cores} cores" + ("" if at_start else ", including this run")
+    if at_start and load > cores - 0.5 and torch.get_num_threads() > 1:
         note += " -- WARNING: the machine is busy; multi-threaded timings will be inflated (try --threads 1)"
     return note
 
@@ -241,10 +260,10 @@ def main() -> None:
         return
 
     if args.quick:
-        cases = [Case("tiny", 16, 8, 2, iters=2), Case("medium", 16, 4, 2, iters=1)]
+        cases = [Case("tiny", 16, 8, 2, iters=2), Case("medium", 16, 4, 2, iters=2)]
         lengths = (8, 32)
     else:
-        cases = [Case("tiny", 16, 8, 2, iters=5), Case("medium", 32, 8, 2, iters=2)]
+        cases = [Case("tiny", 16, 8, 2, iters=5), Case("medium", 32, 8, 2, iters=3)]
         lengths = (32, 512)
 
     t_start = time.perf_counter()
@@ -253,13 +272,14 @@ def main() -> None:
     print(load_note())
     print(f"mode: {'quick' if args.quick else 'default'}; torch.no_grad, seeded noise (NoiseSource 0/1), "
           "(a) batch_windows=False + cfg max_batch=1, (b) batch_windows=True + max_batch=None")
+    rss = rss_rows(lengths, args.threads)  # first, while this process is still small (see rss_rows)
     with torch.no_grad():
         results = [bench_fifo_case(c) for c in cases]
-    results[0].update(rss_rows(lengths, args.threads))  # tiny column only
+    results[0].update(rss)  # tiny column only
     print()
     print_table([c.name for c in cases], results)
     print()
-    print(f"total wall time {time.perf_counter() - t_start:.1f} s; {load_note()}")
+    print(f"total wall time {time.perf_counter() - t_start:.1f} s; {load_note(at_start=False)}")
 
 
 if __name__ == "__main__":

@@ -125,14 +125,31 @@ def fmt_t(ts: list[float]) -> str:
 
 
 def extra_rows(unet: UNet3D, x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> list[tuple[str, ...]]:
-    """HOOK for additional per-config rows (e.g. "Q-cache overhead per forward", to be added).
+    """Q-cache overhead per forward: plain vs Q-cache (temporal attn1, v=0.9), timed alternately.
 
-    Called once per config, after the rows above, with the SDPA processors in place and the batch-1
-    inputs (x: (1, C, F, H, W), t: (1, F) per-frame timesteps, ctx: (1, 77, D)); runs under no_grad.
-    Return ``(metric, value)`` pairs; rows with the same metric from different configs are merged
-    into one table row (configs that return nothing for a metric show "-").
+    Install/remove happen outside the timed region, so the row measures the per-forward cost only
+    (recording encoder queries, blending, the timestep hook).
     """
-    return []
+    from fifo_longvid.techniques.qcache import QCacheConfig
+    from fifo_longvid.techniques.qcache import apply as apply_qcache
+
+    cfg = QCacheConfig(enabled=True, v=0.9)
+    plain_t, q_t = [], []
+    unet(x, t, ctx)
+    for _ in range(EXTRA_REPEATS):
+        plain_t.append(timed(lambda: unet(x, t, ctx)))
+        q = apply_qcache(unet, cfg)
+        try:
+            unet(x, t, ctx) if not q_t else None  # warm the new processors once
+            q_t.append(timed(lambda: unet(x, t, ctx)))
+        finally:
+            q.remove()
+    ratio = statistics.median(q_t) / statistics.median(plain_t)
+    return [("forward batch 1, Q-cache v=0.9 (s)", fmt_t(q_t)),
+            ("Q-cache overhead per forward (Q-cache / plain)", f"{ratio:.3f} ({(ratio - 1) * 100:+.1f}%)")]
+
+
+EXTRA_REPEATS = 5
 
 
 def bench_case(case: Case, warmup: int, repeats: int, mm_gflops: float) -> dict[str, str]:
@@ -212,13 +229,14 @@ def print_table(columns: list[str], results: list[dict[str, str]]) -> None:
         print(f"| {m} | " + " | ".join(r.get(m, "-") for r in results) + " |")
 
 
-def load_note() -> str:
-    """The 1-minute load average vs the cores: oversubscription makes multi-threaded timings meaningless."""
+def load_note(at_start: bool = True) -> str:
+    """The 1-minute load average vs the cores: oversubscription makes multi-threaded timings meaningless
+    (on a busy 2-core machine a 2-thread forward can be 50x slower than a 1-thread one)."""
     if not hasattr(os, "getloadavg"):
         return "load average: n/a"
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    note = f"load average (1 min) {load:.2f} on {cores} cores"
-    if load > cores - 0.5 and torch.get_num_threads() > 1:
+    note = f"load average (1 min) {load:.2f} on {cores} cores" + ("" if at_start else ", including this run")
+    if at_start and load > cores - 0.5 and torch.get_num_threads() > 1:
         note += " -- WARNING: the machine is busy; multi-threaded timings will be inflated (try --threads 1)"
     return note
 
@@ -239,7 +257,7 @@ def main() -> None:
         mm_reps = (2, 5)
     else:
         cases = [Case("tiny", tiny_unet, 16, 16), Case("medium", MEDIUM_UNET, 16, 32)]
-        reps = {"tiny": (2, 7), "medium": (1, 3)}
+        reps = {"tiny": (2, 10), "medium": (1, 5)}
         mm_reps = (3, 10)
 
     t_start = time.perf_counter()
@@ -257,7 +275,7 @@ def main() -> None:
     print()
     print_table([c.name for c in cases], results)
     print()
-    print(f"total wall time {time.perf_counter() - t_start:.1f} s; {load_note()}")
+    print(f"total wall time {time.perf_counter() - t_start:.1f} s; {load_note(at_start=False)}")
 
 
 if __name__ == "__main__":

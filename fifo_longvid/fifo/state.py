@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ class FifoState:
     iteration: int
     emitted: int  # latents written to the LatentLog so far
     config_hash: str
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. the current image tokens
 
 
 def state_path(output: str | Path) -> Path:
@@ -39,6 +40,7 @@ def save_state(path: str | Path, state: FifoState) -> Path:
         "iteration": state.iteration,
         "emitted": state.emitted,
         "config_hash": state.config_hash,
+        "extras": {k: v.cpu() for k, v in state.extras.items()},
         "format": 1,
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -69,7 +71,8 @@ def load_state(path: str | Path, config_hash: str, device: torch.device) -> Fifo
         )
     q = FrameQueue.from_state_dict(payload["queue"])
     q.latents = q.latents.to(device)
-    return FifoState(q, payload["rng_state"], int(payload["iteration"]), int(payload["emitted"]), config_hash)
+    extras = {k: v.to(device) for k, v in payload.get("extras", {}).items()}
+    return FifoState(q, payload["rng_state"], int(payload["iteration"]), int(payload["emitted"]), config_hash, extras)
 
 
 class LatentLog:

@@ -19,15 +19,16 @@ def sidecar_path(output: str | Path) -> Path:
     return p.with_suffix(".json") if p.suffix else p.parent / (p.name + ".json")
 
 
-def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
-    """Write JSON via a temp file + rename, so readers never see half a file."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write via a temp file in the same folder + fsync + rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -36,6 +37,10 @@ def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def versions() -> dict[str, str]:

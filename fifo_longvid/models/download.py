@@ -7,6 +7,7 @@ from pathlib import Path
 
 SOURCES = {
     "videocrafter2": ("VideoCrafter/VideoCrafter2", "model.ckpt"),
+    "videocrafter1_i2v": ("VideoCrafter/Image2Video-512", "model.ckpt"),
 }
 
 

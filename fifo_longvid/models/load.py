@@ -87,7 +87,10 @@ def _architecture_hint(model_keys: set[str], ckpt_keys: set[str], mismatched: li
                 "check that you passed the right file")
     if any(k.startswith(("image_proj_model.", "embedder.")) for k in ckpt_keys - model_keys):
         return ("this looks like a VideoCrafter1 image-to-video checkpoint (it has image_proj_model/embedder "
-                "weights); it needs an I2V config, not this text-to-video one")
+                "weights); load it with --config videocrafter1_i2v")
+    if any(k.startswith(("image_proj_model.", "embedder.")) for k in model_keys - ckpt_keys):
+        return ("this is a text-to-video checkpoint (no image encoder weights) but the config is an I2V model; "
+                "load it with --config videocrafter2")
     if mismatched:
         return ("the layer names match but the sizes do not: this is a checkpoint for another model size; "
                 "pick the --config that matches it (e.g. videocrafter2 for the released model.ckpt)")
@@ -146,6 +149,23 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return dtype
 
 
+def _materialize_meta_buffers(model: torch.nn.Module) -> None:
+    """Non-persistent buffers are not in a checkpoint; after a meta-device build, recompute them."""
+    from .image import CLIP_MEAN, CLIP_STD
+    from .text import causal_mask
+
+    for mod_name, mod in model.named_modules():
+        for name, buf in list(mod._buffers.items()):
+            if buf is None or not buf.is_meta:
+                continue
+            if name == "attn_mask":
+                mod._buffers[name] = causal_mask(buf.shape[-1])
+            elif name in ("mean", "std"):
+                mod._buffers[name] = torch.tensor(CLIP_MEAN if name == "mean" else CLIP_STD)
+            else:
+                raise RuntimeError(f"buffer {mod_name}.{name} was not in the checkpoint and cannot be rebuilt")
+
+
 def build_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> VideoCrafter:
     """Instantiate (randomly initialised) on ``device``; use device='meta' for a shape-only model."""
     with torch.device(device):
@@ -169,8 +189,9 @@ def load_model(
     if checkpoint is None:
         if cfg.name not in RECIPE_PRESETS:
             raise CheckpointError(
-                f"config {cfg.name!r} needs a checkpoint: pass --checkpoint PATH, or run `fifo-gen download` "
-                "to fetch VideoCrafter2 into checkpoints/videocrafter2/. (The `tiny` config needs none.)"
+                f"config {cfg.name!r} needs a checkpoint: pass --checkpoint PATH, or run `fifo-gen download"
+                f"{'' if cfg.name == 'videocrafter2' else ' --model ' + cfg.name}` to fetch it into "
+                f"checkpoints/{cfg.name}/. (The `tiny` and `tiny_i2v` configs need none.)"
             )
         model = build_model(cfg, "cpu")
         model.load_state_dict({**model.state_dict(), **recipe_for_model(model, RECIPE_PRESETS[cfg.name])},
@@ -180,6 +201,7 @@ def load_model(
         model = build_model(cfg, "meta")
         check_state_dict(model, sd, f"checkpoint {checkpoint}")
         model.load_state_dict(sd, strict=True, assign=True)
+        _materialize_meta_buffers(model)
     model = model.to(device=dev)
     model.unet.to(dt)
     model.first_stage_model.to(dt)

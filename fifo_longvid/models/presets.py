@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from .image import ImageConfig
 from .text import TextEncoderConfig
 from .unet import UNetConfig
 from .vae import VAEConfig
@@ -20,6 +21,7 @@ from .videocrafter import ModelConfig
 
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 TINY_OPENCLIP = PACKAGE_DATA / "tiny_openclip.json"
+TINY_OPENCLIP_I2V = PACKAGE_DATA / "tiny_openclip_i2v.json"
 
 
 def videocrafter2() -> ModelConfig:
@@ -44,10 +46,27 @@ def tiny() -> ModelConfig:
     )
 
 
-PRESETS = {"videocrafter2": videocrafter2, "tiny": tiny}
+def videocrafter1_i2v() -> ModelConfig:
+    """VideoCrafter1 image-to-video 512 (VideoCrafter/Image2Video-512): the T2V U-Net plus image tokens."""
+    return ModelConfig(name="videocrafter1_i2v", unet=UNetConfig(use_image_attention=True), image=ImageConfig(),
+                       default_partitions=4)
 
-# Presets whose weights, when no checkpoint is given, come from the seeded recipe.
-RECIPE_PRESETS = {"tiny": 0}
+
+def tiny_i2v() -> ModelConfig:
+    """The tiny I2V test model (the reference's ``tiny_i2v.yaml``): tiny widths, Resampler 64/96/48."""
+    cfg = tiny()
+    cfg.name = "tiny_i2v"
+    cfg.unet.use_image_attention = True
+    cfg.image = ImageConfig(arch="tiny_openclip_i2v", model_config_file=str(TINY_OPENCLIP_I2V), dim=64, depth=4,
+                            dim_head=16, heads=3, num_queries=16, embedding_dim=96, output_dim=64, ff_mult=4)
+    return cfg
+
+
+PRESETS = {"videocrafter2": videocrafter2, "tiny": tiny, "videocrafter1_i2v": videocrafter1_i2v,
+           "tiny_i2v": tiny_i2v}
+
+# Presets whose weights, when no checkpoint is given, come from the seeded recipe (preset -> seed).
+RECIPE_PRESETS = {"tiny": 0, "tiny_i2v": 2}
 
 
 def _from_mapping(data: dict[str, Any]) -> ModelConfig:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..diffusion.schedule import DDIMSchedule, make_ddim_schedule, scale_array, train_schedule
+from .image import ImageConfig, OpenCLIPImageEmbedder, Resampler
 from .text import OpenCLIPTextEncoder, TextEncoderConfig
 from .unet import UNet3D, UNetConfig
 from .vae import AutoencoderKL, VAEConfig, decode_video, encode_video
@@ -26,6 +27,7 @@ class ModelConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    image: ImageConfig | None = None  # VideoCrafter1 I2V: image embedder + Resampler (image tokens)
     timesteps: int = 1000
     linear_start: float = 0.00085
     linear_end: float = 0.012
@@ -65,7 +67,24 @@ class VideoCrafter(nn.Module):
             self.register_buffer("scale_arr", torch.tensor(sa, dtype=torch.float32))
         self.model = DiffusionWrapper(UNet3D(cfg.unet))
         self.first_stage_model = AutoencoderKL(cfg.vae)
-        self.cond_stage_model = OpenCLIPTextEncoder(cfg.text)
+        here = torch.empty(0).device  # honours a surrounding `with torch.device(...)` (e.g. meta)
+        self.cond_stage_model = OpenCLIPTextEncoder(cfg.text, device=here)
+        if cfg.image is not None:
+            self.embedder = OpenCLIPImageEmbedder(cfg.image, device=here)
+            self.image_proj_model = Resampler(cfg.image)
+
+    @property
+    def has_image_encoder(self) -> bool:
+        return hasattr(self, "embedder")
+
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> (B, 16, D) image tokens appended to the text context (I2V models)."""
+        if not self.has_image_encoder:
+            raise ValueError(f"model {self.cfg.name!r} has no image encoder; image conditioning needs an I2V model "
+                             "(--config videocrafter1_i2v)")
+        tokens = self.embedder(images.to(self.device))
+        return self.image_proj_model(tokens.to(self.image_proj_model.latents.dtype)).to(self.dtype)
 
     @property
     def unet(self) -> UNet3D:

@@ -1,0 +1,494 @@
+"""Batch runs: many prompts -> many videos, sharded over SLURM array tasks / torchrun ranks, resumable.
+
+Guarantees, also when jobs are preempted or shards run at the same time in one output folder:
+
+* **Names** are deterministic (``io/naming.py``): index, prompt slug, and a hash of (prompt, seed, settings).
+  A changed setting changes the name, so an old result is never taken for a new one.
+* **Exactly once.** Item ``i`` belongs to shard ``i mod N``. A re-run skips an item whose video and sidecar
+  are complete (``"complete": true``) and redoes anything else (continuing from a saved ``--checkpoint-every``
+  state when one exists). A per-item ``flock`` stops two overlapping processes from making the same video.
+* **Manifest** (the choice: one file per shard, merged on read). Each shard appends its records to its own
+  ``manifest.shard-K-of-N.jsonl`` (one JSON line per event, one ``write`` + ``fsync``; only that shard writes
+  it, guarded by a lock file). ``manifest.jsonl`` is a merged view -- the latest record of every item,
+  sorted by index -- rebuilt from all shard files under an ``fcntl`` lock and published by an atomic rename,
+  so readers never see half a file and no shard's update is lost. The shard files are the source of truth.
+* **Failures** (NaN, out of memory, a bad image path, ...) are recorded with their error and the batch goes on,
+  unless ``fail_fast``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, RunConfig, _dot, build_run_config, to_dict
+from .io.naming import item_hash, output_name, prompt_seed
+from .io.prompts import BatchItem, PromptFileError
+from .io.sidecar import file_sha256, sidecar_path, write_text_atomic
+
+try:  # POSIX; elsewhere shards must not share an output folder concurrently
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+MANIFEST = "manifest.jsonl"
+SUFFIXES = {"mp4": ".mp4", "gif": ".gif", "png": ""}
+
+
+# ------------------------------------------------------------------------------------------------
+# Sharding
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 0-based
+    count: int
+    source: str = "single"
+
+    def owns(self, item_index: int) -> bool:
+        return item_index % self.count == self.index
+
+    @property
+    def label(self) -> str:
+        return f"{self.index}-of-{self.count}"
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(spec: str) -> Shard:
+    """``K/N`` with 0 <= K < N (0-based, like SLURM_ARRAY_TASK_ID with --array=0-(N-1))."""
+    try:
+        k_s, n_s = spec.split("/")
+        k, n = int(k_s), int(n_s)
+    except ValueError:
+        raise ConfigError(f"--shard must be K/N (e.g. 0/4), got {spec!r}") from None
+    if n < 1 or not 0 <= k < n:
+        raise ConfigError(f"--shard {spec}: need N >= 1 and 0 <= K < N (shards are numbered 0..N-1)")
+    return Shard(k, n, "--shard")
+
+
+def _env_int(env: Mapping[str, str], key: str) -> int | None:
+    v = env.get(key, "").strip()
+    try:
+        return int(v) if v else None
+    except ValueError:
+        raise ConfigError(f"environment variable {key}={v!r} is not an integer") from None
+
+
+def shard_from_env(env: Mapping[str, str] | None = None) -> Shard:
+    """The shard of this process from its launcher's environment.
+
+    A SLURM job array (``SLURM_ARRAY_TASK_ID`` - ``SLURM_ARRAY_TASK_MIN`` of ``SLURM_ARRAY_TASK_COUNT``) and the
+    tasks of a step (``SLURM_PROCID``/``SLURM_NTASKS``, or torchrun's ``RANK``/``WORLD_SIZE``) combine: task t of
+    array element a is shard a * tasks + t. Nothing set: one shard.
+    """
+    env = os.environ if env is None else env
+    parts: list[tuple[int, int, str]] = []
+    a_id, a_n = _env_int(env, "SLURM_ARRAY_TASK_ID"), _env_int(env, "SLURM_ARRAY_TASK_COUNT")
+    if a_id is not None and a_n:
+        parts.append((a_id - (_env_int(env, "SLURM_ARRAY_TASK_MIN") or 0), a_n, "SLURM array"))
+    p_id, p_n = _env_int(env, "SLURM_PROCID"), _env_int(env, "SLURM_NTASKS")
+    r_id, r_n = _env_int(env, "RANK"), _env_int(env, "WORLD_SIZE")
+    if p_id is not None and p_n and p_n > 1:
+        parts.append((p_id, p_n, "SLURM tasks"))
+    elif r_id is not None and r_n and r_n > 1:
+        parts.append((r_id, r_n, "torchrun"))
+    k, n = 0, 1
+    for i, m, what in parts:
+        if not 0 <= i < m:
+            raise ConfigError(f"{what}: task {i} is outside 0..{m - 1}; check the job's environment")
+        k, n = k * m + i, n * m
+    return Shard(k, n, " + ".join(p[2] for p in parts) or "single")
+
+
+def resolve_shard(spec: str | None, env: Mapping[str, str] | None = None) -> Shard:
+    return parse_shard(spec) if spec else shard_from_env(env)
+
+
+def shard_items(items: list[Any], shard: Shard) -> list[Any]:
+    """Items of this shard: round robin on the item index (balanced, and stable when the file only grows)."""
+    return [it for it in items if shard.owns(it.index)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Planning: one validated run config per item
+
+
+@dataclass
+class PlannedItem:
+    item: BatchItem
+    cfg: RunConfig
+    seed: int
+    seed_source: str  # row | base+index | prompt-hash
+    digest: str
+    name: str
+    output: Path
+
+    @property
+    def index(self) -> int:
+        return self.item.index
+
+    @property
+    def sidecar(self) -> Path:
+        return sidecar_path(self.output)
+
+
+_NOT_HASHED = {"output": ("path", "overwrite", "resume", "checkpoint_every", "save_latents", "save_frames"),
+               "fifo": ("max_batch",)}
+
+
+def settings_of(cfg: RunConfig, checkpoint_id: str) -> dict[str, Any]:
+    """Everything that changes the video file, minus prompt and seed (hashed separately)."""
+    d = to_dict(cfg)
+    for top in ("prompts", "device"):
+        d.pop(top)
+    d["sampling"].pop("seed")
+    for sec, keys in _NOT_HASHED.items():
+        for k in keys:
+            d[sec].pop(k, None)
+    d["checkpoint"] = checkpoint_id
+    d.get("conditioning", {}).pop("image", None)  # hashed by content instead
+    return d
+
+
+def checkpoint_id(cfg: RunConfig) -> str:
+    if cfg.checkpoint is None:
+        return f"recipe:{cfg.model}"
+    p = Path(cfg.checkpoint)
+    return "sha256:" + file_sha256(p) if p.is_file() else f"path:{p}"
+
+
+def plan_batch(items: list[BatchItem], out_dir: str | Path, flags: dict[str, Any], overrides: list[str],
+               run_config: str | Path | None = None, fmt: str = "mp4", prompt_file: str | Path = "prompts",
+               validate_fn: Callable[[RunConfig], None] | None = None) -> list[PlannedItem]:
+    """Resolve every item's run config, seed, hash and output name. Raises ``PromptFileError`` listing every
+    line whose settings are invalid; nothing has been generated at that point."""
+    from .pipeline import validate
+
+    validate_fn = validate_fn or validate
+    out_dir = Path(out_dir)
+    flags = dict(flags)
+    base_seed = flags.pop("sampling.seed", None)
+    for k in ("prompts", "output.path", "output.resume"):
+        flags.pop(k, None)
+    if fmt not in SUFFIXES:
+        raise ConfigError(f"--format must be one of {', '.join(SUFFIXES)}, got {fmt!r}")
+    suffix = SUFFIXES[fmt]
+    planned: list[PlannedItem] = []
+    problems: list[tuple[int, str]] = []
+    ckpt_ids: dict[str | None, str] = {}
+    for it in items:
+        if it.seed is not None:
+            seed, source = it.seed, "row"
+        elif base_seed is not None:
+            seed, source = int(base_seed) + it.index, "base+index"
+        else:
+            seed, source = prompt_seed(it.prompt), "prompt-hash"
+        item_over = [f"sampling.seed={seed}"]
+        if it.num_frames is not None:
+            item_over.append(f"fifo.num_frames={it.num_frames}")
+        if it.qcache is not None:
+            item_over += ["techniques.qcache.enabled=true", f"techniques.qcache.v={it.qcache}"]
+        if it.image is not None:
+            item_over.append(f"conditioning.image={_dot(it.image)}")
+        item_over += [f"{k}={v if isinstance(v, str) else _dot(v)}" for k, v in it.overrides.items()]
+        try:
+            cfg = build_run_config(run_config, {**flags, "prompts": [it.prompt]}, list(overrides) + item_over)
+            image = cfg.conditioning.image
+            cfg.conditioning.image = None  # a missing image fails that item at run time, not the whole batch
+            try:
+                validate_fn(cfg)
+            finally:
+                cfg.conditioning.image = image
+        except (ConfigError, ValueError) as e:
+            problems.append((it.line, str(e).splitlines()[0]))
+            continue
+        if cfg.checkpoint not in ckpt_ids:
+            ckpt_ids[cfg.checkpoint] = checkpoint_id(cfg)
+        img_sha = None
+        if cfg.conditioning.image and Path(cfg.conditioning.image).is_file():
+            img_sha = file_sha256(cfg.conditioning.image, cache=False)
+        digest = item_hash(it.prompt, seed, settings_of(cfg, ckpt_ids[cfg.checkpoint]), img_sha)
+        name = output_name(it.index, it.name or it.prompt, digest, suffix)
+        out = out_dir / name
+        cfg.output.path = str(out)
+        planned.append(PlannedItem(it, cfg, seed, source, digest, name, out))
+    if problems:
+        raise PromptFileError(prompt_file, problems)
+    return planned
+
+
+# ------------------------------------------------------------------------------------------------
+# Manifest
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@contextlib.contextmanager
+def _flock(path: Path, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``path`` (created if missing); yields whether it was acquired."""
+    if fcntl is None:  # pragma: no cover
+        yield True
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+class Manifest:
+    """Per-shard append-only record files plus the merged, atomically rewritten ``manifest.jsonl``."""
+
+    def __init__(self, out_dir: str | Path, shard: Shard):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.shard = shard
+        self.path = self.dir / f"manifest.shard-{shard.label}.jsonl"
+        self.view = self.dir / MANIFEST
+        self._lock_dir = self.dir / ".locks"
+        self._lock_dir.mkdir(exist_ok=True)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """One record = one line, written with a single ``write`` and fsynced (a kill leaves at worst a torn last
+        line, which readers skip and the next append starts after)."""
+        line = json.dumps({**record, "updated": _now(), "shard": str(self.shard)}, default=str) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                with open(self.path, "rb") as f:
+                    f.seek(size - 1)
+                    if f.read(1) != b"\n":
+                        line = "\n" + line
+            os.write(fd, line.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """Latest record per item name, over every shard file in the folder (any shard count)."""
+        latest: dict[str, dict[str, Any]] = {}
+        for p in sorted(self.dir.glob("manifest.shard-*.jsonl")):
+            try:
+                text = p.read_text(encoding="utf-8", errors="replace")
+            except FileNotFoundError:
+                continue
+            for line in text.splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn line from a killed process
+                if not isinstance(rec, dict) or "name" not in rec:
+                    continue
+                old = latest.get(rec["name"])
+                if old is None or (rec.get("updated", ""), rec.get("status") == "done") >= (
+                        old.get("updated", ""), old.get("status") == "done"):
+                    latest[rec["name"]] = rec
+        return latest
+
+    def rewrite_view(self) -> list[dict[str, Any]]:
+        """Rebuild ``manifest.jsonl`` from all shard files; the lock serialises concurrent shards so the newest
+        rename always carries every record written before it."""
+        with _flock(self._lock_dir / "manifest.lock"):
+            recs = sorted(self.records().values(), key=lambda r: (r.get("index", 0), r["name"]))
+            write_text_atomic(self.view, "".join(json.dumps(r, default=str) + "\n" for r in recs))
+        return recs
+
+    @contextlib.contextmanager
+    def shard_lock(self) -> Iterator[None]:
+        with _flock(self._lock_dir / f"shard-{self.shard.label}.lock", blocking=False) as ok:
+            if not ok:
+                raise ConfigError(f"shard {self.shard} is already running on {self.dir} in another process")
+            yield
+
+    @contextlib.contextmanager
+    def item_lock(self, name: str) -> Iterator[bool]:
+        with _flock(self._lock_dir / f"{name}.lock", blocking=False) as ok:
+            yield ok
+
+
+def is_complete(p: PlannedItem) -> bool:
+    """The video exists and its sidecar says the run completed (written after the video's atomic rename)."""
+    if not p.output.exists() or not p.sidecar.is_file():
+        return False
+    try:
+        return bool(json.loads(p.sidecar.read_text(encoding="utf-8")).get("complete"))
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+# ------------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class BatchSummary:
+    shard: Shard
+    total: int = 0  # items of this shard
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    busy: int = 0  # locked by another process right now
+    interrupted: bool = False
+    frames: int = 0
+    gen_seconds: float = 0.0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def s_per_frame(self) -> float | None:
+        return self.gen_seconds / self.frames if self.frames else None
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.failed else 0
+
+
+def _error_text(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0] if msg else ''}".rstrip(": ")
+
+
+def run_batch(planned: list[PlannedItem], out_dir: str | Path, shard: Shard, model: Any, *, fail_fast: bool = False,
+              overwrite: bool = False, log: Callable[[str], None] = print,
+              progress: Callable[[str, int, int], None] | None = None,
+              on_item: Callable[[str, PlannedItem, dict[str, Any] | None], None] | None = None,
+              generate_fn: Callable[..., Any] | None = None, load: Callable[[], Any] | None = None) -> BatchSummary:
+    """Generate this shard's items (``planned`` must already be this shard's) and keep the manifest current.
+
+    ``on_item(event, item, record)``: event is ``start`` | ``skip`` | ``end`` (for progress bars).
+    ``load``: builds the model when ``model`` is None, on the first item that needs it (a re-run that only
+    skips never loads weights).
+    """
+    from .fifo.state import StateMismatch, state_path
+    from .pipeline import generate
+
+    generate_fn = generate_fn or generate
+    manifest = Manifest(out_dir, shard)
+    summary = BatchSummary(shard, total=len(planned))
+    t_batch = time.perf_counter()
+    host, pid = socket.gethostname(), os.getpid()
+    with manifest.shard_lock():
+        prior = manifest.records()
+        try:
+            for p in planned:
+                base = {"name": p.name, "index": p.item.index, "line": p.item.line, "prompt": p.item.prompt,
+                        "seed": p.seed, "seed_source": p.seed_source, "hash": p.digest, "output": str(p.output),
+                        "sidecar": str(p.sidecar), "host": host, "pid": pid}
+                if not overwrite and is_complete(p):
+                    summary.skipped += 1
+                    if prior.get(p.name, {}).get("status") != "done":  # finished but killed before recording
+                        manifest.append({**base, "status": "done", "recovered": True, "error": None})
+                    if on_item:
+                        on_item("skip", p, None)
+                    continue
+                with manifest.item_lock(p.name) as mine:
+                    if mine and not overwrite and is_complete(p):  # finished by another process meanwhile
+                        summary.skipped += 1
+                        if on_item:
+                            on_item("skip", p, None)
+                        continue
+                    if not mine:
+                        summary.busy += 1
+                        log(f"{p.name}: being generated by another process; left to it")
+                        if on_item:
+                            on_item("skip", p, None)
+                        continue
+                    if model is None and load is not None:
+                        model = load()
+                    rec = _run_item(p, base, manifest, generate_fn, model, overwrite, progress, log, on_item,
+                                    state_path, StateMismatch)
+                status = rec["status"]
+                if status == "done":
+                    summary.done += 1
+                    summary.frames += rec.get("frames", 0)
+                    summary.gen_seconds += rec.get("seconds", 0.0)
+                elif status == "interrupted":
+                    summary.interrupted = True
+                    break
+                else:
+                    summary.failed += 1
+                    summary.failures.append((p.name, rec.get("error") or ""))
+                    if fail_fast:
+                        log(f"--fail-fast: stopping after the failure of {p.name}")
+                        break
+        finally:
+            manifest.rewrite_view()
+    summary.seconds = time.perf_counter() - t_batch
+    return summary
+
+
+def _run_item(p: PlannedItem, base: dict[str, Any], manifest: Manifest, generate_fn: Callable[..., Any], model: Any,
+              overwrite: bool, progress: Any, log: Callable[[str], None], on_item: Any, state_path: Any,
+              state_mismatch: type[Exception]) -> dict[str, Any]:
+    started = _now()
+    manifest.append({**base, "status": "running", "started": started, "error": None})
+    manifest.rewrite_view()
+    if on_item:
+        on_item("start", p, None)
+    cfg = copy.deepcopy(p.cfg)
+    has_state = state_path(p.output).exists()
+    cfg.output.resume = has_state and not overwrite
+    cfg.output.overwrite = True  # the name is ours (it carries the settings hash); leftovers are incomplete
+    t0 = time.perf_counter()
+    rec: dict[str, Any] = {**base, "started": started}
+    try:
+        try:
+            result = generate_fn(cfg, model=model, progress=progress, log=log)
+        except (state_mismatch, ConfigError) as e:
+            if not cfg.output.resume:
+                raise
+            log(f"{p.name}: cannot resume ({e}); starting over")
+            cfg = copy.deepcopy(p.cfg)
+            cfg.output.overwrite = True
+            result = generate_fn(cfg, model=model, progress=progress, log=log)
+        rec.update(status="interrupted" if result.partial else "done", frames=result.frames,
+                   output=str(result.output), sidecar=str(result.sidecar), error=None,
+                   timings={k: round(v, 3) for k, v in result.timings.items()}, resumed=cfg.output.resume)
+    except KeyboardInterrupt:
+        rec.update(status="interrupted", error="KeyboardInterrupt")
+        manifest.append({**rec, "finished": _now(), "seconds": round(time.perf_counter() - t0, 3)})
+        raise
+    except Exception as e:  # noqa: BLE001 - recorded, and the batch goes on
+        rec.update(status="failed", error=_error_text(e))
+        _free_cuda_memory(e)
+        log(f"[red]failed[/]: {p.name}: {rec['error']}")
+    rec.update(finished=_now(), seconds=round(time.perf_counter() - t0, 3))
+    if rec.get("frames"):
+        rec["s_per_frame"] = round(rec["seconds"] / rec["frames"], 4)
+    manifest.append(rec)
+    manifest.rewrite_view()
+    if on_item:
+        on_item("end", p, rec)
+    return rec
+
+
+def _free_cuda_memory(e: BaseException) -> None:
+    import torch
+
+    if isinstance(e, torch.OutOfMemoryError if hasattr(torch, "OutOfMemoryError") else RuntimeError) \
+            and torch.cuda.is_available():
+        torch.cuda.empty_cache()
