@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import platform
 import resource
 import statistics
@@ -56,6 +55,9 @@ FPS = 8
 MEDIUM_UNET = UNetConfig(model_channels=128, channel_mult=(1, 2, 2, 2), num_head_channels=64, context_dim=256)
 # Full-pipeline RSS runs (tiny, recipe weights): small enough that 512 frames are affordable on a CPU.
 RSS_OVERRIDES = ["fifo.window=4", "fifo.partitions=2", "sampling.height=64", "sampling.width=64"]
+
+
+from benchlib import fmt_t, load_note, print_table  # noqa: E402 (scripts/ is on sys.path)
 
 
 @dataclasses.dataclass
@@ -152,8 +154,6 @@ def bench_fifo_case(case: Case) -> dict[str, str]:
     }
 
 
-def fmt_t(ts: list[float]) -> str:
-    return f"{statistics.median(ts):.3f} [{min(ts):.3f}-{max(ts):.3f}]"
 
 
 def maxrss_mib(who: int) -> float:
@@ -224,26 +224,8 @@ def rss_rows(lengths: tuple[int, int], threads: int | None) -> dict[str, str]:
     }
 
 
-def load_note(at_start: bool = True) -> str:
-    """The 1-minute load average vs the cores: oversubscription makes multi-threaded timings meaningless
-    (on a busy 2-core machine a 2-thread forward can be 50x slower than a 1-thread one)."""
-    if not hasattr(os, "getloadavg"):
-        return "load average: n/a"
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    note = f"load average (1 min) {load:.2f} on {cores} cores" + ("" if at_start else ", including this run")
-    if at_start and load > cores - 0.5 and torch.get_num_threads() > 1:
-        note += " -- WARNING: the machine is busy; multi-threaded timings will be inflated (try --threads 1)"
-    return note
 
 
-def print_table(columns: list[str], results: list[dict[str, str]]) -> None:
-    metrics: list[str] = []
-    for r in results:
-        metrics += [m for m in r if m not in metrics]
-    print("| metric | " + " | ".join(columns) + " |")
-    print("| --- | " + " | ".join("---" for _ in columns) + " |")
-    for m in metrics:
-        print(f"| {m} | " + " | ".join(r.get(m, "-") for r in results) + " |")
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ init, seeded inputs, no_grad, warm-up, median of N interleaved timings):
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import time
@@ -33,6 +32,9 @@ from fifo_longvid.models.unet import UNet3D, UNetConfig
 
 # The compute-bound stand-in for VideoCrafter2 (model_channels 320, ctx 1024): same layout, 0.4x width.
 MEDIUM_UNET = UNetConfig(model_channels=128, channel_mult=(1, 2, 2, 2), num_head_channels=64, context_dim=256)
+
+
+from benchlib import fmt_t, load_note, print_table  # noqa: E402 (scripts/ is on sys.path)
 
 
 class NaiveAttnProcessor:
@@ -120,8 +122,6 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def fmt_t(ts: list[float]) -> str:
-    return f"{statistics.median(ts):.3f} [{min(ts):.3f}-{max(ts):.3f}]"
 
 
 def extra_rows(unet: UNet3D, x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> list[tuple[str, ...]]:
@@ -219,26 +219,8 @@ def bench_case(case: Case, warmup: int, repeats: int, mm_gflops: float) -> dict[
     return rows
 
 
-def print_table(columns: list[str], results: list[dict[str, str]]) -> None:
-    metrics: list[str] = []
-    for r in results:
-        metrics += [m for m in r if m not in metrics]
-    print("| metric | " + " | ".join(columns) + " |")
-    print("| --- | " + " | ".join("---" for _ in columns) + " |")
-    for m in metrics:
-        print(f"| {m} | " + " | ".join(r.get(m, "-") for r in results) + " |")
 
 
-def load_note(at_start: bool = True) -> str:
-    """The 1-minute load average vs the cores: oversubscription makes multi-threaded timings meaningless
-    (on a busy 2-core machine a 2-thread forward can be 50x slower than a 1-thread one)."""
-    if not hasattr(os, "getloadavg"):
-        return "load average: n/a"
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    note = f"load average (1 min) {load:.2f} on {cores} cores" + ("" if at_start else ", including this run")
-    if at_start and load > cores - 0.5 and torch.get_num_threads() > 1:
-        note += " -- WARNING: the machine is busy; multi-threaded timings will be inflated (try --threads 1)"
-    return note
 
 
 def main() -> None:
