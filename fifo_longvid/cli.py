@@ -167,18 +167,10 @@ def build_flags(o: dict[str, Any]) -> dict[str, Any]:
         if v:
             flags[k] = True
     qcache, qcache_schedule = o["qcache"], o["qcache_schedule"]
-    if qcache is not None:
-        if not 0.0 <= qcache <= 1.0:
-            _fail(f"--qcache must be in [0, 1] (the weight of the encoder queries), got {qcache}")
+    if qcache is not None:  # range and grammar are checked by the pipeline's validate()
         flags["techniques.qcache.enabled"] = True
         flags["techniques.qcache.v"] = qcache
     if qcache_schedule is not None:
-        from .techniques.qcache import VSchedule
-
-        try:
-            VSchedule(qcache_schedule)
-        except ValueError as e:
-            _fail(str(e))
         flags["techniques.qcache.enabled"] = True
         flags["techniques.qcache.schedule"] = qcache_schedule
     if o["qcache_targets"] is not None:

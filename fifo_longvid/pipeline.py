@@ -116,17 +116,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"--latent-seed-every must be >= 0, got {c.latent_seed_every}")
     if c.latent_seed_every and not c.latent_seed:
         raise ConfigError("--latent-seed-every K needs --latent-seed")
-    q = cfg.techniques.qcache
-    if q.enabled:
-        from .techniques.qcache import TARGETS, VSchedule
+    if cfg.techniques.qcache.enabled:
+        from .techniques.qcache import check_config
 
-        if not 0.0 <= q.v <= 1.0:
-            raise ConfigError(f"techniques.qcache.v must be in [0, 1], got {q.v}")
-        bad = [t for t in q.targets if t not in TARGETS]
-        if bad or not q.targets:
-            raise ConfigError(f"unknown Q-cache target {', '.join(bad) or '(none)'}; choose from {', '.join(TARGETS)}")
         try:
-            VSchedule(q.schedule if q.schedule else q.v)
+            check_config(cfg.techniques.qcache)
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
@@ -273,8 +267,7 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
 
     t0 = time.perf_counter()
     cond_state = CondState(model.encode_text(cfg.prompts))
-    uncond = model.encode_text([""])
-    uncond = i2v_uncond(model, uncond)
+    uncond = i2v_uncond(model, model.encode_text([""]))
     if cfg.conditioning.image:
         cond_state.image = model.encode_image(load_image(cfg.conditioning.image, h_px, w_px).to(dev))
     timings["encode_s"] = time.perf_counter() - t0

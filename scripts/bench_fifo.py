@@ -57,7 +57,7 @@ MEDIUM_UNET = UNetConfig(model_channels=128, channel_mult=(1, 2, 2, 2), num_head
 RSS_OVERRIDES = ["fifo.window=4", "fifo.partitions=2", "sampling.height=64", "sampling.width=64"]
 
 
-from benchlib import fmt_t, load_note, print_table  # noqa: E402 (scripts/ is on sys.path)
+from benchlib import fmt_t, load_note, report  # noqa: E402 (scripts/ is on sys.path)
 
 
 @dataclasses.dataclass
@@ -258,10 +258,7 @@ def main() -> None:
     with torch.no_grad():
         results = [bench_fifo_case(c) for c in cases]
     results[0].update(rss)  # tiny column only
-    print()
-    print_table([c.name for c in cases], results)
-    print()
-    print(f"total wall time {time.perf_counter() - t_start:.1f} s; {load_note(at_start=False)}")
+    report([c.name for c in cases], results, t_start)
 
 
 if __name__ == "__main__":

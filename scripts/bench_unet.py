@@ -34,7 +34,7 @@ from fifo_longvid.models.unet import UNet3D, UNetConfig
 MEDIUM_UNET = UNetConfig(model_channels=128, channel_mult=(1, 2, 2, 2), num_head_channels=64, context_dim=256)
 
 
-from benchlib import fmt_t, load_note, print_table  # noqa: E402 (scripts/ is on sys.path)
+from benchlib import fmt_t, load_note, report  # noqa: E402 (scripts/ is on sys.path)
 
 
 class NaiveAttnProcessor:
@@ -254,10 +254,7 @@ def main() -> None:
     for c, r in zip(cases, results, strict=True):
         r["warm-up calls (incl. check) + timed repeats"] = f"{reps[c.name][0]} + {reps[c.name][1]}"
     print(f"fp32 matmul: {args.matmul_n}x{args.matmul_n} @ {args.matmul_n}x{args.matmul_n}")
-    print()
-    print_table([c.name for c in cases], results)
-    print()
-    print(f"total wall time {time.perf_counter() - t_start:.1f} s; {load_note(at_start=False)}")
+    report([c.name for c in cases], results, t_start)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 
 import torch
 
@@ -32,3 +33,11 @@ def load_note(at_start: bool = True) -> str:
     if at_start and load > cores - 0.5 and torch.get_num_threads() > 1:
         note += " -- WARNING: the machine is busy; multi-threaded timings will be inflated (try --threads 1)"
     return note
+
+
+def report(columns: list[str], results: list[dict[str, str]], t_start: float) -> None:
+    """The closing block of every benchmark: the table, then wall time and machine load."""
+    print()
+    print_table(columns, results)
+    print()
+    print(f"total wall time {time.perf_counter() - t_start:.1f} s; {load_note(at_start=False)}")

@@ -142,19 +142,26 @@ class _Blender:
         return v.reshape(-1)[:, None, None, None]  # spatial: N = b*f rows
 
 
+def check_config(cfg: QCacheConfig) -> VSchedule:
+    """Validate the settings (ValueError naming the bad one); returns the v schedule they describe."""
+    if not 0.0 <= cfg.v <= 1.0:
+        raise ValueError(f"--qcache v must be in [0, 1] (the weight of the encoder queries), got {cfg.v}")
+    bad = [t for t in cfg.targets if t not in TARGETS]
+    if bad or not cfg.targets:
+        raise ValueError(f"unknown Q-cache target {', '.join(bad) or '(none)'}; choose from {', '.join(TARGETS)}")
+    return VSchedule(cfg.schedule if cfg.schedule else cfg.v)
+
+
 class QCache:
     name = "qcache"
 
     def __init__(self, unet: UNet3D, cfg: QCacheConfig):
-        bad = [t for t in cfg.targets if t not in TARGETS]
-        if bad or not cfg.targets:
-            raise ValueError(f"unknown --qcache-targets {','.join(bad) or '(none)'}; choose from {', '.join(TARGETS)}")
+        self.vs = check_config(cfg)
         self.cfg = cfg
-        self.vs = VSchedule(cfg.schedule if cfg.schedule else cfg.v)
         self.unet = unet
         self.state = _CallState()
         self.active = True
-        self._timestep_to_index: dict[int, int] | None = None
+        self._index_of_timestep: torch.Tensor | None = None  # lookup table: timestep -> schedule index
         self._v_table: torch.Tensor | None = None
         modules = {s: m for s, m in find_attention_sites(unet)}
         self._saved: dict[Attention, AttnProcessor] = {}
@@ -175,7 +182,9 @@ class QCache:
     # -- lifecycle ---------------------------------------------------------------------------------
     def bind(self, schedule: DDIMSchedule) -> None:
         """Map this run's timesteps to schedule indices (needed for non-constant v)."""
-        self._timestep_to_index = {int(t): i for i, t in enumerate(schedule.timesteps.tolist())}
+        ts = schedule.timesteps.cpu()
+        self._index_of_timestep = torch.full((int(ts.max()) + 1,), -1, dtype=torch.long)
+        self._index_of_timestep[ts] = torch.arange(len(ts))
         self._v_table = self.vs.table(schedule.num_steps)
 
     def set_phase(self, phase: str) -> None:
@@ -206,9 +215,11 @@ class QCache:
         if self.vs.constant is not None:
             self.state.v = torch.full((b, f), self.vs.constant)
             return
-        if self._timestep_to_index is None:
+        if self._index_of_timestep is None:
             raise RuntimeError("a scheduled Q-cache needs bind(schedule) before sampling")
-        idx = torch.tensor([[self._timestep_to_index[int(v)] for v in row] for row in t.tolist()])
+        idx = self._index_of_timestep[t.cpu()]
+        if bool((idx < 0).any()):
+            raise RuntimeError("U-Net called with a timestep outside the bound DDIM schedule")
         self.state.v = self._v_table[idx]
 
 
