@@ -21,10 +21,10 @@ import torch
 from .config import ConfigError, RunConfig, numerics_hash, to_dict
 from .diffusion.guidance import cfg_denoiser, unet_network
 from .diffusion.noise import NoiseSource
-from .diffusion.sampling import sample_ddim
+from .diffusion.sampling import check_finite, sample_ddim
 from .fifo.init import INIT_MODES, init_queue, warmup_iterations
 from .fifo.queue import FifoPlan
-from .fifo.sampler import WindowBatch, WindowDenoiser, fifo_iteration
+from .fifo.sampler import FifoStepper, WindowBatch, WindowDenoiser
 from .fifo.state import FifoState, LatentLog, load_state, save_state, state_path
 from .io.images import load_image
 from .io.sidecar import file_sha256, sidecar_path, versions, write_json_atomic
@@ -168,9 +168,9 @@ def prompt_schedule(cfg: RunConfig, plan: FifoPlan, warmup: int) -> Callable[[to
     bounds = torch.tensor(counts).cumsum(0)
     offset = plan.head + warmup
 
-    def of(ids: torch.Tensor) -> torch.Tensor:
-        k = ids.cpu() - offset
-        return torch.bucketize(k, bounds, right=True).clamp(max=len(counts) - 1)
+    def of(ids: torch.Tensor) -> torch.Tensor:  # on the ids' device: no host sync in the loop
+        k = ids - offset
+        return torch.bucketize(k, bounds.to(ids.device), right=True).clamp(max=len(counts) - 1)
 
     return of
 
@@ -197,10 +197,11 @@ def fifo_denoiser(model: VideoCrafter, cond_state: CondState, uncond: torch.Tens
         net, max_batch = executor.wrap(net, max_batch), None
 
     def denoise(batch: WindowBatch) -> torch.Tensor:
-        centre = batch.frame_ids[:, batch.frame_ids.shape[1] // 2]
         conds = cond_state.conds()
-        cond = conds[prompt_of(centre).to(conds.device)]
-        return cfg_denoiser(net, cond, uncond, scale, max_batch)(batch.x, batch.t)
+        if conds.shape[0] > 1:  # multi-prompt: each window takes the prompt of its centre frame
+            centre = batch.frame_ids[:, batch.frame_ids.shape[1] // 2]
+            conds = conds[prompt_of(centre).to(conds.device)]
+        return cfg_denoiser(net, conds, uncond, scale, max_batch)(batch.x, batch.t)
 
     return denoise
 
@@ -263,7 +264,7 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
     h_px = cfg.sampling.height or model.cfg.latent_size[0] * 8
     w_px = cfg.sampling.width or model.cfg.latent_size[1] * 8
     lat_hw = (h_px // 8, w_px // 8)
-    noise = NoiseSource(cfg.sampling.seed, dev, model.dtype)
+    noise = NoiseSource(cfg.sampling.seed, dev)  # float32 on any model dtype
 
     t0 = time.perf_counter()
     cond_state = CondState(model.encode_text(cfg.prompts))
@@ -374,6 +375,7 @@ def _run_fifo(cfg: RunConfig, model: VideoCrafter, cond_state: CondState, uncond
     denoise = fifo_denoiser(model, cond_state, uncond, cfg.sampling.cfg, cfg.sampling.fps, max_batch, prompt_of,
                             executor)
     techniques.set_phase("fifo")
+    stepper = FifoStepper(plan, sched, 1, lat_hw, model.cfg.channels, dev, use_scale=fc.scaled_step)
     frames_dir = out_path.parent / f"{out_path.stem}_frames" if cfg.output.save_frames else None
 
     def snapshot(it: int, n: int) -> FifoState:
@@ -396,8 +398,8 @@ def _run_fifo(cfg: RunConfig, model: VideoCrafter, cond_state: CondState, uncond
                 if stop.requested:
                     raise KeyboardInterrupt
                 consistent = False
-                z, _ = fifo_iteration(denoise, queue, plan, sched, noise, use_scale=fc.scaled_step,
-                                      iteration=it)
+                z, _ = stepper.step(denoise, queue, noise, iteration=it)
+                check_finite(z, f"FIFO iteration {it}")
                 it += 1
                 if it > warmup:
                     latents_log.append(z)

@@ -105,5 +105,11 @@ def test_other_architecture_reports(tiny_sd, tmp_path):
 
 
 def test_dtype_rules():
-    with pytest.raises(ValueError, match="only supported on a CUDA device"):
-        load_model("tiny", None, device="cpu", dtype="fp16")
+    """Half precision loads on the CPU too: U-Net and VAE in the requested dtype, everything else float32."""
+    with pytest.raises(ValueError, match="unknown dtype"):
+        load_model("tiny", None, device="cpu", dtype="fp8")
+    m = load_model("tiny", None, device="cpu", dtype="bf16")
+    assert m.dtype == torch.bfloat16 and m.first_stage_model.post_quant_conv.weight.dtype == torch.bfloat16
+    assert next(m.cond_stage_model.parameters()).dtype == torch.float32
+    assert m.alphas_cumprod.dtype == torch.float32 and m.scale_arr.dtype == torch.float32
+    assert load_model("tiny", None, device="cpu").dtype == torch.float32  # the CPU default stays fp32

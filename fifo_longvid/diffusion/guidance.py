@@ -2,7 +2,9 @@
 
 ``cfg_denoiser`` turns a U-Net into ``denoise(x, t) -> eps`` where cond and uncond go through the
 network together, interleaved per sample ([s0 cond, s0 uncond, s1 cond, ...]) in ONE forward,
-optionally split into chunks of ``max_batch`` samples to bound peak memory.
+optionally split into chunks of ``max_batch`` samples to bound peak memory. Both reshape the batch, so
+both republish the step context (``diffusion/context.py``) with the rows the network actually sees. The
+guidance combination runs in float32 whatever the network's dtype.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
+from .context import StepContext, publish, rows_for
 
 # (x (B, C, F, H, W), t (B, F) int64) -> eps (B, C, F, H, W)
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -39,9 +43,21 @@ def chunked(net: NetworkFn, x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor,
     """Run ``net`` over the batch in chunks of at most ``max_batch`` samples."""
     if not max_batch or x.shape[0] <= max_batch:
         return net(x, t, ctx)
-    outs = [net(x[i : i + max_batch], t[i : i + max_batch], ctx[i : i + max_batch])
-            for i in range(0, x.shape[0], max_batch)]
+    step = rows_for(x.shape[0])
+    outs = []
+    for i in range(0, x.shape[0], max_batch):
+        j = min(i + max_batch, x.shape[0])
+        with publish(step.narrow(i, j) if step is not None else None):
+            outs.append(net(x[i:j], t[i:j], ctx[i:j]))
     return torch.cat(outs, dim=0)
+
+
+def _branches(step: StepContext | None, layout: str) -> StepContext | None:
+    if step is None:
+        return None
+    if layout == "interleaved":
+        return step.interleave_branches()
+    return step.cond_only() if layout == "cond" else step.uncond_only()
 
 
 def cfg_denoiser(net: NetworkFn, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float,
@@ -55,18 +71,23 @@ def cfg_denoiser(net: NetworkFn, cond: torch.Tensor, uncond: torch.Tensor | None
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
+        step = rows_for(b)
         c = _expand(cond, b)
         if uncond is None or scale == 1.0:
-            return chunked(net, x, t, c, max_batch)
+            with publish(_branches(step, "cond")):
+                return chunked(net, x, t, c, max_batch).float()
         u = _expand(uncond, b)
         if c.shape[1:] != u.shape[1:]:
-            e_c = chunked(net, x, t, c, max_batch)
-            e_u = chunked(net, x, t, u, max_batch)
+            with publish(_branches(step, "cond")):
+                e_c = chunked(net, x, t, c, max_batch).float()
+            with publish(_branches(step, "uncond")):
+                e_u = chunked(net, x, t, u, max_batch).float()
         else:
             x2 = torch.stack([x, x], dim=1).flatten(0, 1)
             t2 = torch.stack([t, t], dim=1).flatten(0, 1)
             ctx2 = torch.stack([c, u], dim=1).flatten(0, 1)
-            eps = chunked(net, x2, t2, ctx2, max_batch).unflatten(0, (b, 2))
+            with publish(_branches(step, "interleaved")):
+                eps = chunked(net, x2, t2, ctx2, max_batch).float().unflatten(0, (b, 2))
             e_c, e_u = eps[:, 0], eps[:, 1]
         return e_u + scale * (e_c - e_u)
 

@@ -1,9 +1,11 @@
 """One injectable source of randomness for a whole run.
 
 Every random draw (initial noise, per-step DDIM noise when eta > 0, FIFO tail noise) goes through
-a ``NoiseSource``. The default draws on a seeded CPU ``torch.Generator`` and moves the result to
-the target device, so a seed gives the same video on any device; its state can be saved and
-restored for bit-exact resume.
+a ``NoiseSource``. It draws float32 on a seeded CPU ``torch.Generator`` and moves the result to the
+target device, so a seed gives the same video on any device and in any model dtype; its state can be
+saved and restored for bit-exact resume. On CUDA the draw lands in pinned memory and is copied with
+``non_blocking=True``: the caching host allocator keeps each pinned block alive until its copy has
+finished, so the CPU never waits for the GPU here.
 """
 
 from __future__ import annotations
@@ -14,14 +16,17 @@ import torch
 
 
 class NoiseSource:
-    def __init__(self, seed: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    """Seeded float32 noise. The queue and the DDIM arithmetic stay float32 whatever the model dtype."""
+
+    def __init__(self, seed: int, device: torch.device | str = "cpu"):
         self.seed = int(seed)
         self.device = torch.device(device)
-        self.dtype = dtype
         self.generator = torch.Generator().manual_seed(self.seed)
+        self._pin = self.device.type == "cuda"
 
     def randn(self, shape: Sequence[int]) -> torch.Tensor:
-        return torch.randn(tuple(shape), generator=self.generator, dtype=torch.float32).to(self.device, self.dtype)
+        z = torch.randn(tuple(shape), generator=self.generator, dtype=torch.float32, pin_memory=self._pin)
+        return z.to(self.device, non_blocking=True) if self.device.type != "cpu" else z
 
     def get_state(self) -> torch.Tensor:
         return self.generator.get_state()
@@ -43,4 +48,4 @@ class ReplayNoise(NoiseSource):
         t = self._queue.pop(0)
         if tuple(t.shape) != tuple(shape):
             raise ValueError(f"recorded noise has shape {tuple(t.shape)}, asked for {tuple(shape)}")
-        return t.to(self.device, self.dtype)
+        return t.to(self.device, torch.float32)

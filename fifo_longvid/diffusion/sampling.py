@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 
+from .context import StepContext, publish
 from .guidance import Denoiser
 from .noise import NoiseSource
 from .schedule import DDIMSchedule, ddim_step
@@ -36,18 +37,21 @@ def sample_ddim(
     Matches the reference ``DDIMSampler.sample`` (with VideoCrafter2's ``use_scale``). ``noise`` is
     required when the schedule has eta > 0.
     """
-    x = x_T
+    x = x_T.float()
     b, _, f = x.shape[:3]
-    stochastic = bool((schedule.sigmas != 0).any())
-    if stochastic and noise is None:
+    if schedule.stochastic and noise is None:
         raise ValueError("eta > 0 needs a NoiseSource for the per-step noise")
     steps = schedule.num_steps
+    ts = schedule.timestep_list or tuple(int(v) for v in schedule.timesteps.cpu())
     for n, i in enumerate(reversed(range(steps))):
-        t = torch.full((b, f), int(schedule.timesteps[i]), dtype=torch.long, device=x.device)
-        eps = denoise(x, t)
-        z = noise.randn(x.shape) if stochastic else None
+        t = torch.full((b, f), ts[i], dtype=torch.long, device=x.device)
+        idx = torch.full((b, f), i, dtype=torch.long, device=x.device)
+        with publish(StepContext(phase="base", iteration=n, step_idx=idx)):
+            eps = denoise(x, t)
+        z = noise.randn(x.shape) if schedule.stochastic else None
         x, _ = ddim_step(x, eps, schedule, i, noise=z, use_scale=use_scale)
-        check_finite(x, f"base sampling step {n + 1}/{steps} (t={int(schedule.timesteps[i])})")
+        if callback is not None or n == steps - 1:  # the progress callback syncs anyway
+            check_finite(x, f"base sampling step {n + 1}/{steps} (t={ts[i]})")
         if callback is not None:
             callback(n + 1, steps)
     return x

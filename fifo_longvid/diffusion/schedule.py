@@ -52,7 +52,10 @@ def ddim_timesteps(num_steps: int, num_train_steps: int = 1000) -> np.ndarray:
 
 @dataclass
 class DDIMSchedule:
-    """DDIM arrays indexed by schedule index i (0 = least noisy). All float32 tensors, shape (S,)."""
+    """DDIM arrays indexed by schedule index i (0 = least noisy). All float32 tensors, shape (S,).
+
+    ``timestep_list`` is the host copy of ``timesteps``: loops read it instead of the device tensor.
+    """
 
     timesteps: torch.Tensor  # int64 (S,)
     alphas: torch.Tensor
@@ -61,10 +64,16 @@ class DDIMSchedule:
     sqrt_one_minus_alphas: torch.Tensor
     scale_arr: torch.Tensor | None = None
     scale_arr_prev: torch.Tensor | None = None
+    timestep_list: tuple[int, ...] = ()
+    stochastic: bool = False  # eta > 0: every step draws noise
 
     @property
     def num_steps(self) -> int:
         return int(self.timesteps.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.alphas.device
 
     def to(self, device: torch.device | str) -> DDIMSchedule:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
@@ -76,7 +85,10 @@ def make_ddim_schedule(alphas_cumprod: torch.Tensor, num_steps: int, eta: float 
     """Build the DDIM sub-schedule from the model's float32 ``alphas_cumprod`` (and ``scale_arr``)."""
     if num_steps < 1:
         raise ValueError(f"DDIM needs at least 1 step, got {num_steps}")
-    ac = alphas_cumprod.detach().cpu().to(torch.float32)
+    if alphas_cumprod.dtype != torch.float32 or (scale_arr is not None and scale_arr.dtype != torch.float32):
+        raise ValueError("the schedule buffers must be float32 (half precision rounds 1 - alpha_bar near the clean "
+                         "end); rebuild them from the model config")
+    ac = alphas_cumprod.detach().cpu()
     ts = ddim_timesteps(num_steps, ac.shape[0])
     a = ac[ts].double()
     a_prev = torch.cat([ac[:1], ac[ts[:-1]]]).double()
@@ -87,22 +99,24 @@ def make_ddim_schedule(alphas_cumprod: torch.Tensor, num_steps: int, eta: float 
         alphas_prev=a_prev.float(),
         sigmas=sigmas.float(),
         sqrt_one_minus_alphas=torch.sqrt(1.0 - a).float(),
+        timestep_list=tuple(int(t) for t in ts),
+        stochastic=bool(eta != 0 and (sigmas != 0).any()),
     )
     if scale_arr is not None:
-        sa = scale_arr.detach().cpu().to(torch.float32)
+        sa = scale_arr.detach().cpu()
         sched.scale_arr = sa[ts].clone()
         sched.scale_arr_prev = torch.cat([sa[:1], sa[ts[:-1]]]).clone()
     return sched
 
 
-def _per_frame(values: torch.Tensor, idx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Gather ``values[idx]`` and shape it to broadcast over x (B, C, F, H, W).
+def _per_frame(values: torch.Tensor, idx: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+    """Gather ``values[idx]`` (float32) and shape it to broadcast over a (B, C, F, H, W) tensor.
 
     ``idx`` may be a scalar, (B,) per sample, (F,) per frame (when B != F is ambiguous, pass (1, F)),
     or (B, F).
     """
     idx = torch.as_tensor(idx, device=values.device, dtype=torch.long)
-    v = values[idx].to(device=x.device, dtype=x.dtype)
+    v = values[idx].to(device=like.device, dtype=torch.promote_types(values.dtype, torch.float32))
     if v.ndim == 0:
         return v
     if v.ndim == 1:  # per sample
@@ -110,33 +124,67 @@ def _per_frame(values: torch.Tensor, idx: torch.Tensor, x: torch.Tensor) -> torc
     return v.reshape(v.shape[0], 1, v.shape[1], 1, 1)  # (B|1, F)
 
 
+@dataclass
+class DDIMCoeffs:
+    """The per-frame factors of one DDIM update, shaped to broadcast over (B, C, F, H, W), float32.
+
+    FIFO's slot -> schedule index map is fixed for a run, so the sampler builds these once on the
+    device and reuses them every iteration (no gathers, no host syncs in the loop).
+    """
+
+    sqrt_alpha: torch.Tensor
+    sqrt_one_minus_alpha: torch.Tensor
+    sqrt_alpha_prev: torch.Tensor  # times scale_arr_prev when the step is scaled
+    dir_coef: torch.Tensor  # sqrt(1 - alpha_prev - sigma^2), clamped at 0
+    sigma: torch.Tensor
+    scale: torch.Tensor | None = None  # scale_arr at the current index (scaled steps only)
+
+
+def ddim_coeffs(schedule: DDIMSchedule, idx: torch.Tensor | int, like: torch.Tensor,
+                use_scale: bool = False) -> DDIMCoeffs:
+    """Coefficients at schedule index ``idx`` (scalar, (B,), or (B|1, F)) for tensors shaped like ``like``."""
+    a_t = _per_frame(schedule.alphas, idx, like)
+    a_prev = _per_frame(schedule.alphas_prev, idx, like)
+    sigma = _per_frame(schedule.sigmas, idx, like)
+    s1m = _per_frame(schedule.sqrt_one_minus_alphas, idx, like)
+    scale = None
+    sqrt_a_prev = a_prev.sqrt()
+    if use_scale:
+        if schedule.scale_arr is None:
+            raise ValueError("use_scale=True needs a schedule built with scale_arr")
+        scale = _per_frame(schedule.scale_arr, idx, like)
+        sqrt_a_prev = sqrt_a_prev * _per_frame(schedule.scale_arr_prev, idx, like)
+    dir_coef = (1.0 - a_prev - sigma**2).clamp_min(0.0).sqrt()
+    return DDIMCoeffs(a_t.sqrt(), s1m, sqrt_a_prev, dir_coef, sigma, scale)
+
+
+def ddim_update(x: torch.Tensor, eps: torch.Tensor, c: DDIMCoeffs,
+                noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_t -> x_{t-1} with precomputed coefficients, in float32 whatever the dtype of ``x``/``eps``."""
+    dt = torch.promote_types(x.dtype, torch.float32)
+    x, eps = x.to(dt), eps.to(dt)
+    pred_x0 = (x - c.sqrt_one_minus_alpha * eps) / c.sqrt_alpha
+    if c.scale is not None:
+        pred_x0 = pred_x0 / c.scale
+    x_prev = c.sqrt_alpha_prev * pred_x0 + c.dir_coef * eps
+    if noise is not None:
+        x_prev = x_prev + c.sigma * noise.to(dt)
+    return x_prev, pred_x0
+
+
 def ddim_step(x: torch.Tensor, eps: torch.Tensor, schedule: DDIMSchedule, idx: torch.Tensor | int,
               noise: torch.Tensor | None = None, use_scale: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM update x_t -> x_{t-1} at schedule index ``idx`` (scalar, (B,), or (B|1, F)).
 
-    Returns ``(x_prev, pred_x0)``. ``use_scale`` applies VideoCrafter2's scale_arr (base sampling);
-    the reference's FIFO step ignores it (quirk Q1). ``noise`` is needed only when eta > 0.
+    Returns ``(x_prev, pred_x0)`` in float32. ``use_scale`` applies VideoCrafter2's scale_arr (base
+    sampling); the reference's FIFO step ignores it (quirk Q1). ``noise`` is needed only when eta > 0.
     """
-    a_t = _per_frame(schedule.alphas, idx, x)
-    a_prev = _per_frame(schedule.alphas_prev, idx, x)
-    sigma = _per_frame(schedule.sigmas, idx, x)
-    s1m = _per_frame(schedule.sqrt_one_minus_alphas, idx, x)
-    pred_x0 = (x - s1m * eps) / a_t.sqrt()
-    dir_xt = (1.0 - a_prev - sigma**2).sqrt() * eps
-    if use_scale:
-        if schedule.scale_arr is None:
-            raise ValueError("use_scale=True needs a schedule built with scale_arr")
-        pred_x0 = pred_x0 / _per_frame(schedule.scale_arr, idx, x)
-        x_prev = a_prev.sqrt() * _per_frame(schedule.scale_arr_prev, idx, x) * pred_x0 + dir_xt
-    else:
-        x_prev = a_prev.sqrt() * pred_x0 + dir_xt
-    if noise is not None:
-        x_prev = x_prev + sigma * noise
-    return x_prev, pred_x0
+    return ddim_update(x, eps, ddim_coeffs(schedule, idx, x, use_scale), noise)
 
 
 def q_sample(x0: torch.Tensor, schedule: DDIMSchedule, idx: torch.Tensor | int,
              noise: torch.Tensor) -> torch.Tensor:
-    """Forward-noise clean latents to DDIM index ``idx`` as FIFO's queue init does (no scale_arr)."""
+    """Forward-noise clean latents to DDIM index ``idx`` as FIFO's queue init does (no scale_arr), in float32."""
     a = _per_frame(schedule.alphas, idx, x0)
-    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+    dt = torch.promote_types(x0.dtype, torch.float32)
+    return a.sqrt() * x0.to(dt) + (1 - a).sqrt() * noise.to(dt)

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..diffusion.context import publish, rows_for
 from ..diffusion.guidance import NetworkFn, chunked
 
 _STOP, _RUN = 0, 1
@@ -139,7 +140,9 @@ def _compute_and_gather(net: NetworkFn, x: torch.Tensor, t: torch.Tensor, ctx: t
     hi = lo + sizes[rank]
     out_shape = (max(sizes), *x.shape[1:])
     if hi > lo:
-        eps = chunked(net, x[lo:hi], t[lo:hi], ctx[lo:hi], max_batch)
+        step = rows_for(x.shape[0])  # rank 0 only: workers see no sampler, hence no step context
+        with publish(step.narrow(lo, hi) if step is not None else None):
+            eps = chunked(net, x[lo:hi], t[lo:hi], ctx[lo:hi], max_batch)
     else:
         eps = x.new_zeros((0, *x.shape[1:]))
     padded = x.new_zeros(out_shape)

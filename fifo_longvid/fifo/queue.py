@@ -85,45 +85,95 @@ class FifoPlan:
         return True
 
 
-@dataclass
 class FrameQueue:
-    latents: torch.Tensor  # (B, C, Q, h, w)
-    step_idx: torch.Tensor  # (Q,) long, schedule index per slot
-    frame_ids: torch.Tensor  # (Q,) long, permanent id of the frame in each slot
-    next_id: int
+    """The queue's latents in a preallocated ring buffer, float32.
+
+    Logical slot s lives at physical index ``(offset + s) % Q``; ``pop_push`` writes the tail noise into
+    the slot it frees and advances ``offset``, so an iteration moves no latents and allocates nothing.
+    Frame ids are consecutive by construction (each dequeue enqueues ``next_id``), so the id of slot s is
+    ``next_id - Q + s``: derived, never stored, and the same on every device. Schedule indices belong to
+    the slots, not the frames, and never move.
+    """
+
+    def __init__(self, latents: torch.Tensor, step_idx: torch.Tensor, next_id: int, offset: int = 0):
+        self.buffer = latents
+        self.step_idx = step_idx
+        self.next_id = int(next_id)
+        self.offset = int(offset) % latents.shape[2]
 
     @classmethod
     def create(cls, latents: torch.Tensor, plan: FifoPlan) -> FrameQueue:
         q = latents.shape[2]
         if q != plan.length:
             raise ValueError(f"queue has {q} slots, plan needs {plan.length}")
-        return cls(latents, plan.slot_indices(), torch.arange(q, dtype=torch.long), q)
+        return cls(latents.contiguous(), plan.slot_indices(), q)
+
+    @property
+    def length(self) -> int:
+        return int(self.buffer.shape[2])
+
+    @property
+    def first_id(self) -> int:
+        """Frame id in slot 0."""
+        return self.next_id - self.length
+
+    @property
+    def latents(self) -> torch.Tensor:
+        """The latents in slot order (a copy when the ring has wrapped; for init, seeding, tests, state)."""
+        if self.offset == 0:
+            return self.buffer
+        return torch.roll(self.buffer, -self.offset, dims=2)
+
+    @latents.setter
+    def latents(self, value: torch.Tensor) -> None:
+        self.buffer, self.offset = value.contiguous(), 0
+
+    @property
+    def frame_ids(self) -> torch.Tensor:
+        return torch.arange(self.length, dtype=torch.long) + self.first_id
+
+    def physical(self, slots: torch.Tensor) -> torch.Tensor:
+        """Physical buffer indices of logical ``slots`` (a long tensor on the buffer's device)."""
+        return (slots + self.offset) % self.length
+
+    def gather_slots(self, slots: torch.Tensor, windows: int) -> torch.Tensor:
+        """(W*B, C, f, h, w): ``slots`` (W*f logical indices, window-major) stacked as a batch of windows."""
+        b, c, _, h, w = self.buffer.shape
+        x = self.buffer.index_select(2, self.physical(slots))  # (B, C, W*f, h, w)
+        return x.view(b, c, windows, -1, h, w).permute(2, 0, 1, 3, 4, 5).reshape(windows * b, c, -1, h, w)
+
+    def scatter_slots(self, slots: torch.Tensor, values: torch.Tensor) -> None:
+        """Write ``values`` (B, C, len(slots), h, w) into the logical ``slots``."""
+        self.buffer.index_copy_(2, self.physical(slots), values)
 
     def gather(self, windows: list[Window]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stack windows into a batch: latents (W*B, C, f, h, w), step_idx and frame_ids (W*B, f)."""
-        b = self.latents.shape[0]
-        x = torch.cat([self.latents[:, :, w.start : w.stop] for w in windows], dim=0)
+        b = self.buffer.shape[0]
+        slots = torch.cat([torch.arange(w.start, w.stop) for w in windows]).to(self.buffer.device)
+        x = self.gather_slots(slots, len(windows))
         idx = torch.stack([self.step_idx[w.start : w.stop] for w in windows]).repeat_interleave(b, dim=0)
         ids = torch.stack([self.frame_ids[w.start : w.stop] for w in windows]).repeat_interleave(b, dim=0)
         return x, idx, ids
 
     def scatter(self, windows: list[Window], x: torch.Tensor) -> None:
         """Write back each window's committed slots from a batch laid out like ``gather``."""
-        b = self.latents.shape[0]
+        b = self.buffer.shape[0]
         for k, w in enumerate(windows):
             lo, hi = w.commit_start - w.start, w.commit_end - w.start
-            self.latents[:, :, w.commit_start : w.commit_end] = x[k * b : (k + 1) * b, :, lo:hi]
+            slots = torch.arange(w.commit_start, w.commit_end, device=self.buffer.device)
+            self.scatter_slots(slots, x[k * b : (k + 1) * b, :, lo:hi].to(self.buffer.dtype))
 
     def pop_push(self, head: int, tail_noise: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Return (latent at slot ``head``, its frame id), shift everything one slot forward, enqueue noise.
 
         Schedule indices stay with the slots (each slot has a fixed noise level); latents and frame
-        ids move one slot toward the front.
+        ids move one slot toward the front. Slot 0's buffer entry is reused for the tail.
         """
-        out = self.latents[:, :, head : head + 1].clone()
-        out_id = int(self.frame_ids[head])
-        self.latents = torch.cat([self.latents[:, :, 1:], tail_noise], dim=2)
-        self.frame_ids = torch.cat([self.frame_ids[1:], torch.tensor([self.next_id])])
+        q = self.length
+        out = self.buffer[:, :, (self.offset + head) % q].unsqueeze(2).clone()
+        out_id = self.first_id + head
+        self.buffer[:, :, self.offset] = tail_noise[:, :, 0].to(self.buffer.dtype)
+        self.offset = (self.offset + 1) % q
         self.next_id += 1
         return out, out_id
 
@@ -133,4 +183,9 @@ class FrameQueue:
 
     @classmethod
     def from_state_dict(cls, sd: dict[str, torch.Tensor]) -> FrameQueue:
-        return cls(sd["latents"], sd["step_idx"], sd["frame_ids"], int(sd["next_id"]))
+        next_id = int(sd["next_id"])
+        latents = sd["latents"]
+        ids = sd.get("frame_ids")
+        if ids is not None and not torch.equal(ids.cpu(), torch.arange(latents.shape[2]) + next_id - latents.shape[2]):
+            raise ValueError("saved queue has non-consecutive frame ids; the state file is corrupt")
+        return cls(latents.float().contiguous(), sd["step_idx"], next_id)

@@ -4,26 +4,34 @@ Each iteration denoises every window by one DDIM step at per-frame timesteps, de
 head frame and enqueues fresh noise at the tail. When the windows of an iteration are independent
 (always, for the reference layouts) they go through the denoiser as ONE batch; the result equals
 the reference's sequential window loop.
+
+Slot -> schedule index is fixed for a run, so ``FifoStepper`` builds everything an iteration needs
+(gather/commit indices, per-row timesteps, DDIM coefficients, the step context) once, on the device.
+An iteration then issues only device work: no ``.item()``, ``.cpu()`` or data-dependent branch. The one
+host sync per iteration is the caller's, when it fetches the dequeued frame.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from ..diffusion.context import StepContext, publish
 from ..diffusion.noise import NoiseSource
 from ..diffusion.sampling import check_finite
-from ..diffusion.schedule import DDIMSchedule, ddim_step
+from ..diffusion.schedule import DDIMCoeffs, DDIMSchedule, ddim_coeffs, ddim_update
 from .queue import FifoPlan, FrameQueue, Window
+
+FULL_CHECK_EVERY = 16  # iterations between finite checks of the whole queue (the head is checked by the caller)
 
 
 @dataclass
 class WindowBatch:
-    """What the denoiser sees: windows stacked on the batch axis, with per-frame metadata."""
+    """What the denoiser sees: windows stacked on the batch axis, with per-frame metadata (device tensors)."""
 
-    x: torch.Tensor  # (W*B, C, f, h, w)
+    x: torch.Tensor  # (W*B, C, f, h, w) float32
     t: torch.Tensor  # (W*B, f) timesteps
     step_idx: torch.Tensor  # (W*B, f) schedule indices
     frame_ids: torch.Tensor  # (W*B, f) permanent frame ids
@@ -32,31 +40,85 @@ class WindowBatch:
 WindowDenoiser = Callable[[WindowBatch], torch.Tensor]
 
 
-def _denoise_windows(denoise: WindowDenoiser, queue: FrameQueue, windows: list[Window],
-                     schedule: DDIMSchedule, noise: NoiseSource | None, use_scale: bool) -> torch.Tensor:
-    x, idx, ids = queue.gather(windows)
-    t = schedule.timesteps.to(x.device)[idx.to(x.device)]
-    eps = denoise(WindowBatch(x, t, idx, ids))
-    z = noise.randn(x.shape) if noise is not None else None
-    x_prev, _ = ddim_step(x, eps, schedule, idx, noise=z, use_scale=use_scale)
-    return x_prev
+@dataclass
+class _Group:
+    """Windows that go through the denoiser together, with their precomputed tables."""
+
+    windows: list[Window]
+    slots: torch.Tensor  # (W*f,) logical slots read, window-major
+    commit_local: torch.Tensor  # positions in the (W*f) frame axis whose results are kept
+    commit_slots: torch.Tensor  # the logical slots they are written to
+    t: torch.Tensor  # (W*B, f)
+    step_idx: torch.Tensor  # (W*B, f)
+    slot_offsets: torch.Tensor  # (W*B, f) logical slot of each frame (frame id = first_id + slot)
+    coeffs: DDIMCoeffs
+    context: StepContext  # everything but the frame ids, which move every iteration
+
+
+class FifoStepper:
+    """Per-run tables for ``FifoPlan`` x ``DDIMSchedule`` on one device; ``step`` runs one iteration."""
+
+    def __init__(self, plan: FifoPlan, schedule: DDIMSchedule, batch: int, latent_hw: tuple[int, int],
+                 channels: int, device: torch.device | str, use_scale: bool = False, batch_windows: bool = True):
+        self.plan, self.schedule, self.batch = plan, schedule, batch
+        self.device = torch.device(device)
+        windows = plan.windows()
+        groups = [windows] if batch_windows and plan.windows_independent() else [[w] for w in windows]
+        slot_idx = plan.slot_indices()
+        timesteps = schedule.timesteps.cpu()
+        like = torch.empty(1, channels, plan.f, *latent_hw, device=self.device)
+        self.groups: list[_Group] = []
+        for g in groups:
+            slots = torch.cat([torch.arange(w.start, w.stop) for w in g])
+            local = torch.cat([k * plan.f + torch.arange(w.commit_start - w.start, w.commit_end - w.start)
+                               for k, w in enumerate(g)])
+            commit = torch.cat([torch.arange(w.commit_start, w.commit_end) for w in g])
+            per_window = slots.view(len(g), plan.f).repeat_interleave(batch, dim=0)  # (W*B, f) logical slots
+            idx = slot_idx[per_window]
+            commit_mask = torch.zeros(len(g) * plan.f, dtype=torch.bool)
+            commit_mask[local] = True
+            dev = self.device
+            coeffs = ddim_coeffs(schedule, idx.to(schedule.device), like, use_scale)
+            ctx = StepContext(
+                phase="fifo", iteration=0, step_idx=idx.to(dev),
+                commit=commit_mask.view(len(g), plan.f).repeat_interleave(batch, dim=0).to(dev),
+                window=torch.tensor([windows.index(w) for w in g]).repeat_interleave(batch).to(dev))
+            self.groups.append(_Group(g, slots.to(dev), local.to(dev), commit.to(dev), timesteps[idx].to(dev),
+                                      idx.to(dev), per_window.to(dev), coeffs, ctx))
+
+    def step(self, denoise: WindowDenoiser, queue: FrameQueue, noise: NoiseSource, iteration: int = 0,
+             tail: Callable[[FrameQueue, NoiseSource], torch.Tensor] | None = None) -> tuple[torch.Tensor, int]:
+        """One FIFO iteration in place on ``queue``; returns the dequeued (B, C, 1, h, w) latent and its id.
+
+        ``tail`` draws the latent enqueued at the back (default: fresh white noise from ``noise``).
+        """
+        if queue.buffer.device != self.device:
+            raise ValueError(f"queue is on {queue.buffer.device}, the stepper's tables on {self.device}")
+        for g in self.groups:
+            x = queue.gather_slots(g.slots, len(g.windows))
+            ids = g.slot_offsets + queue.first_id
+            with publish(replace(g.context, iteration=iteration, frame_ids=ids)):
+                eps = denoise(WindowBatch(x, g.t, g.step_idx, ids))
+            z = noise.randn(x.shape) if self.schedule.stochastic else None
+            x_prev, _ = ddim_update(x, eps, g.coeffs, z)
+            b, c, f, h, w = x_prev.shape
+            frames = x_prev.view(len(g.windows), self.batch, c, f, h, w).permute(1, 2, 0, 3, 4, 5)
+            frames = frames.reshape(self.batch, c, len(g.windows) * f, h, w)
+            queue.scatter_slots(g.commit_slots, frames.index_select(2, g.commit_local))
+        if iteration % FULL_CHECK_EVERY == FULL_CHECK_EVERY - 1:
+            check_finite(queue.buffer, f"FIFO iteration {iteration}")
+        new = tail(queue, noise) if tail is not None else noise.randn(queue.buffer[:, :, :1].shape)
+        return queue.pop_push(self.plan.head, new)
 
 
 def fifo_iteration(denoise: WindowDenoiser, queue: FrameQueue, plan: FifoPlan, schedule: DDIMSchedule,
                    noise: NoiseSource, use_scale: bool = False, batch_windows: bool = True,
                    iteration: int = 0) -> tuple[torch.Tensor, int]:
-    """One FIFO iteration in place on ``queue``; returns the dequeued (B, C, 1, h, w) latent and its id.
-
-    ``use_scale=False`` replicates the reference FIFO step, which ignores scale_arr (quirk Q1).
+    """One FIFO iteration in place on ``queue`` (builds the tables each call: for tests and one-offs;
+    loops keep a ``FifoStepper``). ``use_scale=False`` replicates the reference FIFO step (quirk Q1).
     """
-    stochastic = bool((schedule.sigmas != 0).any())
-    step_noise = noise if stochastic else None
-    windows = plan.windows()
-    if batch_windows and plan.windows_independent():
-        queue.scatter(windows, _denoise_windows(denoise, queue, windows, schedule, step_noise, use_scale))
-    else:
-        for w in windows:
-            queue.scatter([w], _denoise_windows(denoise, queue, [w], schedule, step_noise, use_scale))
-    check_finite(queue.latents, f"FIFO iteration {iteration}")
-    tail = noise.randn(queue.latents[:, :, -1:].shape)
-    return queue.pop_push(plan.head, tail)
+    b, c, _, h, w = queue.buffer.shape
+    stepper = FifoStepper(plan, schedule, b, (h, w), c, queue.buffer.device, use_scale, batch_windows)
+    z, frame_id = stepper.step(denoise, queue, noise, iteration)
+    check_finite(z, f"FIFO iteration {iteration}")
+    return z, frame_id

@@ -14,6 +14,20 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+# CUDA's memory-efficient and flash SDPA kernels put the batch on a grid axis limited to 2**16 - 1
+# (pytorch#142228, #146704). Temporal attention has samples x h x w rows (2560 per sample at 320x512),
+# so large batches are split into chunks under the limit; rows are independent, the result is equal.
+MAX_ATTENTION_BATCH = 65535
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
+    """``scaled_dot_product_attention`` over (N, H, L, D), in chunks of at most MAX_ATTENTION_BATCH rows."""
+    n, limit = q.shape[0], MAX_ATTENTION_BATCH
+    if n <= limit:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+    return torch.cat([F.scaled_dot_product_attention(q[i : i + limit], k[i : i + limit], v[i : i + limit],
+                                                     is_causal=is_causal) for i in range(0, n, limit)])
+
 
 class AttnProcessor(Protocol):
     def __call__(self, attn: Attention, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor: ...
@@ -86,11 +100,11 @@ class Attention(nn.Module):
             ctx, ctx_img = ctx[:, : self.text_context_len], ctx[:, self.text_context_len :]
         k = self.split_heads(self.to_k(ctx))
         v = self.split_heads(self.to_v(ctx))
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal and context is None)
+        out = sdpa(q, k, v, is_causal=self.causal and context is None)
         if ctx_img is not None and ctx_img.shape[1] > 0:
             k_ip = self.split_heads(self.to_k_ip(ctx_img))
             v_ip = self.split_heads(self.to_v_ip(ctx_img))
-            out = out + self.image_scale * F.scaled_dot_product_attention(q, k_ip, v_ip)
+            out = out + self.image_scale * sdpa(q, k_ip, v_ip)
         return self.to_out(rearrange(out, "n h l d -> n l (h d)"))
 
 

@@ -16,8 +16,8 @@ def convert_checkpoint(src: str | Path, dst: str | Path, half: bool = False, ove
     if dst.exists() and not overwrite:
         raise FileExistsError(f"{dst} exists; pass --overwrite or choose another name")
     sd = read_checkpoint(src)
-    if half:
-        sd = {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
+    if half:  # weights only: the schedule buffers (top-level keys) keep their precision
+        sd = {k: (v.half() if v.is_floating_point() and "." in k else v) for k, v in sd.items()}
     sd = {k: v.contiguous() for k, v in sd.items()}
     from safetensors.torch import save_file
 

@@ -144,9 +144,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         if dtype not in names:
             raise ValueError(f"unknown dtype {dtype!r}; choose fp32, fp16 or bf16")
         dtype = names[dtype]
-    if device.type == "cpu" and dtype != torch.float32:
-        raise ValueError(f"{dtype} is only supported on a CUDA device; on the CPU use --dtype fp32")
-    return dtype
+    return dtype  # half precision also runs on the CPU (slowly): that is how it is tested without a GPU
 
 
 def _materialize_meta_buffers(model: torch.nn.Module) -> None:
@@ -202,7 +200,19 @@ def load_model(
         check_state_dict(model, sd, f"checkpoint {checkpoint}")
         model.load_state_dict(sd, strict=True, assign=True)
         _materialize_meta_buffers(model)
+    set_inference_dtypes(model, dt)
     model = model.to(device=dev)
-    model.unet.to(dt)
-    model.first_stage_model.to(dt)
     return model.eval().requires_grad_(False)
+
+
+def set_inference_dtypes(model: VideoCrafter, dtype: torch.dtype) -> None:
+    """Mixed precision: the U-Net and the VAE run in ``dtype``; the rest stays float32.
+
+    The schedule buffers are rebuilt from the config in float32, whatever the checkpoint stored: a
+    half-precision copy (``convert --half``) rounds 1 - alpha_bar near the clean end by up to 7 %. The
+    text and image encoders run in float32: they run once per prompt or image, so precision costs
+    nothing, and their 24-32 layer residual streams are where fp16 overflows if anywhere.
+    """
+    for name, module in model.named_children():
+        module.to(dtype if name in ("model", "first_stage_model") else torch.float32)
+    model.reset_schedule_buffers()

@@ -45,7 +45,7 @@ class UNetConfig:
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: int = 10000) -> torch.Tensor:
     """Sinusoidal embedding [cos | sin] of a 1-D tensor (the reference's layout and float32 maths)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half).to(t.device)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t[:, None].float() * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
@@ -54,10 +54,16 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: int = 10000) -> to
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 (the reference's ``normalization``), safe under fp16."""
+    """GroupNorm computed in float32 (the reference's ``normalization``), safe under fp16.
+
+    The affine parameters are upcast too: a half model would otherwise hand float32 activations to
+    half weights, which the CPU kernel rejects.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
+        return F.group_norm(x.float(), self.num_groups, w, b, self.eps).type(x.dtype)
 
 
 class TemporalConvBlock(nn.Module):
@@ -240,7 +246,10 @@ class UNet3D(nn.Module):
         dtype = self.time_embed[0].weight.dtype
         emb = self.time_embed(timestep_embedding(t.reshape(-1), self.cfg.model_channels).to(dtype))
         if self.cfg.fps_cond:
-            fps_t = torch.as_tensor(fps, device=device).reshape(-1)
+            if isinstance(fps, int):  # a fill on the device: no host-to-device copy per forward
+                fps_t = torch.full((b,), fps, dtype=torch.long, device=device)
+            else:
+                fps_t = torch.as_tensor(fps, device=device).reshape(-1)
             if fps_t.numel() == 1:
                 fps_t = fps_t.expand(b)
             if fps_t.numel() != b:

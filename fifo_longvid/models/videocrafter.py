@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -60,11 +61,8 @@ class VideoCrafter(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        for name, arr in train_schedule(cfg.timesteps, cfg.linear_start, cfg.linear_end).items():
+        for name, arr in self._schedule_arrays().items():
             self.register_buffer(name, torch.tensor(arr, dtype=torch.float32))
-        if cfg.use_scale:
-            sa = scale_array(cfg.timesteps, cfg.scale_a, cfg.scale_b, cfg.mid_step, cfg.fix_scale_bug)
-            self.register_buffer("scale_arr", torch.tensor(sa, dtype=torch.float32))
         self.model = DiffusionWrapper(UNet3D(cfg.unet))
         self.first_stage_model = AutoencoderKL(cfg.vae)
         here = torch.empty(0).device  # honours a surrounding `with torch.device(...)` (e.g. meta)
@@ -72,6 +70,19 @@ class VideoCrafter(nn.Module):
         if cfg.image is not None:
             self.embedder = OpenCLIPImageEmbedder(cfg.image, device=here)
             self.image_proj_model = Resampler(cfg.image)
+
+    def _schedule_arrays(self) -> dict[str, np.ndarray]:
+        cfg = self.cfg
+        arrays = train_schedule(cfg.timesteps, cfg.linear_start, cfg.linear_end)
+        if cfg.use_scale:
+            arrays["scale_arr"] = scale_array(cfg.timesteps, cfg.scale_a, cfg.scale_b, cfg.mid_step, cfg.fix_scale_bug)
+        return arrays
+
+    def reset_schedule_buffers(self) -> None:
+        """Recompute the schedule buffers in float32 from the config (after loading any checkpoint)."""
+        for name, arr in self._schedule_arrays().items():
+            buf = getattr(self, name)
+            setattr(self, name, torch.tensor(arr, dtype=torch.float32, device=buf.device))
 
     @property
     def has_image_encoder(self) -> bool:

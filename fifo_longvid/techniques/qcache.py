@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..diffusion.context import rows_for
 from ..diffusion.schedule import DDIMSchedule
 from ..models.attention import Attention, AttnProcessor
 from ..models.sites import AttnSite, find_attention_sites, mirror_pairs
@@ -129,14 +130,15 @@ class _Blender:
         q = attn.split_heads(attn.to_q(x))
         v = self.state.v
         q_enc = self.state.queries.get(self.source)
-        if v is not None and q_enc is not None and bool((v != 0).any()):
-            q = (1 - (w := self._weights(v, q))) * q + w * q_enc
+        if v is not None and q_enc is not None:  # v = 0 rows blend to exactly q: (1 - 0) * q + 0 * q_enc
+            w = self._weights(v, q)
+            q = (1 - w) * q + w * q_enc
         return attn.attend_and_project(q, x, context)
 
     def _weights(self, v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Per-(sample, frame) v laid out to broadcast over q (N, heads, L, d)."""
         b = v.shape[0]
-        v = v.to(q.device, q.dtype)
+        v = v.to(q.dtype)
         if self.site.kind == "temporal":  # N = b*h*w rows, L = frames
             return v.repeat_interleave(q.shape[0] // b, dim=0)[:, None, :, None]
         return v.reshape(-1)[:, None, None, None]  # spatial: N = b*f rows
@@ -181,11 +183,12 @@ class QCache:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def bind(self, schedule: DDIMSchedule) -> None:
-        """Map this run's timesteps to schedule indices (needed for non-constant v)."""
+        """Per-run device tables: timestep -> schedule index, and v per schedule index (non-constant v)."""
         ts = schedule.timesteps.cpu()
-        self._index_of_timestep = torch.full((int(ts.max()) + 1,), -1, dtype=torch.long)
-        self._index_of_timestep[ts] = torch.arange(len(ts))
-        self._v_table = self.vs.table(schedule.num_steps)
+        lookup = torch.full((int(ts.max()) + 1,), -1, dtype=torch.long)
+        lookup[ts] = torch.arange(len(ts))
+        self._index_of_timestep = lookup.to(schedule.device)
+        self._v_table = self.vs.table(schedule.num_steps).to(schedule.device)
 
     def set_phase(self, phase: str) -> None:
         self.active = phase != "base" or self.cfg.base_clip
@@ -209,18 +212,21 @@ class QCache:
         if not self.active:
             return
         x = args[0] if args else kwargs["x"]
-        t = args[1] if len(args) > 1 else kwargs["timesteps"]
         b, f = x.shape[0], x.shape[2]
-        t = UNet3D.expand_timesteps(t, b, f, bool(kwargs.get("per_frame", False)))
         if self.vs.constant is not None:
-            self.state.v = torch.full((b, f), self.vs.constant)
+            if self.vs.constant != 0.0:  # v = 0 is the plain U-Net: nothing to blend
+                self.state.v = torch.full((b, f), self.vs.constant, device=x.device)
             return
         if self._index_of_timestep is None:
             raise RuntimeError("a scheduled Q-cache needs bind(schedule) before sampling")
-        idx = self._index_of_timestep[t.cpu()]
-        if bool((idx < 0).any()):
-            raise RuntimeError("U-Net called with a timestep outside the bound DDIM schedule")
-        self.state.v = self._v_table[idx]
+        step = rows_for(b)  # the sampler's schedule indices when published, else look the timesteps up
+        if step is not None:
+            idx = step.step_idx
+        else:
+            t = args[1] if len(args) > 1 else kwargs["timesteps"]
+            t = UNet3D.expand_timesteps(t, b, f, bool(kwargs.get("per_frame", False)))
+            idx = self._index_of_timestep[t.to(self._index_of_timestep.device)]
+        self.state.v = self._v_table[idx].to(x.device)
 
 
 def apply(unet: UNet3D, cfg: QCacheConfig) -> QCache:
