@@ -18,106 +18,24 @@ Guarantees, also when jobs are preempted or shards run at the same time in one o
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, _dot, build_run_config, to_dict
+from .config import ConfigError, RunConfig, build_run_config, parse_value, to_dict
 from .io.naming import item_hash, output_name, prompt_seed
 from .io.prompts import BatchItem, PromptFileError
-from .io.sidecar import file_sha256, sidecar_path, write_text_atomic
+from .io.sidecar import file_sha256, sidecar_path
+from .manifest import Manifest, now_iso
+from .sharding import Shard
 
-try:  # POSIX; elsewhere shards must not share an output folder concurrently
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
-
-MANIFEST = "manifest.jsonl"
 SUFFIXES = {"mp4": ".mp4", "gif": ".gif", "png": ""}
-
-
-# ------------------------------------------------------------------------------------------------
-# Sharding
-
-
-@dataclass(frozen=True)
-class Shard:
-    index: int  # 0-based
-    count: int
-    source: str = "single"
-
-    def owns(self, item_index: int) -> bool:
-        return item_index % self.count == self.index
-
-    @property
-    def label(self) -> str:
-        return f"{self.index}-of-{self.count}"
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
-
-
-def parse_shard(spec: str) -> Shard:
-    """``K/N`` with 0 <= K < N (0-based, like SLURM_ARRAY_TASK_ID with --array=0-(N-1))."""
-    try:
-        k_s, n_s = spec.split("/")
-        k, n = int(k_s), int(n_s)
-    except ValueError:
-        raise ConfigError(f"--shard must be K/N (e.g. 0/4), got {spec!r}") from None
-    if n < 1 or not 0 <= k < n:
-        raise ConfigError(f"--shard {spec}: need N >= 1 and 0 <= K < N (shards are numbered 0..N-1)")
-    return Shard(k, n, "--shard")
-
-
-def _env_int(env: Mapping[str, str], key: str) -> int | None:
-    v = env.get(key, "").strip()
-    try:
-        return int(v) if v else None
-    except ValueError:
-        raise ConfigError(f"environment variable {key}={v!r} is not an integer") from None
-
-
-def shard_from_env(env: Mapping[str, str] | None = None) -> Shard:
-    """The shard of this process from its launcher's environment.
-
-    A SLURM job array (``SLURM_ARRAY_TASK_ID`` - ``SLURM_ARRAY_TASK_MIN`` of ``SLURM_ARRAY_TASK_COUNT``) and the
-    tasks of a step (``SLURM_PROCID``/``SLURM_NTASKS``, or torchrun's ``RANK``/``WORLD_SIZE``) combine: task t of
-    array element a is shard a * tasks + t. Nothing set: one shard.
-    """
-    env = os.environ if env is None else env
-    parts: list[tuple[int, int, str]] = []
-    a_id, a_n = _env_int(env, "SLURM_ARRAY_TASK_ID"), _env_int(env, "SLURM_ARRAY_TASK_COUNT")
-    if a_id is not None and a_n:
-        parts.append((a_id - (_env_int(env, "SLURM_ARRAY_TASK_MIN") or 0), a_n, "SLURM array"))
-    p_id, p_n = _env_int(env, "SLURM_PROCID"), _env_int(env, "SLURM_NTASKS")
-    r_id, r_n = _env_int(env, "RANK"), _env_int(env, "WORLD_SIZE")
-    if p_id is not None and p_n and p_n > 1:
-        parts.append((p_id, p_n, "SLURM tasks"))
-    elif r_id is not None and r_n and r_n > 1:
-        parts.append((r_id, r_n, "torchrun"))
-    k, n = 0, 1
-    for i, m, what in parts:
-        if not 0 <= i < m:
-            raise ConfigError(f"{what}: task {i} is outside 0..{m - 1}; check the job's environment")
-        k, n = k * m + i, n * m
-    return Shard(k, n, " + ".join(p[2] for p in parts) or "single")
-
-
-def resolve_shard(spec: str | None, env: Mapping[str, str] | None = None) -> Shard:
-    return parse_shard(spec) if spec else shard_from_env(env)
-
-
-def shard_items(items: list[Any], shard: Shard) -> list[Any]:
-    """Items of this shard: round robin on the item index (balanced, and stable when the file only grows)."""
-    return [it for it in items if shard.owns(it.index)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -173,7 +91,7 @@ def plan_batch(items: list[BatchItem], out_dir: str | Path, flags: dict[str, Any
                validate_fn: Callable[[RunConfig], None] | None = None) -> list[PlannedItem]:
     """Resolve every item's run config, seed, hash and output name. Raises ``PromptFileError`` listing every
     line whose settings are invalid; nothing has been generated at that point."""
-    from .pipeline import validate
+    from .validation import validate
 
     validate_fn = validate_fn or validate
     out_dir = Path(out_dir)
@@ -194,16 +112,16 @@ def plan_batch(items: list[BatchItem], out_dir: str | Path, flags: dict[str, Any
             seed, source = int(base_seed) + it.index, "base+index"
         else:
             seed, source = prompt_seed(it.prompt), "prompt-hash"
-        item_over = [f"sampling.seed={seed}"]
+        item_values: dict[str, Any] = {"sampling.seed": seed}
         if it.num_frames is not None:
-            item_over.append(f"fifo.num_frames={it.num_frames}")
+            item_values["fifo.num_frames"] = it.num_frames
         if it.qcache is not None:
-            item_over += ["techniques.qcache.enabled=true", f"techniques.qcache.v={it.qcache}"]
+            item_values.update({"techniques.qcache.enabled": True, "techniques.qcache.v": it.qcache})
         if it.image is not None:
-            item_over.append(f"conditioning.image={_dot(it.image)}")
-        item_over += [f"{k}={v if isinstance(v, str) else _dot(v)}" for k, v in it.overrides.items()]
+            item_values["conditioning.image"] = it.image
+        item_values.update({k: parse_value(v) if isinstance(v, str) else v for k, v in it.overrides.items()})
         try:
-            cfg = build_run_config(run_config, {**flags, "prompts": [it.prompt]}, list(overrides) + item_over)
+            cfg = build_run_config(run_config, {**flags, "prompts": [it.prompt]}, list(overrides), item_values)
             image = cfg.conditioning.image
             cfg.conditioning.image = None  # a missing image fails that item at run time, not the whole batch
             try:
@@ -226,106 +144,6 @@ def plan_batch(items: list[BatchItem], out_dir: str | Path, flags: dict[str, Any
     if problems:
         raise PromptFileError(prompt_file, problems)
     return planned
-
-
-# ------------------------------------------------------------------------------------------------
-# Manifest
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-@contextlib.contextmanager
-def _flock(path: Path, blocking: bool = True) -> Iterator[bool]:
-    """An exclusive ``flock`` on ``path`` (created if missing); yields whether it was acquired."""
-    if fcntl is None:  # pragma: no cover
-        yield True
-        return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-class Manifest:
-    """Per-shard append-only record files plus the merged, atomically rewritten ``manifest.jsonl``."""
-
-    def __init__(self, out_dir: str | Path, shard: Shard):
-        self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.shard = shard
-        self.path = self.dir / f"manifest.shard-{shard.label}.jsonl"
-        self.view = self.dir / MANIFEST
-        self._lock_dir = self.dir / ".locks"
-        self._lock_dir.mkdir(exist_ok=True)
-
-    def append(self, record: dict[str, Any]) -> None:
-        """One record = one line, written with a single ``write`` and fsynced (a kill leaves at worst a torn last
-        line, which readers skip and the next append starts after)."""
-        line = json.dumps({**record, "updated": _now(), "shard": str(self.shard)}, default=str) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            size = os.fstat(fd).st_size
-            if size:
-                with open(self.path, "rb") as f:
-                    f.seek(size - 1)
-                    if f.read(1) != b"\n":
-                        line = "\n" + line
-            os.write(fd, line.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def records(self) -> dict[str, dict[str, Any]]:
-        """Latest record per item name, over every shard file in the folder (any shard count)."""
-        latest: dict[str, dict[str, Any]] = {}
-        for p in sorted(self.dir.glob("manifest.shard-*.jsonl")):
-            try:
-                text = p.read_text(encoding="utf-8", errors="replace")
-            except FileNotFoundError:
-                continue
-            for line in text.splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn line from a killed process
-                if not isinstance(rec, dict) or "name" not in rec:
-                    continue
-                old = latest.get(rec["name"])
-                if old is None or (rec.get("updated", ""), rec.get("status") == "done") >= (
-                        old.get("updated", ""), old.get("status") == "done"):
-                    latest[rec["name"]] = rec
-        return latest
-
-    def rewrite_view(self) -> list[dict[str, Any]]:
-        """Rebuild ``manifest.jsonl`` from all shard files; the lock serialises concurrent shards so the newest
-        rename always carries every record written before it."""
-        with _flock(self._lock_dir / "manifest.lock"):
-            recs = sorted(self.records().values(), key=lambda r: (r.get("index", 0), r["name"]))
-            write_text_atomic(self.view, "".join(json.dumps(r, default=str) + "\n" for r in recs))
-        return recs
-
-    @contextlib.contextmanager
-    def shard_lock(self) -> Iterator[None]:
-        with _flock(self._lock_dir / f"shard-{self.shard.label}.lock", blocking=False) as ok:
-            if not ok:
-                raise ConfigError(f"shard {self.shard} is already running on {self.dir} in another process")
-            yield
-
-    @contextlib.contextmanager
-    def item_lock(self, name: str) -> Iterator[bool]:
-        with _flock(self._lock_dir / f"{name}.lock", blocking=False) as ok:
-            yield ok
 
 
 def is_complete(p: PlannedItem) -> bool:
@@ -444,7 +262,7 @@ def run_batch(planned: list[PlannedItem], out_dir: str | Path, shard: Shard, mod
 def _run_item(p: PlannedItem, base: dict[str, Any], manifest: Manifest, generate_fn: Callable[..., Any], model: Any,
               overwrite: bool, progress: Any, log: Callable[[str], None], on_item: Any, state_path: Any,
               state_mismatch: type[Exception]) -> dict[str, Any]:
-    started = _now()
+    started = now_iso()
     manifest.append({**base, "status": "running", "started": started, "error": None})
     manifest.rewrite_view()
     if on_item:
@@ -470,13 +288,13 @@ def _run_item(p: PlannedItem, base: dict[str, Any], manifest: Manifest, generate
                    timings={k: round(v, 3) for k, v in result.timings.items()}, resumed=cfg.output.resume)
     except KeyboardInterrupt:
         rec.update(status="interrupted", error="KeyboardInterrupt")
-        manifest.append({**rec, "finished": _now(), "seconds": round(time.perf_counter() - t0, 3)})
+        manifest.append({**rec, "finished": now_iso(), "seconds": round(time.perf_counter() - t0, 3)})
         raise
     except Exception as e:  # noqa: BLE001 - recorded, and the batch goes on
         rec.update(status="failed", error=_error_text(e))
         _free_cuda_memory(e)
         log(f"[red]failed[/]: {p.name}: {rec['error']}")
-    rec.update(finished=_now(), seconds=round(time.perf_counter() - t0, 3))
+    rec.update(finished=now_iso(), seconds=round(time.perf_counter() - t0, 3))
     if rec.get("frames"):
         rec["s_per_frame"] = round(rec["seconds"] / rec["frames"], 4)
     manifest.append(rec)

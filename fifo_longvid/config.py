@@ -80,19 +80,22 @@ class ConfigError(ValueError):
 
 
 def build_run_config(yaml_path: str | Path | None = None, flags: dict[str, Any] | None = None,
-                     overrides: list[str] | None = None) -> RunConfig:
-    """Merge schema defaults, an optional YAML run file, CLI flags (dotted keys) and overrides."""
+                     overrides: list[str] | None = None, item: dict[str, Any] | None = None) -> RunConfig:
+    """Merge schema defaults, an optional YAML run file, CLI flags (dotted keys -> values), ``key=value``
+    overrides, and last the values of one batch item (dotted keys -> values, e.g. from a prompt file row)."""
     layers = [OmegaConf.structured(RunConfig)]
     try:
         if yaml_path is not None:
             layers.append(OmegaConf.load(yaml_path))
         if flags:
-            layers.append(OmegaConf.from_dotlist([f"{k}={_dot(v)}" for k, v in flags.items()]))
+            layers.append(_values_layer(flags))
         if overrides:
             bad = [o for o in overrides if "=" not in o]
             if bad:
                 raise ConfigError(f"override {bad[0]!r} is not key=value (e.g. sampling.cfg=7.5)")
             layers.append(OmegaConf.from_dotlist(list(overrides)))
+        if item:
+            layers.append(_values_layer(item))
         merged = OmegaConf.merge(*layers)
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
@@ -101,6 +104,15 @@ def build_run_config(yaml_path: str | Path | None = None, flags: dict[str, Any] 
                           "fifo_longvid/config.py") from None
     assert isinstance(cfg, RunConfig)
     return cfg
+
+
+def parse_value(text: str) -> Any:
+    """A value written as text (a prompt file cell), read as a ``key=value`` override would read it."""
+    return OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"]  # type: ignore[index]
+
+
+def _values_layer(values: dict[str, Any]) -> Any:
+    return OmegaConf.from_dotlist([f"{k}={_dot(v)}" for k, v in values.items()])
 
 
 def _dot(v: Any) -> str:

@@ -11,19 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fifo_longvid.batch import (
-    Manifest,
-    Shard,
-    parse_shard,
-    plan_batch,
-    run_batch,
-    shard_from_env,
-    shard_items,
-)
+from fifo_longvid.batch import plan_batch, run_batch
 from fifo_longvid.config import ConfigError
 from fifo_longvid.io.naming import item_hash, output_name, prompt_seed, slugify
 from fifo_longvid.io.prompts import NO_I2V, BatchItem, PromptFileError, read_prompts
 from fifo_longvid.io.sidecar import sidecar_path, write_json_atomic
+from fifo_longvid.manifest import Manifest
+from fifo_longvid.sharding import Shard, parse_shard, shard_from_env, shard_items
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 TINY = {"model": "tiny", "mode": "fifo", "device": "cpu", "dtype": "auto", "fifo.num_frames": 2}

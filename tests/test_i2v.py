@@ -111,30 +111,30 @@ SMALL = ["--config", "tiny_i2v", "--height", "64", "--width", "64", "--seed", "1
 
 
 def test_reseeding_keeps_context_length(i2v_model, tmp_path, monkeypatch):
-    from fifo_longvid import pipeline
+    from fifo_longvid import conditioning, fifo_run, pipeline
 
     lengths = []
-    real = pipeline.CondState.conds
+    real = conditioning.CondState.conds
 
     def spy(self):
         c = real(self)
         lengths.append(c.shape[1])
         return c
 
-    monkeypatch.setattr(pipeline.CondState, "conds", spy)
+    monkeypatch.setattr(conditioning.CondState, "conds", spy)
     from fifo_longvid.config import build_run_config
 
     cfg = build_run_config(flags={"model": "tiny_i2v", "prompts": ["a boat"], "output.path": str(tmp_path / "s")},
                            overrides=["fifo.window=4", "sampling.height=64", "sampling.width=64", "fifo.num_frames=4",
                                       "conditioning.latent_seed=true", "conditioning.latent_seed_every=1"])
     calls = {"n": 0}
-    real_tokens = pipeline.frame_image_tokens
+    real_tokens = fifo_run.frame_image_tokens
 
     def count(model, frame):
         calls["n"] += 1
         return real_tokens(model, frame)
 
-    monkeypatch.setattr(pipeline, "frame_image_tokens", count)
+    monkeypatch.setattr(fifo_run, "frame_image_tokens", count)
     res = pipeline.generate(cfg, model=i2v_model, log=lambda m: None)
     assert res.frames == 4 and calls["n"] == 4
     # the base clip is text-only (as the reference); every FIFO call sees text + one 16-token image block

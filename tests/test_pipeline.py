@@ -12,7 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from fifo_longvid import pipeline
+from fifo_longvid.conditioning import prompt_schedule
 from fifo_longvid.config import ConfigError, build_run_config
+from fifo_longvid.fifo.sizing import fill_model_defaults
 from fifo_longvid.fifo.state import StateMismatch, state_path
 from fifo_longvid.io.video import read_video
 
@@ -75,11 +77,11 @@ def test_resume_refuses_state_from_other_settings(tiny_model, tmp_path):
 def test_multi_prompt_windows_follow_their_frames(tiny_model, tmp_path):
     cfg = build_run_config(flags={"model": "tiny", "prompts": ["a cat", "a dog"], "output.path": str(tmp_path / "m"),
                                   "fifo.frames_per_prompt": [2, 3]}, overrides=SMALL)
-    pipeline.fill_model_defaults(cfg, tiny_model)
+    fill_model_defaults(cfg, tiny_model)
     from fifo_longvid.fifo.queue import FifoPlan
 
     plan = FifoPlan(4, 2, True)
-    of = pipeline.prompt_schedule(cfg, plan, warmup=4)
+    of = prompt_schedule(cfg, plan, warmup=4)
     first_out = plan.head + 4  # frame id of output frame 0
     ids = torch.arange(first_out - 3, first_out + 8)
     assert of(ids).tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]

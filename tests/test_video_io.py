@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fifo_longvid.io import video
+from fifo_longvid.io import sinks, video
 from fifo_longvid.io.video import VideoWriter, check_output_path, read_video, write_video
 
 H, W, N = 48, 64, 10
@@ -254,8 +254,8 @@ def test_bad_frames_rejected(tmp_path: Path) -> None:
     assert read_video(tmp_path / "v.mp4").shape == (2, H, W, 3)
 
 
-@pytest.mark.parametrize("name, sink", [("fox.mp4", video._Mp4Sink), ("fox.gif", video._GifSink),
-                                        ("fox", video._PngDirSink)])
+@pytest.mark.parametrize("name, sink", [("fox.mp4", sinks.Mp4Sink), ("fox.gif", sinks.GifSink),
+                                        ("fox", sinks.PngDirSink)])
 def test_disk_full_cleans_up_and_propagates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, sink: type
 ) -> None:

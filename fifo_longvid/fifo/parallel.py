@@ -182,17 +182,16 @@ def serve_run(cfg: Any, model: Any) -> int:
     """A worker rank of ``generate``: set the U-Net up as rank 0 does for the FIFO phase (defaults, DDIM schedule
     for the techniques, max batch), then ``serve`` until rank 0 is done. Returns the number of calls served."""
     from ..diffusion.guidance import unet_network
-    from ..pipeline import fill_model_defaults, resolve_max_batch
     from ..techniques import apply_techniques
     from .queue import FifoPlan
+    from .sizing import fill_model_defaults, frame_size, resolve_max_batch
 
     fill_model_defaults(cfg, model)
     fc = cfg.fifo
     plan = FifoPlan(fc.window, fc.partitions, fc.lookahead)
     sched = model.ddim_schedule(plan.steps, cfg.sampling.eta).to(model.device)
-    h = (cfg.sampling.height or model.cfg.latent_size[0] * 8) // 8
-    w = (cfg.sampling.width or model.cfg.latent_size[1] * 8) // 8
-    max_batch = resolve_max_batch(fc.max_batch, model.device, model, (h, w), fc.window)
+    h_px, w_px = frame_size(cfg, model)
+    max_batch = resolve_max_batch(fc.max_batch, model.device, model, (h_px // 8, w_px // 8), fc.window)
     techniques = apply_techniques(model.unet, cfg.techniques)
     try:
         techniques.bind(sched)

@@ -1,0 +1,115 @@
+"""``fifo-gen batch``: one video per line of a prompt file (the command; the work is in ``batch.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .cli_support import (
+    Bars,
+    build_flags,
+    default_checkpoint,
+    err,
+    exit_on_known_error,
+    fail,
+    local_device,
+    sigterm_as_sigint,
+)
+from .config import build_run_config
+
+
+def batch_command(
+    prompts_file: Annotated[Path, typer.Argument(help="Prompt file: .txt (one prompt a line, # comments), .csv/.tsv "
+                                                 "(a prompt column plus seed, num_frames, qcache, name, image, or "
+                                                 "dotted run-config keys), or .jsonl with the same fields.")],
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-d", help="Folder for the videos, their sidecars and "
+                                          "manifest.jsonl.")],
+    shard: Annotated[str | None, typer.Option(help="Do shard K/N of the items (0 <= K < N, item i goes to shard "
+                                              "i mod N). Default: from SLURM_ARRAY_TASK_ID/COUNT, "
+                                              "SLURM_PROCID/NTASKS or torchrun's RANK/WORLD_SIZE.")] = None,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed item (default: record "
+                                            "the error in the manifest and go on).")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="mp4, gif or png (a folder of PNGs per item).")] = "mp4",
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the run config for every "
+                                                          "item; every run-config key is reachable this way.")] = None,
+    **opts: Any,
+) -> None:
+    """Generate one video per line of a prompt file, resumably; shards over SLURM arrays / torchrun ranks.
+
+    Every generate option applies to every item; --overwrite redoes items even if complete.
+
+    A re-run skips complete items and redoes the rest. Exit code 1 if any item failed.
+    """
+    from .batch import plan_batch, run_batch
+    from .io.prompts import read_prompts
+    from .models.load import load_model
+    from .models.presets import load_model_config
+    from .sharding import resolve_shard, shard_items
+
+    try:
+        flags = build_flags(opts)
+        base = build_run_config(opts["run_config"], flags, overrides or [])
+        default_checkpoint(base)
+        if base.checkpoint:
+            flags["checkpoint"] = base.checkpoint
+        try:
+            has_image = load_model_config(base.model).image is not None
+        except ValueError as e:
+            fail(str(e))
+        items = read_prompts(prompts_file, allow_images=has_image)
+        the_shard = resolve_shard(shard)
+        planned = plan_batch(items, out_dir, flags, overrides or [], opts["run_config"], fmt, prompts_file)
+        mine = shard_items(planned, the_shard)
+        device = local_device(base.device)
+        err.print(f"{len(planned)} items, shard {the_shard} ({the_shard.source}): {len(mine)} items -> {out_dir}",
+                  highlight=False)
+        bars = _BatchBars(len(mine))
+        with bars.progress, sigterm_as_sigint():
+            summary = run_batch(mine, out_dir, the_shard, None, fail_fast=fail_fast, overwrite=opts["overwrite"],
+                                log=lambda m: bars.progress.console.print(m, highlight=False), progress=bars,
+                                on_item=bars.item_event,
+                                load=lambda: load_model(base.model, base.checkpoint, device, base.dtype))
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err.print("interrupted: run the same command again to continue", highlight=False)
+        raise typer.Exit(130) from None
+    except Exception as e:  # noqa: BLE001
+        exit_on_known_error(e)
+        raise
+    _print_summary(summary)
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+class _BatchBars(Bars):
+    """An outer bar over the items plus the per-item inner bars (base clip, FIFO iterations = frames)."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.items = self.progress.add_task("items", total=total, rate="")
+
+    def item_event(self, event: str, item: Any, record: Any) -> None:
+        if event == "start":
+            for tid in self.tasks.values():  # fresh inner bars for this item (task ids stay valid)
+                self.progress.reset(tid, completed=0)
+            self.progress.update(self.items, description=f"items [{item.item.index}] {item.name[:48]}")
+        else:
+            self.progress.advance(self.items)
+
+
+def _print_summary(s: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"batch, shard {s.shard}")
+    for col in ("done", "skipped", "failed", "busy", "total time", "s/frame"):
+        table.add_column(col, justify="right")
+    spf = f"{s.s_per_frame:.2f}" if s.s_per_frame is not None else "-"
+    table.add_row(str(s.done), str(s.skipped), str(s.failed), str(s.busy), f"{s.seconds:.1f} s", spf)
+    err.print(table)
+    for name, error in s.failures:
+        err.print(f"[red]failed[/] {name}: {error}", highlight=False)
+    if s.interrupted:
+        err.print("interrupted: run the same command again to continue", highlight=False)

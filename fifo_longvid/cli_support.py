@@ -1,0 +1,147 @@
+"""What the CLI commands share: the stderr console, error exits, progress bars, flag mapping, signals."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from .config import ConfigError
+
+err = Console(stderr=True)
+
+EXIT_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileExistsError, PermissionError,
+                                                 NotADirectoryError, ValueError)
+
+
+def fail(msg: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    raise typer.Exit(code)
+
+
+class Bars:
+    """Two rich progress bars (base clip; FIFO iterations) fed by the pipeline's progress callback."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[rate]}"), console=err, transient=False,
+        )
+        self.tasks: dict[str, Any] = {}
+        self.fifo_start: float | None = None
+
+    def __call__(self, task: str, done: int, total: int) -> None:
+        if task not in self.tasks:
+            label = {"base clip": "base clip (DDIM steps)", "fifo": "FIFO iterations"}.get(task, task)
+            self.tasks[task] = self.progress.add_task(label, total=total, rate="")
+        tid = self.tasks[task]
+        rate = ""
+        elapsed = self.progress.tasks[tid].elapsed
+        if task == "fifo" and elapsed:
+            rate = f"{done / elapsed:.2f} it/s"
+        self.progress.update(tid, completed=done, total=total, rate=rate)
+
+
+def build_flags(o: dict[str, Any]) -> dict[str, Any]:
+    """CLI option values, by parameter name, -> dotted run-config flags. Shared by ``generate`` and ``batch``
+    (batch has no --prompt/--output/--resume/--image/--frames-per-prompt: those come per item)."""
+    flags: dict[str, Any] = {"mode": o["mode"], "model": o["config"], "device": o["device"], "dtype": o["dtype"]}
+    if o.get("prompt"):
+        flags["prompts"] = list(o["prompt"])
+    path_opts = {"checkpoint": o.get("checkpoint"), "output.path": o.get("output"),
+                 "conditioning.image": o.get("image")}
+    opt = {
+        **{k: str(v) for k, v in path_opts.items() if v},
+        "sampling.seed": o["seed"], "sampling.steps": o["steps"], "sampling.cfg": o["cfg"], "sampling.eta": o["eta"],
+        "sampling.height": o["height"], "sampling.width": o["width"], "sampling.fps": o["fps"],
+        "fifo.num_frames": o["num_frames"], "fifo.partitions": o["partitions"], "fifo.lookahead": o["lookahead"],
+        "fifo.init": o["init"], "fifo.max_batch": o["max_batch"],
+        "output.output_fps": o["output_fps"], "output.checkpoint_every": o["checkpoint_every"],
+        "conditioning.latent_seed_every": o["latent_seed_every"],
+    }
+    flags.update({k: v for k, v in opt.items() if v is not None})
+    switches = {"conditioning.latent_seed": o["latent_seed"], "output.overwrite": o["overwrite"],
+                "output.save_latents": o["save_latents"], "output.save_frames": o["save_frames"],
+                "output.resume": o.get("resume", False)}
+    for k, v in switches.items():
+        if v:
+            flags[k] = True
+    qcache, qcache_schedule = o["qcache"], o["qcache_schedule"]
+    if qcache is not None:  # range and grammar are checked by the pipeline's validate()
+        flags["techniques.qcache.enabled"] = True
+        flags["techniques.qcache.v"] = qcache
+    if qcache_schedule is not None:
+        flags["techniques.qcache.enabled"] = True
+        flags["techniques.qcache.schedule"] = qcache_schedule
+    if o["qcache_targets"] is not None:
+        flags["techniques.qcache.targets"] = [t.strip() for t in o["qcache_targets"].split(",") if t.strip()]
+    fpp = o.get("frames_per_prompt")
+    if fpp:
+        try:
+            flags["fifo.frames_per_prompt"] = [int(x) for x in fpp.split(",")]
+        except ValueError:
+            fail(f"--frames-per-prompt must be comma-separated integers, got {fpp!r}")
+    return flags
+
+
+def default_checkpoint(run: Any) -> None:
+    if run.checkpoint is None and run.model in ("videocrafter2", "videocrafter1_i2v"):
+        default_ckpt = Path("checkpoints") / run.model / "model.ckpt"
+        run.checkpoint = str(default_ckpt) if default_ckpt.exists() else None
+
+
+def exit_on_known_error(e: BaseException) -> None:
+    """Known failures become one clear line and an exit code; anything else returns (the caller re-raises)."""
+    from .diffusion.sampling import NonFiniteError
+    from .fifo.state import StateMismatch
+    from .models.load import CheckpointError
+
+    known = EXIT_ERRORS + (CheckpointError, NonFiniteError, StateMismatch, FileNotFoundError, OSError)
+    if isinstance(e, known):
+        fail(str(e), 1 if isinstance(e, (NonFiniteError, OSError)) else 2)
+
+
+def local_device(device: str) -> str:
+    """One GPU per process when several processes share a node (torchrun LOCAL_RANK, SLURM_LOCALID)."""
+    import os
+
+    import torch
+
+    local = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID")
+    if local and device in ("auto", "cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        return f"cuda:{int(local) % torch.cuda.device_count()}"
+    return device
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint() -> Any:
+    """SLURM preemption sends SIGTERM: treat it like Ctrl-C (finish the iteration, save state, record it)."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        h = signal.getsignal(signal.SIGINT)
+        if callable(h):
+            h(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,87 @@
+"""What the U-Net is conditioned on: text and image tokens, the unconditional context, and which prompt
+each FIFO window sees.
+
+Multi-prompt: each window is conditioned on the prompt of its centre frame, so a frame is denoised
+under its own prompt for most of its life in the queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .config import RunConfig
+from .diffusion.guidance import cfg_denoiser, unet_network
+from .fifo.queue import FifoPlan
+from .fifo.sampler import WindowBatch, WindowDenoiser
+from .io.images import load_image
+from .io.sidecar import file_sha256
+from .models.videocrafter import VideoCrafter
+from .techniques.seeding import i2v_uncond
+
+
+class CondState:
+    """The cross-attention context of the run: text tokens per prompt, plus optional image tokens
+    (``--image``, or latent seeding, which may refresh them during the run)."""
+
+    def __init__(self, text: torch.Tensor, image: torch.Tensor | None = None):
+        self.text, self.image = text, image
+
+    def conds(self) -> torch.Tensor:
+        if self.image is None:
+            return self.text
+        return torch.cat([self.text, self.image.expand(self.text.shape[0], -1, -1)], dim=1)
+
+
+def encode_conditioning(cfg: RunConfig, model: VideoCrafter, frame_hw: tuple[int, int]) -> tuple[CondState,
+                                                                                                 torch.Tensor]:
+    """(context per prompt, unconditional context): text, plus the ``--image`` tokens when given."""
+    cond_state = CondState(model.encode_text(cfg.prompts))
+    uncond = i2v_uncond(model, model.encode_text([""]))
+    if cfg.conditioning.image:
+        img = load_image(cfg.conditioning.image, *frame_hw).to(model.device)
+        cond_state.image = model.encode_image(img)
+    return cond_state, uncond
+
+
+def prompt_schedule(cfg: RunConfig, plan: FifoPlan, warmup: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Frame id -> prompt index. Output frame k has id head + warmup + k; each window is conditioned on
+    the prompt of its centre frame, so a frame is denoised under its own prompt for most of its life."""
+    counts = cfg.fifo.frames_per_prompt or [cfg.fifo.num_frames]
+    bounds = torch.tensor(counts).cumsum(0)
+    offset = plan.head + warmup
+
+    def of(ids: torch.Tensor) -> torch.Tensor:  # on the ids' device: no host sync in the loop
+        k = ids - offset
+        return torch.bucketize(k, bounds.to(ids.device), right=True).clamp(max=len(counts) - 1)
+
+    return of
+
+
+def fifo_denoiser(model: VideoCrafter, cond_state: CondState, uncond: torch.Tensor, scale: float, fps: int,
+                  max_batch: int | None, prompt_of: Callable[[torch.Tensor], torch.Tensor],
+                  executor: Any = None) -> WindowDenoiser:
+    """``executor`` (fifo/parallel.py) runs the U-Net calls, e.g. split across torch.distributed ranks."""
+    net = unet_network(model.unet, fps)
+    if executor is not None:
+        net, max_batch = executor.wrap(net, max_batch), None
+
+    def denoise(batch: WindowBatch) -> torch.Tensor:
+        conds = cond_state.conds()
+        if conds.shape[0] > 1:  # multi-prompt: each window takes the prompt of its centre frame
+            centre = batch.frame_ids[:, batch.frame_ids.shape[1] // 2]
+            conds = conds[prompt_of(centre).to(conds.device)]
+        return cfg_denoiser(net, conds, uncond, scale, max_batch)(batch.x, batch.t)
+
+    return denoise
+
+
+def conditioning_info(cfg: RunConfig) -> dict[str, Any]:
+    """The sidecar's record of the conditioning (the image by path and content hash)."""
+    c = cfg.conditioning
+    info: dict[str, Any] = {"latent_seed": c.latent_seed, "latent_seed_every": c.latent_seed_every}
+    if c.image:
+        info["image"] = {"path": str(c.image), "sha256": file_sha256(c.image, cache=False)}
+    return info

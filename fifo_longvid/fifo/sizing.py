@@ -1,0 +1,68 @@
+"""Run sizes resolved against a loaded model: FIFO defaults, frame size and samples per U-Net call.
+
+Shared by ``generate`` and the worker ranks of a distributed run (``parallel.serve_run``), which must
+size their U-Net calls exactly as rank 0 does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..config import ConfigError, RunConfig
+
+
+def fill_model_defaults(cfg: RunConfig, model: Any) -> None:
+    """Unset FIFO sizes come from the model preset (so the tiny test model finishes in seconds)."""
+    fc, mc = cfg.fifo, model.cfg
+    fc.window = fc.window or mc.default_window or model.temporal_length
+    fc.partitions = fc.partitions or mc.default_partitions
+    if fc.num_frames is None:
+        fc.num_frames = sum(fc.frames_per_prompt) if fc.frames_per_prompt else mc.default_num_frames
+    if cfg.mode == "fifo" and fc.lookahead and fc.window % 2:
+        raise ConfigError(f"lookahead needs an even window length, got {fc.window}; use --no-lookahead")
+
+
+def frame_size(cfg: RunConfig, model: Any) -> tuple[int, int]:
+    """(height, width) in pixels: the run's, else the model's default latent size x 8 (the VAE factor)."""
+    h_px = cfg.sampling.height or model.cfg.latent_size[0] * 8
+    w_px = cfg.sampling.width or model.cfg.latent_size[1] * 8
+    return h_px, w_px
+
+
+def parse_max_batch(spec: str | int | None) -> int | None | str:
+    """``auto`` | ``all``/``none`` (None: no limit) | a positive integer."""
+    if spec is None or str(spec) in ("all", "none"):
+        return None
+    if str(spec) == "auto":
+        return "auto"
+    try:
+        n = int(spec)
+    except ValueError:
+        raise ConfigError(f"--max-batch must be 'auto', 'all' or a positive integer, got {spec!r}") from None
+    if n < 1:
+        raise ConfigError(f"--max-batch must be >= 1, got {n}")
+    return n
+
+
+def resolve_max_batch(spec: str | int | None, device: torch.device, model: Any,
+                      latent_hw: tuple[int, int], frames: int) -> int | None:
+    """Samples per U-Net call. ``auto``: everything on CPU; on CUDA, as many as free memory allows,
+    measured from one probe forward of a (cond, uncond) pair (the reference's peak)."""
+    spec = parse_max_batch(spec)
+    if spec != "auto":
+        return spec  # type: ignore[return-value]
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    h, w = latent_hw
+    x = torch.zeros(2, model.cfg.channels, frames, h, w, device=device, dtype=model.dtype)
+    ctx = torch.zeros(2, 77, model.cfg.unet.context_dim, device=device, dtype=model.dtype)
+    with torch.no_grad():
+        model.unet(x, torch.zeros(2, frames, dtype=torch.long, device=device), ctx)
+    per_sample = max(1, (torch.cuda.max_memory_allocated(device) - base) // 2)
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(2, int(free * 0.8) // per_sample)

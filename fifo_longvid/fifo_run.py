@@ -1,0 +1,228 @@
+"""One FIFO video, from an empty (or saved) queue to a finished file.
+
+``FifoRun.run()`` reads as the list of stages: start (base clip + queue) or resume (saved state), open the
+writer and replay what was written before an interruption, iterate (one frame out per iteration past the
+warm-up), then finish (publish the video) or stop (playable partial + resumable state).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .conditioning import CondState, fifo_denoiser, prompt_schedule
+from .config import ConfigError, RunConfig, numerics_hash
+from .diffusion.guidance import cfg_denoiser, unet_network
+from .diffusion.noise import NoiseSource
+from .diffusion.sampling import check_finite, sample_ddim
+from .fifo.init import init_queue, warmup_iterations
+from .fifo.queue import FifoPlan, FrameQueue
+from .fifo.sampler import FifoStepper, WindowDenoiser
+from .fifo.sizing import resolve_max_batch
+from .fifo.state import FifoState, LatentLog, load_state, save_state, state_path
+from .interrupts import StopFlag, graceful_interrupt
+from .io.video import VideoWriter
+from .models.videocrafter import VideoCrafter
+from .techniques.seeding import frame_image_tokens, seed_image_tokens
+
+Progress = Callable[[str, int, int], None]  # (task, done, total)
+
+
+def checkpoint_id(cfg: RunConfig) -> str:
+    """The weights' identity for hashes and sidecars: the file's sha256, or the recipe of random weights."""
+    from .io.sidecar import file_sha256
+
+    if cfg.checkpoint is None:
+        return f"recipe:{cfg.model}"
+    return "sha256:" + file_sha256(cfg.checkpoint)
+
+
+class FifoRun:
+    """The state of one FIFO generation; each method is one stage of :meth:`run`."""
+
+    def __init__(self, cfg: RunConfig, model: VideoCrafter, cond_state: CondState, uncond: torch.Tensor,
+                 lat_hw: tuple[int, int], noise: NoiseSource, techniques: Any, out_path: Path,
+                 timings: dict[str, float], progress: Progress | None = None,
+                 log: Callable[[str], None] = print, executor: Any = None):
+        self.cfg, self.model, self.cond_state, self.uncond = cfg, model, cond_state, uncond
+        self.lat_hw, self.noise, self.techniques, self.out_path = lat_hw, noise, techniques, out_path
+        self.timings, self.progress, self.log, self.executor = timings, progress, log, executor
+        fc = cfg.fifo
+        self.window: int = fc.window  # type: ignore[assignment]
+        self.plan = FifoPlan(self.window, fc.partitions, fc.lookahead)  # type: ignore[arg-type]
+        if cfg.sampling.steps is not None and cfg.sampling.steps != self.plan.steps:
+            raise ConfigError(
+                f"--steps {cfg.sampling.steps} contradicts FIFO's rule steps = window x partitions = "
+                f"{self.window} x {fc.partitions} = {self.plan.steps}: every queue slot sits at its own DDIM "
+                "step. Drop --steps or change --partitions."
+            )
+        self.sched = model.ddim_schedule(self.plan.steps, cfg.sampling.eta).to(model.device)
+        techniques.bind(self.sched)
+        self.warmup = warmup_iterations(self.plan, fc.init)  # type: ignore[arg-type]
+        self.total_iters = self.warmup + fc.num_frames  # type: ignore[operator]
+        self.chash = numerics_hash(cfg, checkpoint_id(cfg))
+        self.max_batch = resolve_max_batch(fc.max_batch, model.device, model, lat_hw, self.window)
+        self.resume_file = state_path(out_path)
+        self.log_path = out_path.parent / f"{out_path.name}.latents.f32"
+        self.latents_log = LatentLog(self.log_path, (1, model.cfg.channels, 1, *lat_hw))
+        self.frames_dir = out_path.parent / f"{out_path.stem}_frames" if cfg.output.save_frames else None
+        self.queue: FrameQueue | None = None
+        self.iteration = 0
+        self.emitted = 0
+        self.consistent = True  # queue, RNG and latent log agree (safe to save for --resume)
+
+    # -- the stages ---------------------------------------------------------------------------------
+
+    def run(self) -> tuple[int, bool]:
+        """Returns (frames written, partial)."""
+        if self.cfg.output.resume:
+            self.resume()
+        else:
+            self.start()
+        denoise = self.denoiser()
+        self.techniques.set_phase("fifo")
+        writer = self.open_writer()
+        t0 = time.perf_counter()
+        try:
+            with graceful_interrupt() as stop:
+                self.iterate(denoise, writer, stop)
+        except (KeyboardInterrupt, OSError) as e:
+            return self.stop(e, writer, t0)
+        except BaseException:
+            self.latents_log.close()
+            writer.abort()
+            raise
+        return self.finish(writer, t0)
+
+    def resume(self) -> None:
+        """Continue from the saved state: queue, noise generator, emitted count and image tokens."""
+        state = load_state(self.resume_file, self.chash, self.model.device)
+        self.queue, self.iteration, self.emitted = state.queue, state.iteration, state.emitted
+        self.noise.set_state(state.rng_state)
+        if "image_tokens" in state.extras:
+            self.cond_state.image = state.extras["image_tokens"]
+        if not self.log_path.exists():
+            raise ConfigError(f"--resume: the latent log {self.log_path} is missing; cannot rebuild the video")
+        self.log(f"resuming at output frame {self.emitted} (iteration {self.iteration})")
+
+    def start(self) -> None:
+        """Build the initial queue (from a base clip unless ``--init noise``), then seed its image tokens."""
+        t0 = time.perf_counter()
+        self.techniques.set_phase("base")
+        base = self.base_clip() if self.cfg.fifo.init != "noise" else None
+        self.queue = init_queue(self.plan, self.sched, self.noise, self.cfg.fifo.init,  # type: ignore[arg-type]
+                                base=base, shape=(1, self.model.cfg.channels, *self.lat_hw))
+        if self.cfg.conditioning.latent_seed:
+            self.cond_state.image = seed_image_tokens(self.model, self.queue.latents)
+        self.timings["base_s"] = time.perf_counter() - t0
+        self.iteration, self.emitted = 0, 0
+
+    def base_clip(self) -> torch.Tensor:
+        """One plain clip of ``window`` frames under the first prompt: the queue's starting point."""
+        cfg, model = self.cfg, self.model
+        den = cfg_denoiser(unet_network(model.unet, cfg.sampling.fps), self.cond_state.conds()[:1], self.uncond,
+                           cfg.sampling.cfg)
+        x_T = self.noise.randn((1, model.cfg.channels, self.window, *self.lat_hw))
+        progress = self.progress
+        return sample_ddim(den, x_T, self.sched, use_scale=model.cfg.use_scale, noise=self.noise,
+                           callback=(lambda d, n: progress("base clip", d, n)) if progress else None)
+
+    def denoiser(self) -> WindowDenoiser:
+        prompt_of = prompt_schedule(self.cfg, self.plan, self.warmup)
+        s = self.cfg.sampling
+        return fifo_denoiser(self.model, self.cond_state, self.uncond, s.cfg, s.fps, self.max_batch, prompt_of,
+                             self.executor)
+
+    def open_writer(self) -> VideoWriter:
+        """The streaming writer, with the frames of an interrupted run re-decoded from the latent log."""
+        out = self.cfg.output
+        writer = VideoWriter(self.out_path, out.output_fps, overwrite=out.overwrite or out.resume)
+        self.latents_log.open(keep=self.emitted)
+        for k in range(self.emitted):  # rebuild the video written before the interruption
+            z = self.latents_log.read(k, k + 1)[0].to(self.model.device)
+            write_frame(writer, self.model.decode_latents(z)[0, :, 0], k, self.frames_dir)
+        return writer
+
+    def iterate(self, denoise: WindowDenoiser, writer: VideoWriter, stop: StopFlag) -> None:
+        """The diagonal loop: each iteration past the warm-up logs, decodes and writes one frame."""
+        cfg = self.cfg
+        reseed_every = cfg.conditioning.latent_seed_every
+        stepper = FifoStepper(self.plan, self.sched, 1, self.lat_hw, self.model.cfg.channels, self.model.device,
+                              use_scale=cfg.fifo.scaled_step)
+        while self.iteration < self.total_iters:
+            if stop.requested:
+                raise KeyboardInterrupt
+            self.consistent = False
+            z, _ = stepper.step(denoise, self.queue, self.noise, iteration=self.iteration)  # type: ignore[arg-type]
+            check_finite(z, f"FIFO iteration {self.iteration}")
+            self.iteration += 1
+            out = self.iteration > self.warmup
+            if out:
+                self.latents_log.append(z)
+                self.emitted += 1
+                frame = self.model.decode_latents(z)[0, :, 0]
+                if reseed_every and self.emitted % reseed_every == 0:  # fresh tokens, same context length
+                    self.cond_state.image = frame_image_tokens(self.model, frame)
+            self.consistent = True
+            if out:
+                write_frame(writer, frame, self.emitted - 1, self.frames_dir)
+                every = cfg.output.checkpoint_every
+                if every and self.emitted % every == 0:
+                    save_state(self.resume_file, self.snapshot())
+            if self.progress:
+                self.progress("fifo", self.iteration, self.total_iters)
+
+    def snapshot(self) -> FifoState:
+        extras = {"image_tokens": self.cond_state.image} if self.cond_state.image is not None else {}
+        return FifoState(self.queue, self.noise.get_state(), self.iteration, self.emitted,  # type: ignore[arg-type]
+                         self.chash, extras)
+
+    def stop(self, e: BaseException, writer: VideoWriter, t0: float) -> tuple[int, bool]:
+        """Interrupted (or the disk is full): save the state if consistent; keep a playable partial on an
+        interrupt, re-raise an OSError."""
+        self.latents_log.close()
+        if self.consistent:
+            try:
+                save_state(self.resume_file, self.snapshot())
+                self.log(f"state saved to {self.resume_file}; continue with the same command plus --resume")
+            except OSError as e2:
+                self.log(f"could not save the resume state ({e2})")
+        elif self.resume_file.exists():
+            self.log(f"stopped mid-iteration; {self.resume_file} holds the last checkpoint for --resume")
+        if isinstance(e, KeyboardInterrupt):
+            part = writer.close_partial()
+            self.log(f"interrupted: {self.emitted} frames kept in {part}")
+            self.timings["fifo_s"] = time.perf_counter() - t0
+            return self.emitted, True
+        writer.abort()
+        raise e
+
+    def finish(self, writer: VideoWriter, t0: float) -> tuple[int, bool]:
+        """Publish the video, save ``--save-latents``, and delete the resume state and the latent log."""
+        self.timings["fifo_s"] = time.perf_counter() - t0
+        self.timings["s_per_frame"] = self.timings["fifo_s"] / max(1, self.emitted)
+        self.latents_log.close()
+        writer.close()
+        if self.cfg.output.save_latents:
+            from safetensors.torch import save_file
+
+            z_all = self.latents_log.read(0, self.emitted)[:, :, :, 0].permute(1, 2, 0, 3, 4).contiguous()
+            save_file({"latents": z_all}, str(self.out_path.with_suffix(".latents.safetensors")))
+        self.log_path.unlink(missing_ok=True)
+        self.resume_file.unlink(missing_ok=True)
+        return self.emitted, False
+
+
+def write_frame(writer: VideoWriter, frame: torch.Tensor, k: int, frames_dir: Path | None) -> None:
+    """Append one frame to the video (and to ``--save-frames``' PNG folder)."""
+    writer.append(frame)
+    if frames_dir is not None:
+        from PIL import Image
+
+        frames_dir.mkdir(parents=True, exist_ok=True)
+        arr = ((frame.clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        Image.fromarray(arr).save(frames_dir / f"{k:05d}.png")

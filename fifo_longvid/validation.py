@@ -1,0 +1,100 @@
+"""Reject bad run settings before any work is done (no weights loaded, no file written), each with what
+to do instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import ConfigError, RunConfig
+from .fifo.init import INIT_MODES
+from .fifo.sizing import parse_max_batch
+
+
+def validate(cfg: RunConfig) -> None:
+    """Reject bad settings before any work is done, with what to do instead."""
+    if cfg.mode not in ("fifo", "base"):
+        raise ConfigError(f"mode must be 'fifo' or 'base', got {cfg.mode!r}")
+    if not cfg.prompts or any(not p.strip() for p in cfg.prompts):
+        raise ConfigError("empty prompt: pass --prompt \"a description of the video\"")
+    _check_sampling(cfg)
+    if cfg.mode == "fifo":
+        _check_fifo(cfg)
+    elif len(cfg.prompts) > 1:
+        raise ConfigError("--mode base takes one prompt")
+    parse_max_batch(cfg.fifo.max_batch)
+    _check_conditioning(cfg)
+    if cfg.techniques.qcache.enabled:
+        from .techniques.qcache import check_config
+
+        try:
+            check_config(cfg.techniques.qcache)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+
+def _check_sampling(cfg: RunConfig) -> None:
+    s = cfg.sampling
+    for name in ("height", "width"):
+        v = getattr(s, name)
+        if v is not None and (v <= 0 or v % 16):
+            raise ConfigError(f"--{name} {v} is not a positive multiple of 16 (the VAE downsamples by 8 and "
+                              "the U-Net by 2 more); try " + str(max(16, round(v / 16) * 16)))
+    if s.cfg < 0:
+        raise ConfigError(f"--cfg must be >= 0, got {s.cfg}")
+    if not 0.0 <= s.eta <= 1.0:
+        raise ConfigError(f"--eta must be in [0, 1], got {s.eta}")
+
+
+def _check_fifo(cfg: RunConfig) -> None:
+    f = cfg.fifo
+    if f.num_frames is not None and f.num_frames < 1:
+        raise ConfigError(f"--num-frames must be >= 1, got {f.num_frames}")
+    if f.partitions is not None and f.partitions < 1:
+        raise ConfigError(f"--partitions must be >= 1, got {f.partitions}")
+    if f.init not in INIT_MODES:
+        raise ConfigError(f"--init must be one of {', '.join(INIT_MODES)}, got {f.init!r}")
+    if f.window is not None and f.window < 1:
+        raise ConfigError(f"fifo.window must be >= 1, got {f.window}")
+    if f.lookahead and f.window is not None and f.window % 2:
+        raise ConfigError(f"lookahead needs an even window length, got {f.window}; use --no-lookahead")
+    if f.frames_per_prompt:
+        if len(f.frames_per_prompt) != len(cfg.prompts):
+            raise ConfigError(f"--frames-per-prompt has {len(f.frames_per_prompt)} entries for "
+                              f"{len(cfg.prompts)} prompts; give one count per --prompt")
+        if any(n < 1 for n in f.frames_per_prompt):
+            raise ConfigError("--frames-per-prompt counts must be >= 1")
+        if f.num_frames is not None and f.num_frames != sum(f.frames_per_prompt):
+            raise ConfigError(f"--num-frames {f.num_frames} != sum of --frames-per-prompt "
+                              f"({sum(f.frames_per_prompt)}); give one or make them agree")
+    elif len(cfg.prompts) > 1:
+        raise ConfigError("several prompts need --frames-per-prompt N1,N2,... (frames for each prompt)")
+
+
+def _check_conditioning(cfg: RunConfig) -> None:
+    c = cfg.conditioning
+    if c.image or c.latent_seed:
+        from .models.presets import load_model_config
+
+        try:
+            has_image = load_model_config(cfg.model).image is not None
+        except ValueError:
+            has_image = True  # the model config error is reported when loading
+        what = "--image" if c.image else "--latent-seed"
+        if not has_image:
+            raise ConfigError(
+                f"{what} needs a model with an image encoder (VideoCrafter1 I2V); {cfg.model!r} has none. Get it "
+                "with `fifo-gen download --model videocrafter1_i2v` and add --config videocrafter1_i2v "
+                "(or --config tiny_i2v to try it without weights)")
+        if c.latent_seed and c.image:
+            raise ConfigError("--image and --latent-seed both set the image tokens; use one of them")
+        if c.latent_seed and cfg.mode != "fifo":
+            raise ConfigError("--latent-seed seeds the FIFO queue; it needs --mode fifo")
+        if c.latent_seed and cfg.fifo.init == "noise":
+            raise ConfigError("--latent-seed decodes the head of a queue built from a base clip; use --init first "
+                              "or uniform")
+    if c.image and not Path(c.image).is_file():
+        raise ConfigError(f"--image {c.image}: no such file")
+    if c.latent_seed_every < 0:
+        raise ConfigError(f"--latent-seed-every must be >= 0, got {c.latent_seed_every}")
+    if c.latent_seed_every and not c.latent_seed:
+        raise ConfigError("--latent-seed-every K needs --latent-seed")
