@@ -159,7 +159,8 @@ def _run(run: Any) -> None:
 def _report(result: Any) -> None:
     t = result.timings
     status = "partial" if result.partial else "done"
-    err.print(f"[green]{status}[/]: {plural(result.frames, 'frame')} -> {result.output} (seed {result.seed}, "
+    where = f" -> {result.output}" if result.frames else " (no video yet)"
+    err.print(f"[green]{status}[/]: {plural(result.frames, 'frame')}{where} (seed {result.seed}, "
               f"{t.get('total_s', 0):.1f} s); metadata {result.sidecar}", highlight=False)
     if result.partial:
         err.print("interrupted: the same command plus --resume continues it", highlight=False)

@@ -239,7 +239,10 @@ class FifoRun:
         if isinstance(e, KeyboardInterrupt):
             part = writer.close_partial()
             n = self.emitted
-            self.log(f"interrupted: {n} frame{'' if n == 1 else 's'} kept in {part}")
+            if part is None:
+                self.log(f"interrupted during the warm-up, before the first output frame (iteration {self.iteration})")
+            else:
+                self.log(f"interrupted: {n} frame{'' if n == 1 else 's'} kept in {part}")
             self.timings["fifo_s"] = time.perf_counter() - t0
             return self.emitted, True
         writer.abort()

@@ -244,3 +244,15 @@ def test_batch_plan_with_emoji_rows(tmp_path):
     f.write_text(f"prompt,seed,sampling.cfg\n{EMOJI},4,7.5\n", encoding="utf-8")
     (p,) = plan_batch(read_prompts(f), tmp_path / "out", {"model": "tiny"}, SMALL)
     assert p.cfg.prompts == [EMOJI] and p.cfg.sampling.cfg == 7.5 and p.seed == 4
+
+
+def test_interrupt_in_the_warm_up_says_so(tiny_model, tmp_path):
+    lines: list[str] = []
+
+    def stop(task, done, total):
+        if task == "fifo" and done == 1:  # the first 4 iterations emit nothing
+            os.kill(os.getpid(), 2)
+
+    res = run(tiny_model, tmp_path / "v.mp4", ["fifo.num_frames=2"], progress=stop, log=lines.append)
+    assert res.partial and res.frames == 0 and any("before the first output frame" in m for m in lines)
+    assert not any("None" in m for m in lines) and not (tmp_path / "v.partial.mp4").exists()
