@@ -256,3 +256,26 @@ def test_interrupt_in_the_warm_up_says_so(tiny_model, tmp_path):
     res = run(tiny_model, tmp_path / "v.mp4", ["fifo.num_frames=2"], progress=stop, log=lines.append)
     assert res.partial and res.frames == 0 and any("before the first output frame" in m for m in lines)
     assert not any("None" in m for m in lines) and not (tmp_path / "v.partial.mp4").exists()
+
+
+def test_auto_resume_for_requeued_jobs_finds_state_and_seed(tiny_model, tmp_path):
+    """A requeued job runs the same command again: --auto-resume continues from the state (with the seed the
+    state recorded, when the command has no --seed), and exits 0 at once when the video is complete."""
+    out = tmp_path / "v.mp4"
+    cfg = build_run_config(flags={"model": "tiny", "prompts": ["a fox"], "output.path": str(out)},
+                           overrides=[o for o in SMALL if "seed" not in o] + ["fifo.num_frames=3"])
+
+    def stop(task, done, total):
+        if task == "fifo" and done == 5:
+            os.kill(os.getpid(), 2)
+
+    first = pipeline.generate(cfg, model=tiny_model, progress=stop, log=lambda m: None)
+    assert first.partial
+    args = ["generate", "--prompt", "a fox", "--config", "tiny", "--num-frames", "3", *SMALL[:4], "-o", str(out),
+            "--auto-resume"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and "resuming at output frame" in r.output, r.output
+    assert json.loads(out.with_suffix(".json").read_text())["seed"] == first.seed and listing(tmp_path) == [
+        "v.json", "v.mp4"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and "already complete" in r.output
