@@ -80,7 +80,7 @@ def _array_part(env: Mapping[str, str]) -> tuple[int, int, str] | None:
     if count == 1:
         raise ConfigError(
             f"SLURM array task {a_id} is the only task of its array, so the number of shards is unknown. To redo "
-            f"task {a_id} of an N-task array --array=0-(N-1), add --shard {a_id}/N to the fifo-gen options; "
+            f"task {a_id} of an N-task array (--array=0-(N-1)), add --shard {a_id}/N to the fifo-gen options; "
             "to do every item in one job, submit without --array")
     if (a_id - lo) % step or lo + step * (count - 1) != hi:
         raise ConfigError(
