@@ -305,8 +305,11 @@ def _run_item(p: PlannedItem, base: dict[str, Any], manifest: Manifest, generate
 
 
 def _free_cuda_memory(e: BaseException) -> None:
+    """After an out-of-memory item, give the cached blocks back so the next item starts clean."""
     import torch
 
-    if isinstance(e, torch.OutOfMemoryError if hasattr(torch, "OutOfMemoryError") else RuntimeError) \
-            and torch.cuda.is_available():
+    from .fifo_run import OutOfMemory
+
+    oom = (OutOfMemory, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
+    if isinstance(e, oom) and torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -12,8 +12,10 @@ from typing import Annotated, Any
 import typer
 
 from .cli_batch import batch_command
-from .cli_support import Bars, build_flags, default_checkpoint, err, exit_on_known_error, fail
+from .cli_progress import Bars, plural
+from .cli_support import build_flags, default_checkpoint, err, exit_on_known_error, fail, threads_from_slurm
 from .config import build_run_config
+from .interrupts import EXIT_INTERRUPTED, ignore_stop_signals, terminate_as_interrupt
 
 app = typer.Typer(
     add_completion=False,
@@ -70,8 +72,9 @@ def generate(
                                               "(default). Base: default 50.")] = None,
     cfg: Annotated[float | None, typer.Option("--cfg", help="Classifier-free guidance scale (default 12).")] = None,
     eta: Annotated[float | None, typer.Option(help="DDIM eta, 0 = deterministic (default 1.0).")] = None,
-    height: Annotated[int | None, typer.Option(help="Frame height in pixels, multiple of 16.")] = None,
-    width: Annotated[int | None, typer.Option(help="Frame width in pixels, multiple of 16.")] = None,
+    height: Annotated[int | None, typer.Option(help="Frame height in pixels: a multiple of 8 x 2^(U-Net levels - 1), "
+                                               "64 for VideoCrafter2 and tiny.")] = None,
+    width: Annotated[int | None, typer.Option(help="Frame width in pixels, the same multiple as --height.")] = None,
     fps: Annotated[int | None, typer.Option(help="fps conditioning of the model (default 8).")] = None,
     output_fps: Annotated[float | None, typer.Option(help="Frame rate of the written video (default 10).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output: .mp4, .gif, or a folder for "
@@ -81,52 +84,92 @@ def generate(
     save_frames: Annotated[bool, typer.Option(help="Also save every frame as PNG in <name>_frames/.")] = False,
     checkpoint_every: Annotated[int | None, typer.Option(help="Save resumable state every K output frames.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its saved state.")] = False,
+    auto_resume: Annotated[bool, typer.Option(
+        "--auto-resume", help="For job scripts that may be requeued: continue from the saved state of -o if it has "
+        "one, else start; a complete -o is left as it is (exit 0).")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")] = "auto",
     run_config: Annotated[Path | None, typer.Option(help="YAML run file (same keys as the overrides).")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the run config, "
                                                           "e.g. sampling.cfg=7.5 fifo.partitions=2.")] = None,
 ) -> None:
-    """Generate a video (FIFO-Diffusion by default, or one base clip with --mode base)."""
+    """Generate a video (FIFO-Diffusion by default, or one base clip with --mode base).
+
+    Ctrl-C or SIGTERM (a scheduler's stop): the current iteration ends, a playable NAME.partial.mp4 and the
+    resume state are written, and the exit code is 130; the same command plus --resume continues.
+    """
     flags = build_flags(dict(locals()))
     try:
-        run = build_run_config(run_config, flags, overrides or [])
-        default_checkpoint(run)
-        _run(run)
+        with terminate_as_interrupt():
+            run = build_run_config(run_config, flags, overrides or [])
+            default_checkpoint(run)
+            if auto_resume and _auto_resume(run):
+                return
+            _run(run)
     except typer.Exit:
         raise
+    except KeyboardInterrupt:
+        err.print("interrupted before the first frame: nothing to keep", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as e:  # noqa: BLE001 - turn known failures into one clear line and exit code
         exit_on_known_error(e)
         raise
+
+
+def _auto_resume(run: Any) -> bool:
+    """``--auto-resume``: resume when -o has a saved state; True (nothing to do) when -o is already complete."""
+    import json
+
+    from .fifo.state import saved_seed
+    from .outputs import OutputFiles
+
+    if not run.output.path:
+        fail("--auto-resume needs -o/--output (the saved state is found by the output name)")
+    files = OutputFiles.of(run.output.path)
+    if files.final.exists() and files.sidecar.is_file():
+        try:
+            complete = json.loads(files.sidecar.read_text(encoding="utf-8")).get("complete")
+        except (OSError, ValueError):
+            complete = False
+        if complete:
+            err.print(f"{run.output.path} is already complete; nothing to do", highlight=False)
+            return True
+    if files.state.exists():
+        run.output.resume = True
+        if run.sampling.seed is None:
+            run.sampling.seed = saved_seed(files.state)
+    return False
 
 
 def _run(run: Any) -> None:
     from .fifo.parallel import dist_env
     from .pipeline import generate as run_generation
 
+    threads = threads_from_slurm()
     if dist_env() is not None:
         _run_distributed(run)
         return
-    bars = Bars()
-    with bars.progress:
-        result = run_generation(run, progress=bars, log=lambda m: err.print(m, highlight=False))
+    with Bars(err) as bars:
+        if threads:
+            bars.print(f"torch threads: {threads} (SLURM_CPUS_PER_TASK)")
+        result = run_generation(run, progress=bars, log=bars.print)
     _report(result)
 
 
 def _report(result: Any) -> None:
     t = result.timings
     status = "partial" if result.partial else "done"
-    err.print(f"[green]{status}[/]: {result.frames} frames -> {result.output} (seed {result.seed}, "
+    where = f" -> {result.output}" if result.frames else " (no video yet)"
+    err.print(f"[green]{status}[/]: {plural(result.frames, 'frame')}{where} (seed {result.seed}, "
               f"{t.get('total_s', 0):.1f} s); metadata {result.sidecar}", highlight=False)
     if result.partial:
-        raise typer.Exit(130)
+        err.print("interrupted: the same command plus --resume continues it", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _run_distributed(run: Any) -> None:
     """Under torchrun: one video, the windows of every FIFO iteration split across the ranks (fifo/parallel.py).
     Rank 0 owns the queue, the progress bars and the output; the other ranks serve U-Net calls."""
-    import signal
-
     import torch.distributed as dist
 
     from .fifo.parallel import DistributedExecutor, init_distributed, serve_run
@@ -138,17 +181,15 @@ def _run_distributed(run: Any) -> None:
         if rank != 0:
             from .models.load import load_model
 
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 decides when to stop (and saves the state)
-            calls = serve_run(run, load_model(run.model, run.checkpoint, device, run.dtype))
+            with ignore_stop_signals():  # rank 0 decides when to stop (it needs us to finish the iteration)
+                calls = serve_run(run, load_model(run.model, run.checkpoint, device, run.dtype))
             err.print(f"rank {rank}: served {calls} U-Net calls", highlight=False)
             return
         err.print(f"distributed: {world} ranks ({dist.get_backend()}), windows split across them", highlight=False)
         executor = DistributedExecutor(device)
-        bars = Bars()
         try:
-            with bars.progress:
-                result = run_generation(run, progress=bars, log=lambda m: err.print(m, highlight=False),
-                                        executor=executor)
+            with Bars(err) as bars:
+                result = run_generation(run, progress=bars, log=bars.print, executor=executor)
         finally:
             executor.close()
         _report(result)
@@ -157,7 +198,7 @@ def _run_distributed(run: Any) -> None:
             dist.destroy_process_group()
 
 
-_BATCH_PER_ITEM = ("prompt", "output", "resume", "image", "frames_per_prompt", "overrides")
+_BATCH_PER_ITEM = ("prompt", "output", "resume", "auto_resume", "image", "frames_per_prompt", "overrides")
 
 
 def _with_generate_options(func: Any) -> Any:

@@ -7,17 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
+from .cli_progress import BatchBars, plural
 from .cli_support import (
-    Bars,
     build_flags,
     default_checkpoint,
     err,
     exit_on_known_error,
     fail,
     local_device,
-    sigterm_as_sigint,
+    threads_from_slurm,
 )
 from .config import build_run_config
+from .interrupts import EXIT_INTERRUPTED, terminate_as_interrupt
 
 
 def batch_command(
@@ -42,40 +43,15 @@ def batch_command(
 
     A re-run skips complete items and redoes the rest. Exit code 1 if any item failed.
     """
-    from .batch import plan_batch, run_batch
-    from .io.prompts import read_prompts
-    from .models.load import load_model
-    from .models.presets import load_model_config
-    from .sharding import resolve_shard, shard_items
 
     try:
-        flags = build_flags(opts)
-        base = build_run_config(opts["run_config"], flags, overrides or [])
-        default_checkpoint(base)
-        if base.checkpoint:
-            flags["checkpoint"] = base.checkpoint
-        try:
-            has_image = load_model_config(base.model).image is not None
-        except ValueError as e:
-            fail(str(e))
-        items = read_prompts(prompts_file, allow_images=has_image)
-        the_shard = resolve_shard(shard)
-        planned = plan_batch(items, out_dir, flags, overrides or [], opts["run_config"], fmt, prompts_file)
-        mine = shard_items(planned, the_shard)
-        device = local_device(base.device)
-        err.print(f"{len(planned)} items, shard {the_shard} ({the_shard.source}): {len(mine)} items -> {out_dir}",
-                  highlight=False)
-        bars = _BatchBars(len(mine))
-        with bars.progress, sigterm_as_sigint():
-            summary = run_batch(mine, out_dir, the_shard, None, fail_fast=fail_fast, overwrite=opts["overwrite"],
-                                log=lambda m: bars.progress.console.print(m, highlight=False), progress=bars,
-                                on_item=bars.item_event,
-                                load=lambda: load_model(base.model, base.checkpoint, device, base.dtype))
+        with terminate_as_interrupt():
+            summary = _run_batch_command(prompts_file, out_dir, shard, fail_fast, fmt, overrides or [], opts)
     except typer.Exit:
         raise
     except KeyboardInterrupt:
         err.print("interrupted: run the same command again to continue", highlight=False)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as e:  # noqa: BLE001
         exit_on_known_error(e)
         raise
@@ -84,30 +60,48 @@ def batch_command(
         raise typer.Exit(summary.exit_code)
 
 
-class _BatchBars(Bars):
-    """An outer bar over the items plus the per-item inner bars (base clip, FIFO iterations = frames)."""
+def _run_batch_command(prompts_file: Path, out_dir: Path, shard: str | None, fail_fast: bool, fmt: str,
+                       overrides: list[str], opts: dict[str, Any]) -> Any:
+    from .batch import plan_batch, run_batch
+    from .io.prompts import read_prompts
+    from .models.load import load_model
+    from .models.presets import load_model_config
+    from .sharding import resolve_shard, shard_items
 
-    def __init__(self, total: int) -> None:
-        super().__init__()
-        self.items = self.progress.add_task("items", total=total, rate="")
-
-    def item_event(self, event: str, item: Any, record: Any) -> None:
-        if event == "start":
-            for tid in self.tasks.values():  # fresh inner bars for this item (task ids stay valid)
-                self.progress.reset(tid, completed=0)
-            self.progress.update(self.items, description=f"items [{item.item.index}] {item.name[:48]}")
-        else:
-            self.progress.advance(self.items)
+    flags = build_flags(opts)
+    base = build_run_config(opts["run_config"], flags, overrides or [])
+    default_checkpoint(base)
+    if base.checkpoint:
+        flags["checkpoint"] = base.checkpoint
+    try:
+        has_image = load_model_config(base.model).image is not None
+    except ValueError as e:
+        fail(str(e))
+    items = read_prompts(prompts_file, allow_images=has_image)
+    the_shard = resolve_shard(shard)
+    planned = plan_batch(items, out_dir, flags, overrides or [], opts["run_config"], fmt, prompts_file)
+    mine = shard_items(planned, the_shard)
+    device = local_device(base.device)
+    err.print(f"{plural(len(planned), 'item')}, shard {the_shard} ({the_shard.source}): "
+              f"{plural(len(mine), 'item')} -> {out_dir}", highlight=False)
+    threads = threads_from_slurm()
+    with BatchBars(err, len(mine)) as bars:
+        if threads:
+            bars.print(f"torch threads: {threads} (SLURM_CPUS_PER_TASK)")
+        return run_batch(mine, out_dir, the_shard, None, fail_fast=fail_fast, overwrite=opts["overwrite"],
+                         log=bars.print, progress=bars, on_item=bars.item_event,
+                         load=lambda: load_model(base.model, base.checkpoint, device, base.dtype))
 
 
 def _print_summary(s: Any) -> None:
     from rich.table import Table
 
     table = Table(title=f"batch, shard {s.shard}")
-    for col in ("done", "skipped", "failed", "busy", "total time", "s/frame"):
+    for col in ("done", "skipped", "failed", "interrupted", "busy", "total time", "s/frame"):
         table.add_column(col, justify="right")
     spf = f"{s.s_per_frame:.2f}" if s.s_per_frame is not None else "-"
-    table.add_row(str(s.done), str(s.skipped), str(s.failed), str(s.busy), f"{s.seconds:.1f} s", spf)
+    table.add_row(str(s.done), str(s.skipped), str(s.failed), str(int(s.interrupted)), str(s.busy),
+                  f"{s.seconds:.1f} s", spf)
     err.print(table)
     for name, error in s.failures:
         err.print(f"[red]failed[/] {name}: {error}", highlight=False)

@@ -1,25 +1,26 @@
-"""What the CLI commands share: the stderr console, error exits, progress bars, flag mapping, signals."""
+"""What the CLI commands share: the stderr console, error exits, flag mapping, devices and threads."""
 
 from __future__ import annotations
 
-import contextlib
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from .config import ConfigError
 
-err = Console(stderr=True)
+
+def _stderr_console() -> Console:
+    """On a terminal: rich's defaults. Elsewhere (a job log): no wrapping at 80 columns."""
+    if Console(stderr=True).is_terminal:
+        return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True, width=160)
+
+
+err = _stderr_console()
 
 EXIT_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileExistsError, PermissionError,
                                                  NotADirectoryError, ValueError)
@@ -28,29 +29,6 @@ EXIT_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileExistsError, Pe
 def fail(msg: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {msg}", highlight=False)
     raise typer.Exit(code)
-
-
-class Bars:
-    """Two rich progress bars (base clip; FIFO iterations) fed by the pipeline's progress callback."""
-
-    def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), TextColumn("{task.fields[rate]}"), console=err, transient=False,
-        )
-        self.tasks: dict[str, Any] = {}
-        self.fifo_start: float | None = None
-
-    def __call__(self, task: str, done: int, total: int) -> None:
-        if task not in self.tasks:
-            label = {"base clip": "base clip (DDIM steps)", "fifo": "FIFO iterations"}.get(task, task)
-            self.tasks[task] = self.progress.add_task(label, total=total, rate="")
-        tid = self.tasks[task]
-        rate = ""
-        elapsed = self.progress.tasks[tid].elapsed
-        if task == "fifo" and elapsed:
-            rate = f"{done / elapsed:.2f} it/s"
-        self.progress.update(tid, completed=done, total=total, rate=rate)
 
 
 def build_flags(o: dict[str, Any]) -> dict[str, Any]:
@@ -105,17 +83,16 @@ def exit_on_known_error(e: BaseException) -> None:
     """Known failures become one clear line and an exit code; anything else returns (the caller re-raises)."""
     from .diffusion.sampling import NonFiniteError
     from .fifo.state import StateMismatch
+    from .fifo_run import OutOfMemory
     from .models.load import CheckpointError
 
-    known = EXIT_ERRORS + (CheckpointError, NonFiniteError, StateMismatch, FileNotFoundError, OSError)
+    known = EXIT_ERRORS + (CheckpointError, NonFiniteError, StateMismatch, FileNotFoundError, OSError, OutOfMemory)
     if isinstance(e, known):
-        fail(str(e), 1 if isinstance(e, (NonFiniteError, OSError)) else 2)
+        fail(str(e), 1 if isinstance(e, (NonFiniteError, OSError, OutOfMemory)) else 2)
 
 
 def local_device(device: str) -> str:
     """One GPU per process when several processes share a node (torchrun LOCAL_RANK, SLURM_LOCALID)."""
-    import os
-
     import torch
 
     local = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID")
@@ -124,24 +101,14 @@ def local_device(device: str) -> str:
     return device
 
 
-@contextlib.contextmanager
-def sigterm_as_sigint() -> Any:
-    """SLURM preemption sends SIGTERM: treat it like Ctrl-C (finish the iteration, save state, record it)."""
-    import signal
+def threads_from_slurm(env: Mapping[str, str] | None = None) -> int | None:
+    """Tie torch's CPU threads to the CPUs SLURM gave this task (``SLURM_CPUS_PER_TASK``), unless
+    ``OMP_NUM_THREADS`` says otherwise (torchrun sets it to 1). Returns the thread count it set, if any."""
+    env = os.environ if env is None else env
+    cpus = env.get("SLURM_CPUS_PER_TASK", "").strip()
+    if not cpus.isdigit() or int(cpus) < 1 or env.get("OMP_NUM_THREADS"):
+        return None
+    import torch
 
-    def handler(signum: int, frame: Any) -> None:
-        h = signal.getsignal(signal.SIGINT)
-        if callable(h):
-            h(signum, frame)
-        else:
-            raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    torch.set_num_threads(int(cpus))
+    return int(cpus)

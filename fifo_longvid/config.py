@@ -112,17 +112,26 @@ def parse_value(text: str) -> Any:
 
 
 def _values_layer(values: dict[str, Any]) -> Any:
-    return OmegaConf.from_dotlist([f"{k}={_dot(v)}" for k, v in values.items()])
+    """Dotted keys -> typed values, as one config layer. Built as a nested dict rather than a ``key=value``
+    text list, so no value is ever re-parsed: any text (quotes, emoji, YAML syntax) stays as it was typed."""
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = _literal(value)
+    return OmegaConf.create(nested)
 
 
-def _dot(v: Any) -> str:
-    """Render a value for an OmegaConf dotlist (lists/strings quoted safely)."""
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(json.dumps(x) for x in v) + "]"
+def _literal(v: Any) -> Any:
+    """A value OmegaConf keeps verbatim: ``${`` would start an interpolation, so it is escaped."""
     if isinstance(v, str):
-        return json.dumps(v)
-    if v is None:
-        return "null"
+        return v.replace("${", "\\${")
+    if isinstance(v, (list, tuple)):
+        return [_literal(x) for x in v]
+    if v is None or isinstance(v, (bool, int, float, dict)):
+        return v
     return str(v)
 
 

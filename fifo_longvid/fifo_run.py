@@ -30,6 +30,15 @@ from .models.videocrafter import VideoCrafter
 from .techniques.seeding import frame_image_tokens, seed_image_tokens
 
 Progress = Callable[[str, int, int], None]  # (task, done, total)
+_CUDA_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+class OutOfMemory(RuntimeError):
+    """The GPU ran out of memory; the message names the setting to lower."""
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
 
 
 def checkpoint_id(cfg: RunConfig) -> str:
@@ -74,11 +83,43 @@ class FifoRun:
         self.iteration = 0
         self.emitted = 0
         self.consistent = True  # queue, RNG and latent log agree (safe to save for --resume)
+        self.phase = "setup"
 
     # -- the stages ---------------------------------------------------------------------------------
 
+    def describe(self) -> str:
+        """One log line: where and how this run computes (device, dtype, FIFO plan, U-Net batch)."""
+        fc, p = self.cfg.fifo, self.plan
+        mb = "all" if self.max_batch is None else str(self.max_batch)
+        return (f"{self.model.device} {dtype_name(self.model.dtype)}; FIFO window {p.f} x {p.n} "
+                f"partition{'s' if p.n != 1 else ''} = {p.steps} DDIM steps, lookahead "
+                f"{'on' if p.lookahead else 'off'}, init {fc.init}; {self.total_iters} iterations for "
+                f"{fc.num_frames} frame{'s' if fc.num_frames != 1 else ''}; {self.samples_per_iteration} samples "
+                f"per iteration, max-batch {fc.max_batch} -> {mb}")
+
+    @property
+    def samples_per_iteration(self) -> int:
+        return 2 * len(self.plan.windows())  # every window, conditional and unconditional
+
     def run(self) -> tuple[int, bool]:
         """Returns (frames written, partial)."""
+        self.log(self.describe())
+        try:
+            return self._run()
+        except _CUDA_OOM:
+            raise OutOfMemory(self._oom_advice()) from None
+
+    def _oom_advice(self) -> str:
+        if self.phase == "base clip":
+            return ("CUDA out of memory in the base clip (one U-Net call on 2 samples of "
+                    f"{self.window} frames): lower --height/--width or use --dtype fp16")
+        per_call = self.max_batch or self.samples_per_iteration
+        hint = f"run again with --max-batch {max(1, per_call // 2)} (fewer samples per U-Net call: less memory, slower)"
+        if self.resume_file.exists():
+            hint += f", plus --resume to continue from {self.resume_file.name}"
+        return f"CUDA out of memory with {per_call} samples per U-Net call: {hint}"
+
+    def _run(self) -> tuple[int, bool]:
         if self.cfg.output.resume:
             self.resume()
         else:
@@ -86,6 +127,7 @@ class FifoRun:
         denoise = self.denoiser()
         self.techniques.set_phase("fifo")
         writer = self.open_writer()
+        self.phase = "fifo"
         t0 = time.perf_counter()
         try:
             with graceful_interrupt() as stop:
@@ -113,6 +155,7 @@ class FifoRun:
         """Build the initial queue (from a base clip unless ``--init noise``), then seed its image tokens."""
         t0 = time.perf_counter()
         self.techniques.set_phase("base")
+        self.phase = "base clip"
         base = self.base_clip() if self.cfg.fifo.init != "noise" else None
         self.queue = init_queue(self.plan, self.sched, self.noise, self.cfg.fifo.init,  # type: ignore[arg-type]
                                 base=base, shape=(1, self.model.cfg.channels, *self.lat_hw))
@@ -179,7 +222,7 @@ class FifoRun:
     def snapshot(self) -> FifoState:
         extras = {"image_tokens": self.cond_state.image} if self.cond_state.image is not None else {}
         return FifoState(self.queue, self.noise.get_state(), self.iteration, self.emitted,  # type: ignore[arg-type]
-                         self.chash, extras)
+                         self.chash, extras, self.cfg.sampling.seed)
 
     def stop(self, e: BaseException, writer: VideoWriter, t0: float) -> tuple[int, bool]:
         """Interrupted (or the disk is full): save the state if consistent; keep a playable partial on an
@@ -188,14 +231,18 @@ class FifoRun:
         if self.consistent:
             try:
                 save_state(self.resume_file, self.snapshot())
-                self.log(f"state saved to {self.resume_file}; continue with the same command plus --resume")
+                self.log(f"state saved to {self.resume_file}")
             except OSError as e2:
                 self.log(f"could not save the resume state ({e2})")
         elif self.resume_file.exists():
-            self.log(f"stopped mid-iteration; {self.resume_file} holds the last checkpoint for --resume")
+            self.log(f"stopped mid-iteration; {self.resume_file} holds the last checkpoint")
         if isinstance(e, KeyboardInterrupt):
             part = writer.close_partial()
-            self.log(f"interrupted: {self.emitted} frames kept in {part}")
+            n = self.emitted
+            if part is None:
+                self.log(f"interrupted during the warm-up, before the first output frame (iteration {self.iteration})")
+            else:
+                self.log(f"interrupted: {n} frame{'' if n == 1 else 's'} kept in {part}")
             self.timings["fifo_s"] = time.perf_counter() - t0
             return self.emitted, True
         writer.abort()

@@ -17,16 +17,17 @@ from typing import Any
 import torch
 
 from .conditioning import CondState, conditioning_info, encode_conditioning
-from .config import RunConfig, to_dict
+from .config import ConfigError, RunConfig, to_dict
 from .diffusion.guidance import cfg_denoiser, unet_network
 from .diffusion.noise import NoiseSource
 from .diffusion.sampling import sample_ddim
-from .fifo.sizing import fill_model_defaults, frame_size
-from .fifo_run import FifoRun, Progress, checkpoint_id
+from .fifo.sizing import check_frame_size, fill_model_defaults, frame_size
+from .fifo_run import FifoRun, Progress, checkpoint_id, dtype_name
 from .io.sidecar import sidecar_path, versions, write_json_atomic
 from .io.video import VideoWriter, check_output_path
 from .models.load import load_model
 from .models.videocrafter import VideoCrafter
+from .outputs import OutputFiles, remove_resumable, remove_stale
 from .techniques import apply_techniques
 from .validation import validate
 
@@ -57,7 +58,7 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
     validate(cfg)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
-    out_path = _prepare_output(cfg)
+    out_path = _prepare_output(cfg, log)
     log(f"seed {cfg.sampling.seed} -> {out_path}")
 
     t0 = time.perf_counter()
@@ -66,6 +67,7 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
     timings["load_s"] = time.perf_counter() - t0
     fill_model_defaults(cfg, model)
     h_px, w_px = frame_size(cfg, model)
+    check_frame_size(h_px, w_px, model.cfg)
     lat_hw = (h_px // 8, w_px // 8)
     noise = NoiseSource(cfg.sampling.seed, model.device)  # float32 on any model dtype
 
@@ -78,35 +80,51 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
     try:
         if cfg.mode == "base":
             written, partial = base_clip(cfg, model, cond_state, uncond, lat_hw, noise, techniques, out_path,
-                                         timings, progress)
+                                         timings, progress, log)
         else:
             written, partial = FifoRun(cfg, model, cond_state, uncond, lat_hw, noise, techniques, out_path, timings,
                                        progress, log, executor).run()
     finally:
         techniques.remove()
     timings["total_s"] = time.perf_counter() - t_start
-    final = out_path if not partial else out_path.with_name(f"{out_path.stem}.partial{out_path.suffix}")
+    final = out_path
+    if partial:
+        final = out_path.with_name(OutputFiles.of(out_path).partial.name)
+    else:  # a finished video leaves only itself, its sidecar and the --save-* outputs
+        remove_resumable(out_path)
     side = _write_sidecar(cfg, model, final, written, partial, technique_info, timings)
     return GenerationResult(final, written, cfg.sampling.seed, side, timings, partial)  # type: ignore[arg-type]
 
 
-def _prepare_output(cfg: RunConfig) -> Path:
-    """Pick the seed and output path (recorded in ``cfg``), and refuse an existing output early."""
+def _prepare_output(cfg: RunConfig, log: Callable[[str], None]) -> Path:
+    """Pick the seed and output path (recorded in ``cfg``), refuse an existing output or a forgotten saved
+    state early, and delete stale temp files of this output name (``outputs.py`` has the rule)."""
     if cfg.sampling.seed is None:
         cfg.sampling.seed = random.randrange(2**31)
     out_path = Path(cfg.output.path) if cfg.output.path else default_output(cfg)
+    if out_path.suffix.lower() == ".png":  # a folder of PNGs: out/fox.png is written as out/fox/
+        out_path = out_path.with_suffix("")
     cfg.output.path = str(out_path)
+    files = OutputFiles.of(out_path)
     if not cfg.output.resume:
         check_output_path(out_path, cfg.output.overwrite)
+        if files.state.exists():
+            if not cfg.output.overwrite:
+                raise ConfigError(f"{out_path} has the saved state of an interrupted run ({files.state.name}): add "
+                                  "--resume to continue it, or --overwrite to start over")
+            remove_resumable(out_path)
+    remove_stale(out_path, log)
     return out_path
 
 
 def base_clip(cfg: RunConfig, model: VideoCrafter, cond_state: CondState, uncond: torch.Tensor,
               lat_hw: tuple[int, int], noise: NoiseSource, techniques: Any, out_path: Path,
-              timings: dict[str, float], progress: Progress | None) -> tuple[int, bool]:
+              timings: dict[str, float], progress: Progress | None,
+              log: Callable[[str], None] = print) -> tuple[int, bool]:
     """``--mode base``: one plain VideoCrafter2 clip of ``window`` frames."""
     f = cfg.fifo.window
     steps = cfg.sampling.steps or 50
+    log(f"{model.device} {dtype_name(model.dtype)}; base clip of {f} frames, {steps} DDIM steps")
     sched = model.ddim_schedule(steps, cfg.sampling.eta).to(model.device)
     techniques.bind(sched)
     techniques.set_phase("clip")

@@ -51,27 +51,55 @@ def _env_int(env: Mapping[str, str], key: str) -> int | None:
 def shard_from_env(env: Mapping[str, str] | None = None) -> Shard:
     """The shard of this process from its launcher's environment.
 
-    A SLURM job array (``SLURM_ARRAY_TASK_ID`` - ``SLURM_ARRAY_TASK_MIN`` of ``SLURM_ARRAY_TASK_COUNT``) and the
-    tasks of a step (``SLURM_PROCID``/``SLURM_NTASKS``, or torchrun's ``RANK``/``WORLD_SIZE``) combine: task t of
-    array element a is shard a * tasks + t. Nothing set: one shard.
+    A SLURM job array ``--array=A-B[:S]`` (task ``(SLURM_ARRAY_TASK_ID - A) / S`` of ``SLURM_ARRAY_TASK_COUNT``) and
+    the tasks of an ``srun`` step (``SLURM_PROCID`` of ``SLURM_STEP_NUM_TASKS``; only inside a step, i.e. when
+    ``SLURM_STEP_ID`` is set: a batch script sees ``SLURM_NTASKS`` of the whole job but is one process) or
+    torchrun's ``RANK``/``WORLD_SIZE`` combine: task t of array element a is shard a * tasks + t.
+    Nothing set: one shard.
     """
     env = os.environ if env is None else env
-    parts: list[tuple[int, int, str]] = []
-    a_id, a_n = _env_int(env, "SLURM_ARRAY_TASK_ID"), _env_int(env, "SLURM_ARRAY_TASK_COUNT")
-    if a_id is not None and a_n:
-        parts.append((a_id - (_env_int(env, "SLURM_ARRAY_TASK_MIN") or 0), a_n, "SLURM array"))
-    p_id, p_n = _env_int(env, "SLURM_PROCID"), _env_int(env, "SLURM_NTASKS")
-    r_id, r_n = _env_int(env, "RANK"), _env_int(env, "WORLD_SIZE")
-    if p_id is not None and p_n and p_n > 1:
-        parts.append((p_id, p_n, "SLURM tasks"))
-    elif r_id is not None and r_n and r_n > 1:
-        parts.append((r_id, r_n, "torchrun"))
+    parts = [p for p in (_array_part(env), _task_part(env)) if p is not None]
     k, n = 0, 1
     for i, m, what in parts:
         if not 0 <= i < m:
             raise ConfigError(f"{what}: task {i} is outside 0..{m - 1}; check the job's environment")
         k, n = k * m + i, n * m
     return Shard(k, n, " + ".join(p[2] for p in parts) or "single")
+
+
+def _array_part(env: Mapping[str, str]) -> tuple[int, int, str] | None:
+    """(index, count) of this task in a SLURM job array whose ids form a range ``A-B`` or ``A-B:S``."""
+    a_id = _env_int(env, "SLURM_ARRAY_TASK_ID")
+    if a_id is None:
+        return None
+    count = _env_int(env, "SLURM_ARRAY_TASK_COUNT") or 1
+    lo = _env_int(env, "SLURM_ARRAY_TASK_MIN") or 0
+    step = _env_int(env, "SLURM_ARRAY_TASK_STEP") or 1
+    hi = _env_int(env, "SLURM_ARRAY_TASK_MAX")
+    hi = lo + step * (count - 1) if hi is None else hi
+    if count == 1:
+        raise ConfigError(
+            f"SLURM array task {a_id} is the only task of its array, so the number of shards is unknown. To redo "
+            f"task {a_id} of an N-task array (--array=0-(N-1)), add --shard {a_id}/N to the fifo-gen options; "
+            "to do every item in one job, submit without --array")
+    if (a_id - lo) % step or lo + step * (count - 1) != hi:
+        raise ConfigError(
+            f"SLURM array task {a_id}: the array's {count} ids ({lo}..{hi}) are not a range A-B or A-B:S, so "
+            f"this task's shard is ambiguous; submit --array=0-{count - 1}, or pass --shard K/N")
+    return (a_id - lo) // step, count, "SLURM array"
+
+
+def _task_part(env: Mapping[str, str]) -> tuple[int, int, str] | None:
+    """(rank, count) among the processes of one ``srun`` step, or of one torchrun launch."""
+    if env.get("SLURM_STEP_ID", "").strip():
+        p_id = _env_int(env, "SLURM_PROCID")
+        p_n = _env_int(env, "SLURM_STEP_NUM_TASKS") or _env_int(env, "SLURM_NTASKS")
+        if p_id is not None and p_n and p_n > 1:
+            return p_id, p_n, "SLURM tasks"
+    r_id, r_n = _env_int(env, "RANK"), _env_int(env, "WORLD_SIZE")
+    if r_id is not None and r_n and r_n > 1:
+        return r_id, r_n, "torchrun"
+    return None
 
 
 def resolve_shard(spec: str | None, env: Mapping[str, str] | None = None) -> Shard:

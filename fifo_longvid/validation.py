@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .config import ConfigError, RunConfig
 from .fifo.init import INIT_MODES
-from .fifo.sizing import parse_max_batch
+from .fifo.sizing import check_frame_size, parse_max_batch
+from .io.prompts import MAX_PROMPT_CHARS
 
 
 def validate(cfg: RunConfig) -> None:
@@ -16,6 +17,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"mode must be 'fifo' or 'base', got {cfg.mode!r}")
     if not cfg.prompts or any(not p.strip() for p in cfg.prompts):
         raise ConfigError("empty prompt: pass --prompt \"a description of the video\"")
+    for p in cfg.prompts:
+        if len(p) > MAX_PROMPT_CHARS:
+            raise ConfigError(f"prompt is {len(p)} characters (at most {MAX_PROMPT_CHARS}; the text encoder reads "
+                              f"only its first 77 tokens anyway): {p[:40]}...")
     _check_sampling(cfg)
     if cfg.mode == "fifo":
         _check_fifo(cfg)
@@ -34,11 +39,15 @@ def validate(cfg: RunConfig) -> None:
 
 def _check_sampling(cfg: RunConfig) -> None:
     s = cfg.sampling
-    for name in ("height", "width"):
-        v = getattr(s, name)
-        if v is not None and (v <= 0 or v % 16):
-            raise ConfigError(f"--{name} {v} is not a positive multiple of 16 (the VAE downsamples by 8 and "
-                              "the U-Net by 2 more); try " + str(max(16, round(v / 16) * 16)))
+    if s.height is not None or s.width is not None:
+        from .models.presets import load_model_config
+
+        try:
+            model_cfg = load_model_config(cfg.model)  # the architecture only: no weights are read
+        except ValueError:
+            model_cfg = None  # the model config error is reported when loading
+        if model_cfg is not None:
+            check_frame_size(s.height, s.width, model_cfg)
     if s.cfg < 0:
         raise ConfigError(f"--cfg must be >= 0, got {s.cfg}")
     if not 0.0 <= s.eta <= 1.0:

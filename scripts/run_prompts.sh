@@ -8,6 +8,9 @@
 # Each file F goes to OUT_ROOT/<F without its extension>/ (with its manifest.jsonl). Re-running the same
 # command skips what is complete. A file with failed items does not stop the loop; the exit code is
 # non-zero if any file had failures. Environment: FIFO_GEN (default: fifo-gen).
+# Resources: this machine, no scheduler; fifo-gen uses its GPU if it has one (CPU only: add --device cpu after --).
+# Ctrl-C or SIGTERM stops the current file cleanly (its interrupted item keeps a partial video and its state) and
+# the loop with exit code 130; the same command continues.
 
 set -uo pipefail
 

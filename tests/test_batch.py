@@ -214,11 +214,12 @@ def test_shard_from_env_and_flag():
     assert shard_from_env({}) == Shard(0, 1, "single")
     s = shard_from_env({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1"})
     assert (s.index, s.count) == (2, 4)
-    assert (shard_from_env({"SLURM_PROCID": "1", "SLURM_NTASKS": "3"}).index, 3) == (1, 3)
+    s = shard_from_env({"SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "3", "SLURM_NTASKS": "3"})
+    assert (s.index, s.count) == (1, 3)
     s = shard_from_env({"RANK": "1", "WORLD_SIZE": "2"})
     assert (s.index, s.count, s.source) == (1, 2, "torchrun")
     s = shard_from_env({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_PROCID": "1",
-                        "SLURM_NTASKS": "2"})
+                        "SLURM_NTASKS": "2", "SLURM_STEP_ID": "0"})
     assert (s.index, s.count) == (5, 6)
     # every (array task, process) pair gets a distinct shard
     pairs = {shard_from_env({"SLURM_ARRAY_TASK_ID": str(a), "SLURM_ARRAY_TASK_COUNT": "3", "RANK": str(r),

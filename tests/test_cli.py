@@ -64,7 +64,7 @@ def test_fifo_gif_with_override(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["--prompt", "", "--config", "tiny"], "empty prompt"),
-    (["--prompt", "x", "--config", "tiny", "--height", "100"], "multiple of 16"),
+    (["--prompt", "x", "--config", "tiny", "--height", "100"], "multiple of 64"),
     (["--prompt", "x", "--config", "no_such_model"], "unknown model config 'no_such_model'"),
     (["--prompt", "x", "--config", "tiny", "sampling.cfgg=3"], "cfgg"),
     (["--prompt", "x", "--config", "tiny", "notakeyvalue"], "key=value"),
@@ -107,7 +107,8 @@ def test_convert_command(tiny_model, tmp_path):
     src = tmp_path / "m.ckpt"
     torch.save({"state_dict": tiny_model.state_dict()}, src)
     r = invoke(["convert", str(src), str(tmp_path / "m.safetensors"), "--half"])
-    assert r.exit_code == 0, r.output and (tmp_path / "m.safetensors").exists()
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m.safetensors").exists()
     r = invoke(["convert", str(tmp_path / "missing.ckpt"), str(tmp_path / "n.safetensors")])
     assert r.exit_code != 0 and "not found" in r.output
 

@@ -94,7 +94,7 @@ def test_multi_prompt_windows_follow_their_frames(tiny_model, tmp_path):
     (["fifo.partitions=0"], "partitions must be >= 1"),
     (["sampling.steps=10"], "contradicts FIFO's rule"),
     (["fifo.window=5"], "even window"),
-    (["sampling.height=60"], "multiple of 16"),
+    (["sampling.height=60"], "multiple of 64"),
     (["fifo.init=zeros"], "--init must be one of"),
     (["fifo.max_batch=0"], "max-batch must be >= 1"),
 ])

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fifo_longvid.io import sinks, video
+from fifo_longvid.io import atomic, sinks
 from fifo_longvid.io.video import VideoWriter, check_output_path, read_video, write_video
 
 H, W, N = 48, 64, 10
@@ -213,7 +218,7 @@ def test_unwritable_dir_reported_before_work(tmp_path: Path, monkeypatch: pytest
     target = tmp_path / "ro"
     target.mkdir()
     real_access = os.access
-    monkeypatch.setattr(video.os, "access", lambda p, mode: Path(p) != target and real_access(p, mode))
+    monkeypatch.setattr(atomic.os, "access", lambda p, mode: Path(p) != target and real_access(p, mode))
     with pytest.raises(PermissionError, match=str(target)):
         check_output_path(target / "fox.mp4")
     with pytest.raises(PermissionError, match="not writable"):
@@ -283,3 +288,52 @@ def test_ffmpeg_dying_surfaces_as_oserror(tmp_path: Path) -> None:
         for f in gradient_frames(5):  # a pipe without a reader fails the next write
             w.append(f)
     assert listing(tmp_path) == []
+
+
+# -------------------------------------------------------------------------------------------------- cluster
+
+
+def _top_level_boxes(path: Path) -> list[str]:
+    data, boxes, i = path.read_bytes(), [], 0
+    while i + 8 <= len(data):
+        size, kind = int.from_bytes(data[i:i + 4], "big"), data[i + 4:i + 8].decode("latin-1")
+        boxes.append(kind)
+        i += size if size >= 8 else len(data)
+    return boxes
+
+
+def test_mp4_is_faststart_and_tagged_bt709_limited_range(tmp_path: Path) -> None:
+    out = write_video(tmp_path / "fox.mp4", gradient_frames(3))
+    boxes = _top_level_boxes(out)
+    assert boxes.index("moov") < boxes.index("mdat")  # browsers can start playing before the end arrives
+    data = out.read_bytes()
+    colr = data.find(b"colrnclx")
+    assert colr > 0, "no colour box"
+    primaries, transfer, matrix = (int.from_bytes(data[colr + 8 + 2 * k:colr + 10 + 2 * k], "big") for k in range(3))
+    assert (primaries, transfer, matrix) == (1, 1, 1)  # ITU-R BT.709
+    assert data[colr + 14] & 0x80 == 0  # limited ("tv") range
+    if shutil.which("ffprobe"):  # the same facts as a player reads them
+        probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
+                                "stream=color_range,color_space,color_primaries,color_transfer", "-of", "json",
+                                str(out)], capture_output=True, text=True, check=True)
+        (stream,) = json.loads(probe.stdout)["streams"]
+        assert stream == {"color_range": "tv", "color_space": "bt709", "color_primaries": "bt709",
+                          "color_transfer": "bt709"}
+
+
+def test_mp4_encoder_survives_sigterm_to_every_process(tmp_path: Path) -> None:
+    """SLURM's scancel/preemption signals every process of the job: ffmpeg must keep encoding until it is
+    told to finish, so the run can still write its last frames and close a playable file."""
+    w = VideoWriter(tmp_path / "fox.mp4")
+    frames = gradient_frames(6)
+    for f in frames[:3]:
+        w.append(f)
+    proc = w._sink._proc  # type: ignore[union-attr]
+    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, signal.SIGINT)
+    time.sleep(0.3)
+    assert proc.poll() is None, "ffmpeg died of SIGTERM"
+    for f in frames[3:]:
+        w.append(f)
+    part = w.close_partial()
+    assert part is not None and read_video(part).shape[0] == 6

@@ -31,6 +31,26 @@ def frame_size(cfg: RunConfig, model: Any) -> tuple[int, int]:
     return h_px, w_px
 
 
+def size_multiple(model_cfg: Any) -> int:
+    """Frame sides must divide by this many pixels: the VAE downsamples by 2^(its levels - 1) (8) and the U-Net
+    by 2^(its levels - 1) more (8 for VideoCrafter2's 4 levels, so 64); otherwise a skip connection and its
+    upsampled partner differ in size."""
+    return 2 ** (len(model_cfg.vae.ch_mult) - 1) * 2 ** (len(model_cfg.unet.channel_mult) - 1)
+
+
+def check_frame_size(height: int | None, width: int | None, model_cfg: Any) -> None:
+    """Raise a ConfigError naming the nearest valid sizes when a side does not fit the model."""
+    m = size_multiple(model_cfg)
+    for name, v in (("height", height), ("width", width)):
+        if v is not None and (v <= 0 or v % m):
+            lo = max(m, v // m * m)
+            sizes = f"{lo} or {lo + m}" if v > lo else f"{lo}"
+            raise ConfigError(
+                f"--{name} {v} is not a positive multiple of {m}: the {model_cfg.name} model downsamples frames by "
+                f"{2 ** (len(model_cfg.vae.ch_mult) - 1)} (VAE) x {2 ** (len(model_cfg.unet.channel_mult) - 1)} "
+                f"(U-Net levels); try {sizes}")
+
+
 def parse_max_batch(spec: str | int | None) -> int | None | str:
     """``auto`` | ``all``/``none`` (None: no limit) | a positive integer."""
     if spec is None or str(spec) in ("all", "none"):

@@ -8,12 +8,12 @@ them, then carry on from the queue.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..io.atomic import temp_path
 from .queue import FrameQueue
 
 
@@ -25,6 +25,7 @@ class FifoState:
     emitted: int  # latents written to the LatentLog so far
     config_hash: str
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. the current image tokens
+    seed: int | None = None  # the run's seed, so a resume without --seed (a requeued job) finds it
 
 
 def state_path(output: str | Path) -> Path:
@@ -41,10 +42,10 @@ def save_state(path: str | Path, state: FifoState) -> Path:
         "emitted": state.emitted,
         "config_hash": state.config_hash,
         "extras": {k: v.cpu() for k, v in state.extras.items()},
+        "seed": state.seed,
         "format": 1,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_path(path)
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
@@ -52,6 +53,12 @@ def save_state(path: str | Path, state: FifoState) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def saved_seed(path: str | Path) -> int | None:
+    """The seed recorded in a state file (None for files written before it was recorded)."""
+    seed = torch.load(path, map_location="cpu", weights_only=True).get("seed")
+    return None if seed is None else int(seed)
 
 
 class StateMismatch(ValueError):
@@ -72,7 +79,8 @@ def load_state(path: str | Path, config_hash: str, device: torch.device) -> Fifo
     q = FrameQueue.from_state_dict(payload["queue"])
     q.latents = q.latents.to(device)
     extras = {k: v.to(device) for k, v in payload.get("extras", {}).items()}
-    return FifoState(q, payload["rng_state"], int(payload["iteration"]), int(payload["emitted"]), config_hash, extras)
+    return FifoState(q, payload["rng_state"], int(payload["iteration"]), int(payload["emitted"]), config_hash, extras,
+                     payload.get("seed"))
 
 
 class LatentLog:

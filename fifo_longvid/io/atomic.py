@@ -1,20 +1,56 @@
 """Publishing output files safely: where the output goes, and how a finished temp file replaces it.
 
 Everything is written to a hidden temp path in the same directory and moved into place with an
-atomic rename, so a crash never leaves a half-written file under the final name.
+atomic rename, so a crash never leaves a half-written file under the final name. Temp names carry their
+writer (``.NAME.tmp-HOST-PID-RAND``), so a later run can tell a crashed writer's leftovers from a live one's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
+import socket
+from collections.abc import Iterable
 from pathlib import Path
 
 SUPPORTED_FORMATS = (".mp4", ".gif", "a directory of PNGs (no suffix, trailing '/', or '.png')")
 
 MP4, GIF, PNG_DIR = "mp4", "gif", "png-dir"
+
+HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname().split(".")[0]) or "host"
+_OWNER_RE = re.compile(r"(?:(?P<host>[A-Za-z0-9_.]+)-)?(?P<pid>\d+)-[0-9a-f]+(?:\.[A-Za-z0-9]+)?")
+
+
+def temp_path(final: Path, suffix: str = "", kind: str = "tmp") -> Path:
+    """``.NAME.tmp-HOST-PID-RAND[suffix]`` beside ``final``: hidden, unique, and naming its writer."""
+    return final.with_name(f".{final.name}.{kind}-{HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+def temp_owner(name: str, bases: Iterable[str]) -> tuple[str, int] | None:
+    """(host, pid) of the writer when ``name`` is a temp file of one of the file names ``bases`` (as made by
+    :func:`temp_path`, or by older versions without the host), else None."""
+    for base in bases:
+        for kind in ("tmp", "old"):
+            prefix = f".{base}.{kind}-"
+            if name.startswith(prefix) and (m := _OWNER_RE.fullmatch(name[len(prefix):])):
+                return m["host"] or HOST, int(m["pid"])
+    return None
+
+
+def writer_alive(host: str, pid: int) -> bool:
+    """Whether a temp file's writer may still be running: another host's writer is assumed alive."""
+    if host != HOST or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def resolve_output(path: str | os.PathLike[str]) -> tuple[str, Path]:
@@ -71,6 +107,7 @@ def check_output_path(path: str | os.PathLike[str], overwrite: bool = False) -> 
 
 
 def partial_path(kind: str, final: Path) -> Path:
+    """Where an interrupted run's playable output goes: ``fox.partial.mp4``, or ``fox.partial/`` for PNGs."""
     if kind == PNG_DIR:
         return final.with_name(final.name + ".partial")
     return final.with_name(f"{final.stem}.partial{final.suffix}")
@@ -106,7 +143,7 @@ def move_into_place(src: Path, dst: Path, replace: bool) -> None:
         os.rename(src, dst)  # fails rather than merging if a non-empty dst appeared meanwhile
     else:
         # Directories cannot be os.replace'd over non-empty ones: park the old one, swap, then delete.
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+        old = temp_path(dst, kind="old")
         os.rename(dst, old)
         try:
             os.rename(src, dst)

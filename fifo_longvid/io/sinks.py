@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -56,13 +58,40 @@ def pad_even(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
-class Mp4Sink:
-    """Pipes raw RGB frames into the imageio-ffmpeg ffmpeg binary (libx264, yuv420p, CRF).
+# BT.709, limited ("tv") range: what players assume for HD video, and tagged so that none has to guess.
+# The RGB->YUV matrix is chosen explicitly (older ffmpeg builds would use BT.601 and only tag 709).
+_COLOUR_FILTER = ("scale=out_color_matrix=bt709:out_range=tv,"
+                  "setparams=range=tv:colorspace=bt709:color_primaries=bt709:color_trc=bt709")
+_COLOUR_TAGS = ["-color_range", "tv", "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+_STOP_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM") if hasattr(signal, n)}
 
-    ffmpeg is driven directly (rather than through ``imageio_ffmpeg.write_frames``) so its exit
-    status can be checked before the file is published, and so it runs in its own process group:
-    a terminal Ctrl-C then reaches only Python, which can still ask ffmpeg to finish a playable
-    partial file.
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Block SIGINT/SIGTERM in this thread while a child is started; pending ones arrive after."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: the process group flag isolates ffmpeg
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class Mp4Sink:
+    """Pipes raw RGB frames into the imageio-ffmpeg ffmpeg binary (libx264, yuv420p, CRF, BT.709 tags,
+    ``moov`` before ``mdat`` so browsers start playing before the whole file has arrived).
+
+    ffmpeg is driven directly (rather than through ``imageio_ffmpeg.write_frames``) so its exit status can
+    be checked before the file is published. It must outlive a stop request, so that Python can finish the
+    iteration and close a playable partial file: a terminal's Ctrl-C goes to the foreground process group
+    (ffmpeg runs in its own session), but a scheduler (SLURM's ``scancel``, preemption, time limit) sends
+    SIGTERM to every process of the job. ffmpeg installs its own SIGTERM/SIGINT handlers, so ``SIG_IGN``
+    would not survive ``exec``; the signal *mask* does, and ffmpeg never unblocks them: started with both
+    blocked, it keeps encoding until its stdin closes, and the pending signals die with it. (An in-process
+    encoder such as PyAV would avoid the child altogether, at the cost of a ~60 MB dependency and a
+    different libx264 build; the mask keeps today's encoder and output.)
     """
 
     def __init__(self, path: Path, fps: float, crf: int) -> None:
@@ -77,19 +106,20 @@ class Mp4Sink:
         cmd = [
             imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(rate),
-            "-i", "pipe:0", "-an",
-            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(self.crf),
-            "-f", "mp4", "-y", str(self.path),
+            "-i", "pipe:0", "-an", "-vf", _COLOUR_FILTER,
+            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(self.crf), *_COLOUR_TAGS,
+            "-movflags", "+faststart", "-f", "mp4", "-y", str(self.path),
         ]  # fmt: skip
-        # No scale filter anywhere: the frame size is kept exactly (imageio's macro_block_size=1).
+        # The scale filter only converts colours: the frame size is kept exactly (imageio's macro_block_size=1).
         self._stderr = tempfile.TemporaryFile()
         if os.name == "nt":
             isolate: dict[str, Any] = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
         else:
             isolate = {"start_new_session": True}
-        self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr, **isolate
-        )
+        with _signals_blocked():  # the child inherits the mask (see the class docstring)
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr, **isolate
+            )
 
     def _error(self, what: str) -> OSError:
         """Turn an ffmpeg failure into an OSError, keeping ENOSPC recognisable for callers."""

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
-import secrets
 import signal
 import threading
 from collections.abc import Iterable, Iterator
@@ -39,6 +37,7 @@ from .atomic import (
     partial_path,
     remove_path,
     resolve_output,
+    temp_path,
 )
 from .sinks import GifSink, Mp4Sink, PngDirSink, pad_even, to_hwc_uint8
 
@@ -99,7 +98,7 @@ class VideoWriter:
 
         final = self.final_path
         suffix = "" if self.kind == PNG_DIR else final.suffix  # keep it: ffmpeg picks the muxer by it
-        self.temp_path = final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+        self.temp_path = temp_path(final, suffix)
         self._sink: Mp4Sink | GifSink | PngDirSink
         if self.kind == MP4:
             self._sink = Mp4Sink(self.temp_path, self.fps, crf)
