@@ -230,7 +230,7 @@ def test_cuda_out_of_memory_suggests_a_smaller_max_batch(tmp_path, monkeypatch):
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(fifo_run, "fifo_iteration", oom)
+    monkeypatch.setattr(fifo_run.FifoStepper, "step", oom)
     r = CliRunner().invoke(app, ["generate", "--prompt", "x", *TINY, "--num-frames", "1", "--max-batch", "8",
                                  "-o", str(tmp_path / "v.mp4")])
     assert r.exit_code == 1 and "--max-batch 4" in r.output and "Traceback" not in r.output, r.output
