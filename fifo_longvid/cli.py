@@ -88,7 +88,10 @@ def generate(
         "--auto-resume", help="For job scripts that may be requeued: continue from the saved state of -o if it has "
         "one, else start; a complete -o is left as it is (exit 0).")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="U-Net and VAE precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, "
+                                        "bf16. The queue, noise and DDIM maths stay fp32.")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the U-Net (first "
+                                          "iterations compile; worth it for long runs on a GPU).")] = False,
     run_config: Annotated[Path | None, typer.Option(help="YAML run file (same keys as the overrides).")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the run config, "
                                                           "e.g. sampling.cfg=7.5 fifo.partitions=2.")] = None,

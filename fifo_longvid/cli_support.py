@@ -34,7 +34,8 @@ def fail(msg: str, code: int = 2) -> None:
 def build_flags(o: dict[str, Any]) -> dict[str, Any]:
     """CLI option values, by parameter name, -> dotted run-config flags. Shared by ``generate`` and ``batch``
     (batch has no --prompt/--output/--resume/--image/--frames-per-prompt: those come per item)."""
-    flags: dict[str, Any] = {"mode": o["mode"], "model": o["config"], "device": o["device"], "dtype": o["dtype"]}
+    flags: dict[str, Any] = {"mode": o["mode"], "model": o["config"], "device": o["device"], "dtype": o["dtype"],
+                             "compile": o.get("compile", False)}
     if o.get("prompt"):
         flags["prompts"] = list(o["prompt"])
     path_opts = {"checkpoint": o.get("checkpoint"), "output.path": o.get("output"),

@@ -67,6 +67,7 @@ class RunConfig:
     checkpoint: str | None = None
     device: str = "auto"
     dtype: str = "auto"
+    compile: bool = False  # torch.compile the U-Net
     prompts: list[str] = field(default_factory=list)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     fifo: FifoConfig = field(default_factory=FifoConfig)
@@ -146,6 +147,7 @@ def numerics_hash(cfg: RunConfig, checkpoint_id: str) -> str:
     d["fifo"].pop("num_frames")
     d["fifo"].pop("max_batch")
     d.pop("device")
+    d.pop("compile")  # like the device and max_batch, it changes float rounding only
     d["checkpoint"] = checkpoint_id
     if cfg.conditioning.image:
         from .io.sidecar import file_sha256

@@ -22,7 +22,7 @@ from .diffusion.sampling import check_finite, sample_ddim
 from .fifo.init import init_queue, warmup_iterations
 from .fifo.queue import FifoPlan, FrameQueue
 from .fifo.sampler import FifoStepper, WindowDenoiser
-from .fifo.sizing import resolve_max_batch
+from .fifo.sizing import choose_max_batch, parse_max_batch, resolve_max_batch
 from .fifo.state import FifoState, LatentLog, load_state, save_state, state_path
 from .interrupts import StopFlag, graceful_interrupt
 from .io.video import VideoWriter
@@ -74,7 +74,8 @@ class FifoRun:
         self.warmup = warmup_iterations(self.plan, fc.init)  # type: ignore[arg-type]
         self.total_iters = self.warmup + fc.num_frames  # type: ignore[operator]
         self.chash = numerics_hash(cfg, checkpoint_id(cfg))
-        self.max_batch = resolve_max_batch(fc.max_batch, model.device, model, lat_hw, self.window)
+        self.max_batch: int | None = None  # chosen in run(): a resumed run keeps the value it saved
+        self.runtime: dict[str, Any] = {}  # how this run computes (device, dtype, compile, max-batch): the sidecar
         self.resume_file = state_path(out_path)
         self.log_path = out_path.parent / f"{out_path.name}.latents.f32"
         self.latents_log = LatentLog(self.log_path, (1, model.cfg.channels, 1, *lat_hw))
@@ -103,7 +104,6 @@ class FifoRun:
 
     def run(self) -> tuple[int, bool]:
         """Returns (frames written, partial)."""
-        self.log(self.describe())
         try:
             return self._run()
         except _CUDA_OOM:
@@ -120,10 +120,9 @@ class FifoRun:
         return f"CUDA out of memory with {per_call} samples per U-Net call: {hint}"
 
     def _run(self) -> tuple[int, bool]:
-        if self.cfg.output.resume:
-            self.resume()
-        else:
-            self.start()
+        saved_max_batch = self.resume() if self.cfg.output.resume else self.start()
+        self.choose_max_batch(saved_max_batch)
+        self.log(self.describe())
         denoise = self.denoiser()
         self.techniques.set_phase("fifo")
         writer = self.open_writer()
@@ -140,18 +139,20 @@ class FifoRun:
             raise
         return self.finish(writer, t0)
 
-    def resume(self) -> None:
+    def resume(self) -> int | None:
         """Continue from the saved state: queue, noise generator, emitted count and image tokens."""
         state = load_state(self.resume_file, self.chash, self.model.device)
         self.queue, self.iteration, self.emitted = state.queue, state.iteration, state.emitted
         self.noise.set_state(state.rng_state)
         if "image_tokens" in state.extras:
             self.cond_state.image = state.extras["image_tokens"]
+        saved = state.extras.get("max_batch")
         if not self.log_path.exists():
             raise ConfigError(f"--resume: the latent log {self.log_path} is missing; cannot rebuild the video")
         self.log(f"resuming at output frame {self.emitted} (iteration {self.iteration})")
+        return None if saved is None else int(saved.reshape(-1)[0])
 
-    def start(self) -> None:
+    def start(self) -> None:  # returns None: no saved max-batch
         """Build the initial queue (from a base clip unless ``--init noise``), then seed its image tokens."""
         t0 = time.perf_counter()
         self.techniques.set_phase("base")
@@ -173,6 +174,23 @@ class FifoRun:
         progress = self.progress
         return sample_ddim(den, x_T, self.sched, use_scale=model.cfg.use_scale, noise=self.noise,
                            callback=(lambda d, n: progress("base clip", d, n)) if progress else None)
+
+    def choose_max_batch(self, saved: int | None) -> None:
+        """Samples per U-Net call: kept from the saved state on resume (chunking changes float rounding, so a
+        resumed video stays bitwise equal), else ``--max-batch`` (``auto`` measures; see fifo/autobatch.py).
+        A multi-process run keeps the per-rank rule of ``fifo/parallel.py``."""
+        fc = self.cfg.fifo
+        if saved is not None and parse_max_batch(fc.max_batch) == "auto":
+            self.max_batch, how = (saved or None), "auto: kept from the saved state"
+        elif self.executor is not None:
+            self.max_batch = resolve_max_batch(fc.max_batch, self.model.device, self.model, self.lat_hw, self.window)
+            how = "per rank (multi-process)"
+        else:
+            choice = choose_max_batch(fc.max_batch, self.model, self.lat_hw, self.window, self.uncond,
+                                      self.samples_per_iteration)
+            self.max_batch, how = choice.value, choice.how
+        self.runtime.update(device=str(self.model.device), dtype=dtype_name(self.model.dtype),
+                            max_batch=self.max_batch or self.samples_per_iteration, max_batch_how=how)
 
     def denoiser(self) -> WindowDenoiser:
         prompt_of = prompt_schedule(self.cfg, self.plan, self.warmup)
@@ -200,8 +218,11 @@ class FifoRun:
             if stop.requested:
                 raise KeyboardInterrupt
             self.consistent = False
+            t_iter = time.perf_counter()
             z, _ = stepper.step(denoise, self.queue, self.noise, iteration=self.iteration)  # type: ignore[arg-type]
             check_finite(z, f"FIFO iteration {self.iteration}")
+            if cfg.compile and "compile_warmup_s" not in self.timings:  # excluded from fifo_s: see finish()
+                self.timings["compile_warmup_s"] = time.perf_counter() - t_iter
             self.iteration += 1
             out = self.iteration > self.warmup
             if out:
@@ -221,6 +242,7 @@ class FifoRun:
 
     def snapshot(self) -> FifoState:
         extras = {"image_tokens": self.cond_state.image} if self.cond_state.image is not None else {}
+        extras["max_batch"] = torch.tensor([self.max_batch or 0])  # 0: one call per iteration
         return FifoState(self.queue, self.noise.get_state(), self.iteration, self.emitted,  # type: ignore[arg-type]
                          self.chash, extras, self.cfg.sampling.seed)
 
@@ -250,7 +272,7 @@ class FifoRun:
 
     def finish(self, writer: VideoWriter, t0: float) -> tuple[int, bool]:
         """Publish the video, save ``--save-latents``, and delete the resume state and the latent log."""
-        self.timings["fifo_s"] = time.perf_counter() - t0
+        self.timings["fifo_s"] = time.perf_counter() - t0 - self.timings.get("compile_warmup_s", 0.0)
         self.timings["s_per_frame"] = self.timings["fifo_s"] / max(1, self.emitted)
         self.latents_log.close()
         writer.close()

@@ -25,7 +25,7 @@ from .fifo.sizing import check_frame_size, fill_model_defaults, frame_size
 from .fifo_run import FifoRun, Progress, checkpoint_id, dtype_name
 from .io.sidecar import sidecar_path, versions, write_json_atomic
 from .io.video import VideoWriter, check_output_path
-from .models.load import load_model
+from .models.load import compile_unet, load_model
 from .models.videocrafter import VideoCrafter
 from .outputs import OutputFiles, remove_resumable, remove_stale
 from .techniques import apply_techniques
@@ -77,13 +77,19 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
 
     techniques = apply_techniques(model.unet, cfg.techniques)
     technique_info = techniques.describe()
+    runtime: dict[str, Any] = {"device": str(model.device), "dtype": dtype_name(model.dtype),
+                               "compile": cfg.compile}
+    if cfg.compile:
+        compile_unet(model)
     try:
         if cfg.mode == "base":
             written, partial = base_clip(cfg, model, cond_state, uncond, lat_hw, noise, techniques, out_path,
                                          timings, progress, log)
         else:
-            written, partial = FifoRun(cfg, model, cond_state, uncond, lat_hw, noise, techniques, out_path, timings,
-                                       progress, log, executor).run()
+            run = FifoRun(cfg, model, cond_state, uncond, lat_hw, noise, techniques, out_path, timings, progress,
+                          log, executor)
+            written, partial = run.run()
+            runtime.update(run.runtime)
     finally:
         techniques.remove()
     timings["total_s"] = time.perf_counter() - t_start
@@ -92,7 +98,7 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
         final = out_path.with_name(OutputFiles.of(out_path).partial.name)
     else:  # a finished video leaves only itself, its sidecar and the --save-* outputs
         remove_resumable(out_path)
-    side = _write_sidecar(cfg, model, final, written, partial, technique_info, timings)
+    side = _write_sidecar(cfg, final, written, partial, technique_info, timings, runtime)
     return GenerationResult(final, written, cfg.sampling.seed, side, timings, partial)  # type: ignore[arg-type]
 
 
@@ -141,8 +147,8 @@ def base_clip(cfg: RunConfig, model: VideoCrafter, cond_state: CondState, uncond
     return f, False  # type: ignore[return-value]
 
 
-def _write_sidecar(cfg: RunConfig, model: VideoCrafter, final: Path, written: int, partial: bool,
-                   technique_info: Any, timings: dict[str, float]) -> Path:
+def _write_sidecar(cfg: RunConfig, final: Path, written: int, partial: bool, technique_info: Any,
+                   timings: dict[str, float], runtime: dict[str, Any]) -> Path:
     """The JSON next to the video: prompt, seed, resolved config, weights id, versions, timings."""
     meta: dict[str, Any] = {
         "prompt": cfg.prompts[0] if len(cfg.prompts) == 1 else cfg.prompts,
@@ -156,7 +162,8 @@ def _write_sidecar(cfg: RunConfig, model: VideoCrafter, final: Path, written: in
         "config": to_dict(cfg),
         "techniques": technique_info,
         "conditioning": conditioning_info(cfg),
-        "device": str(model.device),
+        "device": runtime["device"],
+        "runtime": runtime,  # how it computed: dtype, compile, the max-batch chosen (and how)
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "versions": versions(),
     }

@@ -41,7 +41,7 @@ from fifo_longvid.diffusion.guidance import NetworkFn, cfg_denoiser, unet_networ
 from fifo_longvid.diffusion.noise import NoiseSource
 from fifo_longvid.fifo.init import init_queue
 from fifo_longvid.fifo.queue import FifoPlan
-from fifo_longvid.fifo.sampler import WindowBatch, fifo_iteration
+from fifo_longvid.fifo.sampler import FifoStepper, WindowBatch
 from fifo_longvid.models.load import build_model
 from fifo_longvid.models.presets import tiny
 from fifo_longvid.models.unet import UNetConfig
@@ -120,8 +120,11 @@ def bench_fifo_case(case: Case) -> dict[str, str]:
         def denoise(batch: WindowBatch, den=den) -> torch.Tensor:
             return den(batch.x, batch.t)
 
-        def one_iteration(denoise=denoise, queue=queue, noise=step_noise, bw=batch_windows) -> None:
-            fifo_iteration(denoise, queue, plan, sched, noise, batch_windows=bw)
+        stepper = FifoStepper(plan, sched, 1, (case.latent_hw, case.latent_hw), model.cfg.channels, "cpu",
+                              batch_windows=batch_windows)
+
+        def one_iteration(denoise=denoise, queue=queue, noise=step_noise, stepper=stepper) -> None:
+            stepper.step(denoise, queue, noise)
 
         state[key] = (one_iteration, counter)
 

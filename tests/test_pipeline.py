@@ -126,3 +126,25 @@ def test_disk_full_keeps_state_for_resume(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setattr(video.VideoWriter, "append", real)
     res = run(tiny_model, out, ["fifo.num_frames=4", "output.resume=true"])
     assert res.frames == 4 and len(read_video(res.output)) == 4
+
+
+def test_resume_keeps_the_max_batch_auto_chose(tiny_model, tmp_path, monkeypatch):
+    """Chunk sizes change float rounding, so a resumed run must reuse the saved choice, not calibrate again."""
+    from fifo_longvid.fifo import autobatch, sizing
+
+    def pick(size):
+        return lambda *a, **k: autobatch.BatchChoice(size, f"auto: test -> {size}")
+
+    extra = ["fifo.num_frames=6", "output.checkpoint_every=2"]
+
+    def interrupt_at_4(task, done, total):
+        if task == "fifo" and done == 8:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(sizing, "calibrate_cpu", pick(2))
+    out = tmp_path / "cut.mp4"
+    assert run(tiny_model, out, extra, progress=interrupt_at_4).partial
+    monkeypatch.setattr(sizing, "calibrate_cpu", pick(4))  # a fresh calibration would now choose differently
+    resumed = run(tiny_model, out, extra + ["output.resume=true"])
+    rt = json.loads(resumed.sidecar.read_text())["runtime"]
+    assert rt["max_batch"] == 2 and rt["max_batch_how"] == "auto: kept from the saved state"

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..config import ConfigError, RunConfig
+from .autobatch import BatchChoice, calibrate_cpu, probe_cuda
 
 
 def fill_model_defaults(cfg: RunConfig, model: Any) -> None:
@@ -86,3 +87,15 @@ def resolve_max_batch(spec: str | int | None, device: torch.device, model: Any,
     per_sample = max(1, (torch.cuda.max_memory_allocated(device) - base) // 2)
     free, _ = torch.cuda.mem_get_info(device)
     return max(2, int(free * 0.8) // per_sample)
+
+
+def choose_max_batch(spec: str | int | None, model: Any, latent_hw: tuple[int, int], frames: int,
+                     context: torch.Tensor, rows: int) -> BatchChoice:
+    """``--max-batch`` for a single-process run: a fixed value, or ``auto`` measured on this run's shapes,
+    context length and installed techniques (``fifo/autobatch.py``)."""
+    parsed = parse_max_batch(spec)
+    if parsed != "auto":
+        return BatchChoice(parsed, f"--max-batch {spec}")  # type: ignore[arg-type]
+    context = context.to(model.device)
+    probe = probe_cuda if model.device.type == "cuda" else calibrate_cpu
+    return probe(model.unet, model.cfg.channels, rows, frames, latent_hw, context)
