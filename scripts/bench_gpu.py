@@ -150,8 +150,8 @@ def run_mode(setup: Setup, device: torch.device, dtype: torch.dtype, reference: 
         "s per output frame, median [min-max]": f"{s:.3f} [{min(times):.3f}-{max(times):.3f}]",
         "samples per iteration; per U-Net call": f"{rows}; {how}",
         "peak device memory (GiB)": "n/a (CPU)" if device.type != "cuda" else f"{peak:.1f}",
-        "FLOPs per output frame (TFLOP)": f"{per_frame / 1e12:.2f}",
-        "achieved TFLOP/s": f"{achieved / 1e12:.3f}",
+        "FLOPs per output frame (TFLOP)": f"{per_frame / 1e12:.3g}",
+        "achieved TFLOP/s": f"{achieved / 1e12:.3g}",
         "achieved / matmul of the same dtype": f"{achieved / MATMUL[dtype]:.0%}",
     }
 
@@ -201,7 +201,7 @@ def main() -> None:
         MATMUL.setdefault(DTYPES[dt], matmul_flops_per_s(device, DTYPES[dt]))
     results = [run_mode(setup, device, DTYPES[dt], ref, comp, flops) for _, dt, ref, comp in chosen]
     for (_, dt, _, _), r in zip(chosen, results, strict=True):
-        r["matmul TFLOP/s (same dtype, this run)"] = f"{MATMUL[DTYPES[dt]] / 1e12:.3f}"
+        r["matmul TFLOP/s (same dtype, this run)"] = f"{MATMUL[DTYPES[dt]] / 1e12:.3g}"
     report([name for name, *_ in chosen], results, t_start)
 
 
