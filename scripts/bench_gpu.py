@@ -182,6 +182,8 @@ def main() -> None:
     ap.add_argument("--config", choices=("videocrafter2", "medium"), default="videocrafter2")
     ap.add_argument("--quick", action="store_true", help="fewer timed iterations")
     ap.add_argument("--modes", default="a,b,c,d", help="subset of a,b,c,d")
+    ap.add_argument("--half-dtype", choices=("fp16", "bf16"), default="fp16",
+                    help="dtype of modes (b) and (d); bf16 on CPUs, where fp16 arithmetic is emulated")
     args = ap.parse_args()
     device = torch.device(args.device)
     setup = setups(args.config, args.quick)
@@ -194,8 +196,9 @@ def main() -> None:
           f"windows x 2 CFG branches per iteration, cfg {CFG_SCALE:g}, eta {ETA:g}; random weights; "
           f"{setup.warmup} warm-up + {setup.iters} timed iterations per mode")
     flops = count_flops(setup)
-    modes = {"a": ("(a) reference, fp32", "fp32", True, False), "b": ("(b) ours, fp16", "fp16", False, False),
-             "c": ("(c) ours, bf16", "bf16", False, False), "d": ("(d) ours, fp16 + compile", "fp16", False, True)}
+    h = args.half_dtype
+    modes = {"a": ("(a) reference, fp32", "fp32", True, False), "b": (f"(b) ours, {h}", h, False, False),
+             "c": ("(c) ours, bf16", "bf16", False, False), "d": (f"(d) ours, {h} + compile", h, False, True)}
     chosen = [modes[k] for k in args.modes.split(",")]
     for _, dt, _, _ in chosen:
         MATMUL.setdefault(DTYPES[dt], matmul_flops_per_s(device, DTYPES[dt]))
