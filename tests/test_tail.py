@@ -1,0 +1,208 @@
+"""Tail sampling (``--tail``): the filter, the statistics the schedule expects, rescheduling, resumability."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fifo_longvid.diffusion.noise import NoiseSource
+from fifo_longvid.diffusion.schedule import make_ddim_schedule, train_schedule
+from fifo_longvid.fifo.tail import (
+    CoherentTail,
+    NoiseTail,
+    RescheduledTail,
+    TailConfig,
+    check_tail_config,
+    gaussian_low_pass,
+    high_pass_weight,
+    make_tail_sampler,
+    parse_cutoff,
+    parse_window,
+)
+
+
+@pytest.fixture(scope="module")
+def schedule():
+    ac = torch.from_numpy(train_schedule()["alphas_cumprod"]).float()
+    return make_ddim_schedule(ac, 16, eta=1.0)
+
+
+def _demo_filter(t: int, h: int, w: int, d_s: float, d_t: float) -> torch.Tensor:
+    """The published mask, element by element on the fftshift-ed grid (as its demo code builds it)."""
+    m = torch.zeros(t, h, w)
+    for i in range(t):
+        for j in range(h):
+            for k in range(w):
+                d2 = ((d_s / d_t) * (2 * i / t - 1)) ** 2 + (2 * j / h - 1) ** 2 + (2 * k / w - 1) ** 2
+                m[i, j, k] = math.exp(-d2 / (2 * d_s**2))
+    return m
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 5, 6), (4, 6, 7)])
+def test_low_pass_matches_published_mask(shape):
+    ours = torch.fft.fftshift(gaussian_low_pass(shape, 0.25, 1.0), dim=(-3, -2, -1))
+    torch.testing.assert_close(ours, _demo_filter(*shape, 0.25, 1.0), rtol=1e-5, atol=1e-7)
+
+
+def test_single_frame_filter_gain_is_set_by_d_t():
+    """With one frame the temporal coordinate is -1, so D_T scales the whole low band: exp(-1/(2 D_T^2))."""
+    for d_t in (0.5, 1.0, 2.0):
+        lpf = gaussian_low_pass((1, 16, 16), 0.25, d_t)
+        assert float(lpf[0, 0, 0]) == pytest.approx(math.exp(-0.5 / d_t**2), rel=1e-6)
+        assert float(lpf.max()) == float(lpf[0, 0, 0])
+
+
+def test_noise_tail_is_todays_draw():
+    lat = torch.randn(1, 4, 12, 8, 8)
+    a, b = NoiseSource(3), NoiseSource(3)
+    for _ in range(3):
+        assert torch.equal(NoiseTail().draw(lat, a), b.randn(lat[:, :, -1:].shape))
+
+
+def _source_frames(schedule, n: int, h: int = 32, w: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queues whose last slot holds a structured frame (unit variance) noised to its level after the step."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(n, 4, 1, h // 8, w // 8, generator=g)
+    x0 = torch.nn.functional.interpolate(coarse[:, :, 0], size=(h, w), mode="bicubic")[:, :, None]
+    x0 = (x0 - x0.mean()) / x0.std()
+    a = float(schedule.alphas_prev[-1])
+    last = math.sqrt(a) * x0 + math.sqrt(1 - a) * torch.randn(x0.shape, generator=g)
+    return torch.cat([torch.zeros(n, 4, 3, h, w), last], dim=2), last
+
+
+def _low(x: torch.Tensor, lpf: torch.Tensor) -> torch.Tensor:
+    return torch.fft.ifftn(torch.fft.fftn(x, dim=(-3, -2, -1)) * lpf, dim=(-3, -2, -1)).real
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.flatten() - a.mean(), b.flatten() - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
+def test_coherent_tail_statistics_at_the_noisiest_level(schedule):
+    """Unit variance per element, a white high band, and a low band correlated with its source frame."""
+    n = 64
+    queue, src = _source_frames(schedule, n)
+    tail = CoherentTail(schedule).draw(queue, NoiseSource(0))
+    white = NoiseTail().draw(queue, NoiseSource(0))
+    assert tail.shape == src.shape and tail.dtype == torch.float32
+    # unit variance per element (pooled over 64 x 4096 elements; sampling error ~0.005)
+    assert float(tail.mean()) == pytest.approx(0.0, abs=0.03)
+    assert float(tail.var()) == pytest.approx(1.0, abs=0.03)
+    per_position = tail.var(dim=0)  # variance of every element across draws
+    assert float(per_position.mean()) == pytest.approx(1.0, abs=0.03)
+    # white high band: where the low-pass is negligible, the power per bin is flat at 1 (orthonormal FFT)
+    lpf = gaussian_low_pass((1, 32, 32), 0.25, 1.0)
+    power = torch.fft.fftn(tail, dim=(-3, -2, -1), norm="ortho").abs().square().mean(dim=(0, 1))
+    high = lpf < 0.01  # normalised radius > ~0.76: the outer 40 % of the bins
+    assert int(high.sum()) > 300
+    assert float(power[high].mean()) == pytest.approx(1.0, abs=0.03)
+    assert float(power[high].std()) < 0.2  # 256 samples per bin: chi-square spread ~0.09
+    # the high band carries no trace of the source
+    src_hi = torch.fft.fftn(src, dim=(-3, -2, -1), norm="ortho")[..., high]
+    tail_hi = torch.fft.fftn(tail, dim=(-3, -2, -1), norm="ortho")[..., high]
+    assert abs(_corr(src_hi.real, tail_hi.real)) < 0.02
+    # the low band follows its source frame; plain noise does not
+    c_coherent = _corr(_low(tail, lpf), _low(src, lpf))
+    c_noise = _corr(_low(white, lpf), _low(src, lpf))
+    print(f"low-band correlation with the source frame: coherent {c_coherent:.3f}, noise {c_noise:.3f}")
+    # expected: per bin T = LPF (k S + f eps) + HPF N, so <LPF T, LPF S> = sum LPF^3 k |S|^2 (noise terms vanish)
+    t = CoherentTail(schedule)
+    s2 = torch.fft.fftn(src - src.mean(), dim=(-3, -2, -1), norm="ortho").abs().square().mean(dim=(0, 1))
+    hpf = high_pass_weight(lpf, "preserve")
+    num = (lpf**3 * t.keep * s2).sum()
+    den = ((lpf**2 * s2).sum() * (lpf**2 * (lpf**2 * (t.keep**2 * s2 + t.fresh**2) + hpf**2)).sum()).sqrt()
+    assert c_coherent == pytest.approx(float(num / den), abs=0.03)
+    assert c_coherent > 0.25
+    assert abs(c_noise) < 0.05
+
+
+def test_linear_mix_of_the_demo_code_loses_variance(schedule):
+    """Why ``preserve`` is the default: LPF*X + (1-LPF)*N has variance mean(LPF^2 + (1-LPF)^2) < 1."""
+    queue, _ = _source_frames(schedule, 64)
+    tail = CoherentTail(schedule, mix="linear").draw(queue, NoiseSource(0))
+    lpf = gaussian_low_pass((1, 32, 32), 0.25, 1.0)
+    expected = float((lpf.square() + high_pass_weight(lpf, "linear").square()).mean())
+    assert expected < 0.97
+    assert float(tail.var()) == pytest.approx(expected, abs=0.03)
+
+
+def test_coherent_forward_diffusion_reaches_the_tail_level(schedule):
+    t = CoherentTail(schedule)
+    a_tail, a_src = float(schedule.alphas[-1]), float(schedule.alphas_prev[-1])
+    assert t.keep**2 * a_src == pytest.approx(a_tail, rel=1e-6)  # signal fraction of the tail's level
+    assert t.keep**2 + t.fresh**2 == pytest.approx(1.0)
+    assert float(schedule.timesteps[-1]) == 999 and a_src == pytest.approx(float(schedule.alphas[-2]))
+
+
+def test_rescheduled_reuses_shuffled_blocks():
+    w, s = 8, 4
+    lat = torch.zeros(1, 2, 5, 3, 3)
+    r, fresh = RescheduledTail(w, s), NoiseSource(7)
+    ref = NoiseSource(7)
+    tails = [r.draw(lat, fresh) for _ in range(40)]
+    for k in range(w):  # the first window is exactly what --tail noise enqueues
+        assert torch.equal(tails[k], ref.randn(lat[:, :, -1:].shape))
+    for start in range(w, 40 - s + 1, s):  # every later block is a permutation of the block W frames earlier
+        src = [tails[i] for i in range(start - w, start - w + s)]
+        block = tails[start : start + s]
+        matches = [[i for i, x in enumerate(src) if torch.equal(x, b)] for b in block]
+        assert sorted(m[0] for m in matches) == list(range(s)), matches
+    firsts = tails[:w]
+    assert all(any(torch.equal(t, f) for f in firsts) for t in tails)
+    orders = {tuple(next(i for i, f in enumerate(firsts) if torch.equal(t, f)) for t in tails[k : k + s])
+              for k in range(w, 40 - s + 1, s)}
+    assert len(orders) > 1  # the shuffles differ between blocks
+
+
+@pytest.mark.parametrize("mode", ["noise", "coherent", "rescheduled"])
+def test_state_round_trip_is_bitwise(schedule, mode):
+    cfg = TailConfig(mode=mode, window=6, stride=4)
+    lat = torch.randn(1, 4, 12, 8, 8)
+    whole, noise = make_tail_sampler(cfg, schedule, 8), NoiseSource(11)
+    expected = [whole.draw(lat, noise) for _ in range(20)]
+    first, noise2 = make_tail_sampler(cfg, schedule, 8), NoiseSource(11)
+    for _ in range(9):  # stop mid-block
+        first.draw(lat, noise2)
+    saved = {k: v.clone() for k, v in first.state_dict().items()}
+    rng = noise2.get_state()
+    resumed, noise3 = make_tail_sampler(cfg, schedule, 8), NoiseSource(0)
+    resumed.load_state_dict(saved)
+    noise3.set_state(rng)
+    for k in range(9, 20):
+        assert torch.equal(resumed.draw(lat, noise3), expected[k])
+
+
+def test_same_seed_same_tails(schedule):
+    lat = torch.randn(1, 4, 12, 8, 8)
+    for mode in ("coherent", "rescheduled"):
+        runs = []
+        for _ in range(2):
+            t, n = make_tail_sampler(TailConfig(mode=mode), schedule, 4), NoiseSource(5)
+            runs.append(torch.cat([t.draw(lat, n) for _ in range(12)]))
+        assert torch.equal(runs[0], runs[1])
+
+
+def test_config_checks_and_parsers():
+    assert parse_cutoff("0.25") == (0.25, None)
+    assert parse_cutoff("0.3:0.5") == (0.3, 0.5)
+    assert parse_window("16") == (16, None)
+    assert parse_window("16:4") == (16, 4)
+    for bad in ("", "a", "0.1:0.2:0.3", "0.1:x"):
+        with pytest.raises(ValueError, match="--tail-cutoff"):
+            parse_cutoff(bad)
+    for bad in ("", "1.5", "8:2:1"):
+        with pytest.raises(ValueError, match="--tail-window"):
+            parse_window(bad)
+    bad_cfgs = [(TailConfig(mode="pink"), "--tail must be"), (TailConfig(cutoff_s=0), "D_S > 0"),
+                (TailConfig(cutoff_t=-1), "D_T > 0"), (TailConfig(mix="sum"), "mix"),
+                (TailConfig(window=0), "W must be"), (TailConfig(stride=0), "stride S"),
+                (TailConfig(window=4, stride=5), "exceeds the window")]
+    for cfg, msg in bad_cfgs:
+        with pytest.raises(ValueError, match=msg):
+            check_tail_config(cfg)
+    with pytest.raises(ValueError, match="default: the FIFO window"):
+        make_tail_sampler(TailConfig(mode="rescheduled", stride=8), make_ddim_schedule(torch.linspace(0.99, 0.01, 100),
+                                                                                      4), 4)
