@@ -19,7 +19,7 @@ arithmetic is float32, and any history is part of the resumable state (``state_d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import torch
@@ -57,6 +57,15 @@ def check_tail_config(cfg: TailConfig) -> None:
     if cfg.window is not None and cfg.stride > cfg.window:
         raise ValueError(f"--tail-window stride {cfg.stride} exceeds the window {cfg.window}: a block must copy "
                          "noise from before itself; use S <= W (FreeNoise: 16:4)")
+
+
+def tail_hash_settings(cfg: TailConfig) -> dict[str, Any] | None:
+    """The settings that change the video in ``cfg.mode`` (None for ``noise``: nothing to hash)."""
+    if cfg.mode == "coherent":
+        return {"mode": cfg.mode, "cutoff_s": cfg.cutoff_s, "cutoff_t": cfg.cutoff_t, "mix": cfg.mix}
+    if cfg.mode == "rescheduled":
+        return {"mode": cfg.mode, "window": cfg.window, "stride": cfg.stride}
+    return None if cfg.mode == "noise" else asdict(cfg)
 
 
 def parse_cutoff(spec: str) -> tuple[float, float | None]:
