@@ -138,8 +138,6 @@ class TailSampler(Protocol):
 
     def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None: ...
 
-    def describe(self) -> dict[str, Any]: ...
-
 
 class NoiseTail:
     """Fresh white noise: FIFO-Diffusion's tail, bit for bit."""
@@ -152,9 +150,6 @@ class NoiseTail:
 
     def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
         pass
-
-    def describe(self) -> dict[str, Any]:
-        return {"mode": "noise"}
 
 
 class CoherentTail:
@@ -197,12 +192,6 @@ class CoherentTail:
     def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
         pass
 
-    def describe(self) -> dict[str, Any]:
-        return {"mode": "coherent", "d_s": self.d_s, "d_t": self.d_t, "mix": self.mix,
-                "source": "last queue slot after its step (schedule index S-2), forward-diffused to index S-1",
-                "forward_keep": self.keep, "forward_fresh": self.fresh,
-                "low_band_peak_gain": math.exp(-0.5 / self.d_t**2)}
-
 
 class RescheduledTail:
     """FreeNoise's noise rescheduling, one frame at a time.
@@ -228,6 +217,9 @@ class RescheduledTail:
         if self.history is None:
             self.history = torch.zeros((*shape[:2], self.size, *shape[3:]), dtype=torch.float32,
                                        device=latents.device)
+        if self.history.device != latents.device:  # restored from a CPU state file
+            self.history = self.history.to(latents.device)
+            self.perm = self.perm.to(latents.device) if self.perm is not None else None
         k = self.count
         if k < self.window:
             fresh = noise.randn(shape)
@@ -254,9 +246,6 @@ class RescheduledTail:
         self.count = int(sd["count"])
         self.history = sd["history"].to(torch.float32) if "history" in sd else None
         self.perm = sd["perm"].long() if "perm" in sd else None
-
-    def describe(self) -> dict[str, Any]:
-        return {"mode": "rescheduled", "window": self.window, "stride": self.stride}
 
 
 def make_tail_sampler(cfg: TailConfig, schedule: DDIMSchedule, fifo_window: int) -> TailSampler:
