@@ -9,6 +9,7 @@ import torch
 
 from fifo_longvid.diffusion.noise import NoiseSource
 from fifo_longvid.diffusion.schedule import make_ddim_schedule, train_schedule
+from fifo_longvid.fifo.queue import FrameQueue
 from fifo_longvid.fifo.tail import (
     CoherentTail,
     NoiseTail,
@@ -17,6 +18,7 @@ from fifo_longvid.fifo.tail import (
     check_tail_config,
     gaussian_low_pass,
     high_pass_weight,
+    last_slot,
     make_tail_sampler,
     parse_cutoff,
     parse_window,
@@ -27,6 +29,12 @@ from fifo_longvid.fifo.tail import (
 def schedule():
     ac = torch.from_numpy(train_schedule()["alphas_cumprod"]).float()
     return make_ddim_schedule(ac, 16, eta=1.0)
+
+
+def _queue(latents: torch.Tensor, offset: int = 0) -> FrameQueue:
+    """A queue holding ``latents`` in slot order, its ring rotated by ``offset``."""
+    q = latents.shape[2]
+    return FrameQueue(torch.roll(latents, offset, dims=2).contiguous(), torch.arange(q), q, offset)
 
 
 def _demo_filter(t: int, h: int, w: int, d_s: float, d_t: float) -> torch.Tensor:
@@ -55,10 +63,16 @@ def test_single_frame_filter_gain_is_set_by_d_t():
 
 
 def test_noise_tail_is_todays_draw():
-    lat = torch.randn(1, 4, 12, 8, 8)
+    q = _queue(torch.randn(1, 4, 12, 8, 8))
     a, b = NoiseSource(3), NoiseSource(3)
     for _ in range(3):
-        assert torch.equal(NoiseTail().draw(lat, a), b.randn(lat[:, :, -1:].shape))
+        assert torch.equal(NoiseTail()(q, a), b.randn((1, 4, 1, 8, 8)))
+
+
+def test_last_slot_follows_the_ring():
+    lat = torch.randn(2, 4, 7, 3, 3)
+    for offset in range(7):
+        assert torch.equal(last_slot(_queue(lat, offset)), lat[:, :, -1:])
 
 
 def _source_frames(schedule, n: int, h: int = 32, w: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +83,7 @@ def _source_frames(schedule, n: int, h: int = 32, w: int = 32, seed: int = 0) ->
     x0 = (x0 - x0.mean()) / x0.std()
     a = float(schedule.alphas_prev[-1])
     last = math.sqrt(a) * x0 + math.sqrt(1 - a) * torch.randn(x0.shape, generator=g)
-    return torch.cat([torch.zeros(n, 4, 3, h, w), last], dim=2), last
+    return _queue(torch.cat([torch.zeros(n, 4, 3, h, w), last], dim=2), offset=2), last
 
 
 def _low(x: torch.Tensor, lpf: torch.Tensor) -> torch.Tensor:
@@ -85,8 +99,8 @@ def test_coherent_tail_statistics_at_the_noisiest_level(schedule):
     """Unit variance per element, a white high band, and a low band correlated with its source frame."""
     n = 64
     queue, src = _source_frames(schedule, n)
-    tail = CoherentTail(schedule).draw(queue, NoiseSource(0))
-    white = NoiseTail().draw(queue, NoiseSource(0))
+    tail = CoherentTail(schedule)(queue, NoiseSource(0))
+    white = NoiseTail()(queue, NoiseSource(0))
     assert tail.shape == src.shape and tail.dtype == torch.float32
     # unit variance per element (pooled over 64 x 4096 elements; sampling error ~0.005)
     assert float(tail.mean()) == pytest.approx(0.0, abs=0.03)
@@ -122,7 +136,7 @@ def test_coherent_tail_statistics_at_the_noisiest_level(schedule):
 def test_linear_mix_of_the_demo_code_loses_variance(schedule):
     """Why ``preserve`` is the default: LPF*X + (1-LPF)*N has variance mean(LPF^2 + (1-LPF)^2) < 1."""
     queue, _ = _source_frames(schedule, 64)
-    tail = CoherentTail(schedule, mix="linear").draw(queue, NoiseSource(0))
+    tail = CoherentTail(schedule, mix="linear")(queue, NoiseSource(0))
     lpf = gaussian_low_pass((1, 32, 32), 0.25, 1.0)
     expected = float((lpf.square() + high_pass_weight(lpf, "linear").square()).mean())
     assert expected < 0.97
@@ -139,12 +153,12 @@ def test_coherent_forward_diffusion_reaches_the_tail_level(schedule):
 
 def test_rescheduled_reuses_shuffled_blocks():
     w, s = 8, 4
-    lat = torch.zeros(1, 2, 5, 3, 3)
+    q = _queue(torch.zeros(1, 2, 5, 3, 3))
     r, fresh = RescheduledTail(w, s), NoiseSource(7)
     ref = NoiseSource(7)
-    tails = [r.draw(lat, fresh) for _ in range(40)]
+    tails = [r(q, fresh) for _ in range(40)]
     for k in range(w):  # the first window is exactly what --tail noise enqueues
-        assert torch.equal(tails[k], ref.randn(lat[:, :, -1:].shape))
+        assert torch.equal(tails[k], ref.randn((1, 2, 1, 3, 3)))
     for start in range(w, 40 - s + 1, s):  # every later block is a permutation of the block W frames earlier
         src = [tails[i] for i in range(start - w, start - w + s)]
         block = tails[start : start + s]
@@ -160,28 +174,28 @@ def test_rescheduled_reuses_shuffled_blocks():
 @pytest.mark.parametrize("mode", ["noise", "coherent", "rescheduled"])
 def test_state_round_trip_is_bitwise(schedule, mode):
     cfg = TailConfig(mode=mode, window=6, stride=4)
-    lat = torch.randn(1, 4, 12, 8, 8)
+    lat = _queue(torch.randn(1, 4, 12, 8, 8), offset=5)
     whole, noise = make_tail_sampler(cfg, schedule, 8), NoiseSource(11)
-    expected = [whole.draw(lat, noise) for _ in range(20)]
+    expected = [whole(lat, noise) for _ in range(20)]
     first, noise2 = make_tail_sampler(cfg, schedule, 8), NoiseSource(11)
     for _ in range(9):  # stop mid-block
-        first.draw(lat, noise2)
+        first(lat, noise2)
     saved = {k: v.clone() for k, v in first.state_dict().items()}
     rng = noise2.get_state()
     resumed, noise3 = make_tail_sampler(cfg, schedule, 8), NoiseSource(0)
     resumed.load_state_dict(saved)
     noise3.set_state(rng)
     for k in range(9, 20):
-        assert torch.equal(resumed.draw(lat, noise3), expected[k])
+        assert torch.equal(resumed(lat, noise3), expected[k])
 
 
 def test_same_seed_same_tails(schedule):
-    lat = torch.randn(1, 4, 12, 8, 8)
+    lat = _queue(torch.randn(1, 4, 12, 8, 8))
     for mode in ("coherent", "rescheduled"):
         runs = []
         for _ in range(2):
             t, n = make_tail_sampler(TailConfig(mode=mode), schedule, 4), NoiseSource(5)
-            runs.append(torch.cat([t.draw(lat, n) for _ in range(12)]))
+            runs.append(torch.cat([t(lat, n) for _ in range(12)]))
         assert torch.equal(runs[0], runs[1])
 
 

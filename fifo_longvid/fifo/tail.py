@@ -13,7 +13,8 @@ FIFO enqueues a latent at the noisiest schedule index every iteration. Three way
 This lives in ``fifo/`` rather than ``techniques/``: it decides the sampler's input, reads only the
 queue and the schedule, and never touches the U-Net. Every draw goes through the run's
 ``NoiseSource`` (one seed, one video), the per-iteration path has no host synchronisation, the
-arithmetic is float32, and any history is part of the resumable state (``state_dict``).
+arithmetic is float32, and any history is part of the resumable state (``state_dict``). A sampler is
+the ``tail`` hook of ``FifoStepper.step``: ``sampler(queue, noise) -> (B, C, 1, h, w)``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 
 from ..diffusion.noise import NoiseSource
 from ..diffusion.schedule import DDIMSchedule
+from .queue import FrameQueue
 
 TAIL_MODES = ("noise", "coherent", "rescheduled")
 MIX_MODES = ("preserve", "linear")
@@ -130,9 +132,17 @@ def frequency_mix(low_src: torch.Tensor, high_src: torch.Tensor, lpf: torch.Tens
 
 # ---------------------------------------------------------------- samplers
 
+def last_slot(queue: FrameQueue) -> torch.Tensor:
+    """A view of the queue's last (noisiest) logical slot, (B, C, 1, h, w): no copy, no host sync."""
+    p = (queue.offset + queue.length - 1) % queue.length
+    return queue.buffer[:, :, p : p + 1]
+
+
 class TailSampler(Protocol):
-    def draw(self, latents: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
-        """The new tail (B, C, 1, h, w) for a queue whose slots have just been denoised (before pop)."""
+    """``FifoStepper.step``'s ``tail`` hook: called once per iteration, after the denoising step, before the pop."""
+
+    def __call__(self, queue: FrameQueue, noise: NoiseSource) -> torch.Tensor:
+        """The new tail (B, C, 1, h, w) float32."""
 
     def state_dict(self) -> dict[str, torch.Tensor]: ...
 
@@ -142,8 +152,8 @@ class TailSampler(Protocol):
 class NoiseTail:
     """Fresh white noise: FIFO-Diffusion's tail, bit for bit."""
 
-    def draw(self, latents: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
-        return noise.randn(latents[:, :, -1:].shape)
+    def __call__(self, queue: FrameQueue, noise: NoiseSource) -> torch.Tensor:
+        return noise.randn(queue.buffer[:, :, :1].shape)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}
@@ -178,13 +188,13 @@ class CoherentTail:
             self._filters[key] = (lpf, high_pass_weight(lpf, self.mix))
         return self._filters[key]
 
-    def draw(self, latents: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
-        src = latents[:, :, -1:].float()
-        eps = noise.randn(src.shape).to(src.device, torch.float32)
-        eta = noise.randn(src.shape).to(src.device, torch.float32)
+    def __call__(self, queue: FrameQueue, noise: NoiseSource) -> torch.Tensor:
+        src = last_slot(queue).float()
+        eps = noise.randn(src.shape).to(src.device)
+        eta = noise.randn(src.shape).to(src.device)
         x_t = self.keep * src + self.fresh * eps
         lpf, hpf = self.filters(tuple(src.shape[-3:]), src.device)
-        return frequency_mix(x_t, eta, lpf, hpf).to(latents.dtype)
+        return frequency_mix(x_t, eta, lpf, hpf)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}  # everything it reads is in the queue; its draws are in the NoiseSource state
@@ -212,27 +222,25 @@ class RescheduledTail:
         self.history: torch.Tensor | None = None  # (B, C, W+S, h, w) float32 ring, slot = k mod (W+S)
         self.perm: torch.Tensor | None = None  # (S,) long, the current block's permutation
 
-    def draw(self, latents: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
-        shape = latents[:, :, -1:].shape
+    def __call__(self, queue: FrameQueue, noise: NoiseSource) -> torch.Tensor:
+        shape, device = queue.buffer[:, :, :1].shape, queue.buffer.device
         if self.history is None:
-            self.history = torch.zeros((*shape[:2], self.size, *shape[3:]), dtype=torch.float32,
-                                       device=latents.device)
-        if self.history.device != latents.device:  # restored from a CPU state file
-            self.history = self.history.to(latents.device)
-            self.perm = self.perm.to(latents.device) if self.perm is not None else None
+            self.history = torch.zeros((*shape[:2], self.size, *shape[3:]), dtype=torch.float32, device=device)
+        if self.history.device != device:  # restored from a CPU state file
+            self.history = self.history.to(device)
+            self.perm = self.perm.to(device) if self.perm is not None else None
         k = self.count
         if k < self.window:
-            fresh = noise.randn(shape)
-            z = fresh.to(latents.device, torch.float32)
+            z = noise.randn(shape).to(device)
         else:
             j = (k - self.window) % self.stride
             if j == 0 or self.perm is None:
-                self.perm = torch.argsort(noise.randn((self.stride,)).to(latents.device, torch.float32))
+                self.perm = torch.argsort(noise.randn((self.stride,)).to(device))
             src = (self.perm[j : j + 1] + (k - j - self.window)) % self.size
             z = self.history.index_select(2, src)
         self.history[:, :, k % self.size] = z[:, :, 0]
         self.count = k + 1
-        return fresh if k < self.window else z.to(latents.dtype)
+        return z
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         sd = {"count": torch.tensor(self.count)}
