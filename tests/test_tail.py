@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -220,3 +221,20 @@ def test_config_checks_and_parsers():
     with pytest.raises(ValueError, match="default: the FIFO window"):
         make_tail_sampler(TailConfig(mode="rescheduled", stride=8), make_ddim_schedule(torch.linspace(0.99, 0.01, 100),
                                                                                       4), 4)
+
+
+def test_only_settings_that_change_the_video_enter_the_hashes():
+    from fifo_longvid.batch import settings_of
+    from fifo_longvid.config import build_run_config, numerics_hash
+
+    def hashes(*overrides):
+        cfg = build_run_config(overrides=list(overrides))
+        return numerics_hash(cfg, "x"), json.dumps(settings_of(cfg, "x"), sort_keys=True)
+
+    default = hashes()
+    assert "tail" not in default[1]  # hashes and batch names from before --tail stay valid
+    assert hashes("fifo.tail.mode=noise", "fifo.tail.cutoff_s=0.5", "fifo.tail.stride=2") == default
+    coherent = hashes("fifo.tail.mode=coherent")
+    assert len({default, coherent, hashes("fifo.tail.mode=coherent", "fifo.tail.cutoff_t=0.5"),
+                hashes("fifo.tail.mode=rescheduled"), hashes("fifo.tail.mode=rescheduled", "fifo.tail.stride=2")}) == 5
+    assert hashes("fifo.tail.mode=coherent", "fifo.tail.stride=2") == coherent
