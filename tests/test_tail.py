@@ -238,3 +238,155 @@ def test_only_settings_that_change_the_video_enter_the_hashes():
     assert len({default, coherent, hashes("fifo.tail.mode=coherent", "fifo.tail.cutoff_t=0.5"),
                 hashes("fifo.tail.mode=rescheduled"), hashes("fifo.tail.mode=rescheduled", "fifo.tail.stride=2")}) == 5
     assert hashes("fifo.tail.mode=coherent", "fifo.tail.stride=2") == coherent
+
+
+# ---------------------------------------------------------------- in the sampler and the pipeline
+
+SMALL = ["fifo.window=4", "fifo.partitions=2", "sampling.height=64", "sampling.width=64", "sampling.seed=7"]
+
+
+def _generate(model, name, out, extra=(), progress=None):
+    from fifo_longvid import pipeline
+    from fifo_longvid.config import build_run_config
+
+    cfg = build_run_config(flags={"model": name, "prompts": ["a red fox running"], "output.path": str(out)},
+                           overrides=SMALL + list(extra))
+    return pipeline.generate(cfg, model=model, progress=progress, log=lambda m: None)
+
+
+def _latents(out):
+    from safetensors.torch import load_file
+
+    return load_file(str(out.with_suffix(".latents.safetensors")))["latents"]
+
+
+def test_noise_tail_in_the_stepper_is_todays_iteration(schedule):
+    from fifo_longvid.fifo.init import init_queue
+    from fifo_longvid.fifo.queue import FifoPlan
+    from fifo_longvid.fifo.sampler import FifoStepper
+
+    plan = FifoPlan(4, 4, lookahead=True)
+    stepper = FifoStepper(plan, schedule, 1, (6, 6), 4, "cpu")
+    den = lambda b: 0.1 * b.x  # noqa: E731 - any deterministic denoiser
+    outs = []
+    for tail in (None, NoiseTail()):
+        noise = NoiseSource(2)
+        q = init_queue(plan, schedule, noise, "noise", shape=(1, 4, 6, 6))
+        outs.append(torch.cat([stepper.step(den, q, noise, iteration=i, tail=tail)[0] for i in range(12)]
+                              + [q.latents], dim=2))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_coherent_tail_in_the_stepper_reads_the_denoised_last_slot(schedule):
+    """The hook runs after the step and before the pop: it sees the last slot at index S-2's level."""
+    from fifo_longvid.fifo.init import init_queue
+    from fifo_longvid.fifo.queue import FifoPlan
+    from fifo_longvid.fifo.sampler import FifoStepper
+
+    plan = FifoPlan(4, 4, lookahead=True)
+    stepper = FifoStepper(plan, schedule, 1, (6, 6), 4, "cpu")
+    seen = []
+    coherent = CoherentTail(schedule)
+
+    def spy(queue, noise):
+        seen.append(last_slot(queue).clone())
+        return coherent(queue, noise)
+
+    noise = NoiseSource(4)
+    q = init_queue(plan, schedule, noise, "noise", shape=(1, 4, 6, 6))
+    before = q.latents[:, :, -1:].clone()
+    stepper.step(lambda b: torch.zeros_like(b.x), q, noise, tail=spy)
+    # eps = 0 and eta = 1: the last slot becomes sqrt(a_prev / a) x + sigma z, not the value it had
+    assert not torch.equal(seen[0], before)
+    a, a_prev = float(schedule.alphas[-1]), float(schedule.alphas_prev[-1])
+    assert float((seen[0] - (a_prev / a) ** 0.5 * before).std()) == pytest.approx(float(schedule.sigmas[-1]),
+                                                                                   rel=0.3)
+
+
+@pytest.mark.parametrize("tail", [["fifo.tail.mode=coherent", "fifo.tail.cutoff_s=0.3"],
+                                  ["fifo.tail.mode=rescheduled", "fifo.tail.window=3", "fifo.tail.stride=2"]])
+def test_resume_is_bitwise_with_every_tail(tiny_model, tmp_path, tail):
+    """Interrupted after 8 iterations (mid-block for 3:2 rescheduling: its history and permutation must be saved)."""
+    import os
+    import signal
+
+    import numpy as np
+
+    from fifo_longvid.fifo.state import state_path
+    from fifo_longvid.io.video import read_video
+
+    extra = ["fifo.num_frames=6", "output.save_latents=true", "output.checkpoint_every=2", *tail]
+    full = _generate(tiny_model, "tiny", tmp_path / "full.mp4", extra)
+
+    def interrupt(task, done, total):
+        if task == "fifo" and done == 8:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    out = tmp_path / "cut.mp4"
+    assert _generate(tiny_model, "tiny", out, extra, progress=interrupt).partial
+    assert state_path(out).exists()
+    resumed = _generate(tiny_model, "tiny", out, [*extra, "output.resume=true"])
+    assert not resumed.partial and resumed.frames == 6
+    assert torch.equal(_latents(tmp_path / "full.mp4"), _latents(out))
+    assert np.array_equal(read_video(resumed.output), read_video(full.output))
+
+
+def test_tails_compose_with_uniform_init_qcache_multiprompt_and_no_lookahead(tiny_model, tmp_path):
+    import json
+
+    from fifo_longvid import pipeline
+    from fifo_longvid.config import build_run_config
+
+    common = [*SMALL, "fifo.num_frames=5", "fifo.frames_per_prompt=[2,3]", "fifo.init=uniform",
+              "techniques.qcache.enabled=true", "techniques.qcache.v=0.9", "output.save_latents=true"]
+    runs = {}
+    for mode, extra in (("noise", ["fifo.lookahead=false"]), ("coherent", ["fifo.lookahead=false"]),
+                        ("rescheduled", ["fifo.tail.stride=2"])):
+        out = tmp_path / f"{mode}.mp4"
+        cfg = build_run_config(flags={"model": "tiny", "prompts": ["a fox", "a cat"], "output.path": str(out)},
+                               overrides=[*common, *extra, f"fifo.tail.mode={mode}"])
+        res = pipeline.generate(cfg, model=tiny_model, log=lambda m: None)
+        assert res.frames == 5 and not res.partial
+        meta = json.loads(res.sidecar.read_text())
+        assert meta["config"]["fifo"]["tail"]["mode"] == mode and "qcache" in meta["techniques"]
+        runs[mode] = _latents(out)
+        assert torch.isfinite(runs[mode]).all()
+    assert meta["config"]["fifo"]["tail"]["window"] == 4  # the default period, resolved to the FIFO window
+    assert not torch.equal(runs["noise"], runs["coherent"])
+
+
+def test_tail_composes_with_latent_seeding(tmp_path):
+    from fifo_longvid import load_model
+
+    model = load_model("tiny_i2v", device="cpu")
+    extra = ["fifo.num_frames=3", "conditioning.latent_seed=true", "output.save_latents=true"]
+    outs = [_latents(_generate(model, "tiny_i2v", tmp_path / f"{m}.mp4", [*extra, f"fifo.tail.mode={m}"]).output)
+            for m in ("noise", "coherent")]
+    assert all(torch.isfinite(o).all() for o in outs) and not torch.equal(*outs)
+
+
+def test_cli_tail_options(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from fifo_longvid.cli import app
+
+    base = ["generate", "--prompt", "a person swimming in ocean", "--config", "tiny", "--height", "64", "--width",
+            "64", "--seed", "3", "--num-frames", "2", "fifo.window=4"]
+    out = tmp_path / "swim.mp4"
+    r = CliRunner().invoke(app, [*base, "--tail-cutoff", "0.3:0.8", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    tail = json.loads(out.with_suffix(".json").read_text())["config"]["fifo"]["tail"]
+    assert (tail["mode"], tail["cutoff_s"], tail["cutoff_t"]) == ("coherent", 0.3, 0.8)  # implied by --tail-cutoff
+    for args, needle in ((["--tail", "pink"], "--tail must be one of"),
+                         (["--tail", "noise", "--tail-cutoff", "0.2"], "belongs to --tail coherent"),
+                         (["--tail-cutoff", "0.2", "--tail-window", "8"], "different --tail modes"),
+                         (["--tail-cutoff", "wide"], "D_S or D_S:D_T"),
+                         (["--tail-cutoff", "0:1"], "D_S > 0"),
+                         (["--tail-window", "2:3"], "exceeds the window")):
+        bad = tmp_path / "bad.mp4"
+        r = CliRunner().invoke(app, [*base, *args, "-o", str(bad)])
+        text = " ".join(r.output.split())
+        assert r.exit_code == 2 and needle in text and "Traceback" not in text, (args, r.output)
+        assert not bad.exists()
