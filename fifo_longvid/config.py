@@ -148,7 +148,7 @@ def numerics_hash(cfg: RunConfig, checkpoint_id: str) -> str:
     d.pop("output")
     d["fifo"].pop("num_frames")
     d["fifo"].pop("max_batch")
-    _hash_tail(d)
+    prune_tail_settings(d)
     d.pop("device")
     d.pop("compile")  # like the device and max_batch, it changes float rounding only
     d["checkpoint"] = checkpoint_id
@@ -159,7 +159,7 @@ def numerics_hash(cfg: RunConfig, checkpoint_id: str) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _hash_tail(d: dict[str, Any]) -> None:
+def prune_tail_settings(d: dict[str, Any]) -> None:
     """Only the tail settings that change the video enter a hash (none for the default ``noise``, so
     hashes from before ``--tail`` existed stay valid)."""
     tail = tail_hash_settings(TailConfig(**d["fifo"].pop("tail")))
