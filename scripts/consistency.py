@@ -114,7 +114,7 @@ def write_curve(path: Path, curves: dict[str, np.ndarray]) -> None:
 
 
 def table(names: list[str], summaries: list[dict[str, float]], lag: int) -> str:
-    labels = {"frames": "frames", "flicker_mae": "flicker: mean |frame - previous| (0-255)",
+    labels = {"frames": "frames", "flicker_mae": "flicker: mean abs(frame - previous), 0-255",
               "vbench_temporal_flickering": "VBench temporal_flickering (255 - MAE) / 255",
               "drift_first_mean": "drift from frame 0, mean (0-255)", "drift_first_last": "drift from frame 0, last",
               "drift_first_max": "drift from frame 0, max", "drift_lag_mean": f"drift from {lag} frames earlier, mean",
