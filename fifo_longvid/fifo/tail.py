@@ -251,7 +251,7 @@ class RescheduledTail:
         return sd
 
     def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
-        self.count = int(sd["count"])
+        self.count = int(sd.get("count", 0))
         self.history = sd["history"].to(torch.float32) if "history" in sd else None
         self.perm = sd["perm"].long() if "perm" in sd else None
 
