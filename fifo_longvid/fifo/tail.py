@@ -208,9 +208,9 @@ class RescheduledTail:
 
     Tail k < W is fresh noise. For k >= W, tails come in blocks of S: at the start of a block a
     permutation ``p`` of S is drawn (argsort of S normals from the NoiseSource), and tail k = noise of
-    tail ``k - j - W + p[j]`` with j = (k - W) mod S. So every frame's noise is a copy of one of the first
-    W, and any W consecutive tails hold them all, locally shuffled. A ring buffer keeps the last W + S
-    tails (it is saved and restored with the resume state).
+    tail ``k - j - W + p[j]`` with j = (k - W) mod S. So every tail is a copy of one of the first W, and
+    every block-aligned run of W tails is a permutation of them. A ring buffer keeps the last W + S tails
+    (it is saved and restored with the resume state).
     """
 
     def __init__(self, window: int, stride: int):
