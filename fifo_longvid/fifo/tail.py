@@ -208,8 +208,8 @@ class RescheduledTail:
 
     Tail k < W is fresh noise. For k >= W, tails come in blocks of S: at the start of a block a
     permutation ``p`` of S is drawn (argsort of S normals from the NoiseSource), and tail k = noise of
-    tail ``k - j - W + p[j]`` with j = (k - W) mod S. So every tail is a copy of one of the first W, and
-    every block-aligned run of W tails is a permutation of them. A ring buffer keeps the last W + S tails
+    tail ``k - j - W + p[j]`` with j = (k - W) mod S. So each block is a permutation of the S tails W
+    earlier, and every tail is a copy of one of the first W. A ring buffer keeps the last W + S tails
     (it is saved and restored with the resume state).
     """
 
