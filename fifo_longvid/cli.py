@@ -57,6 +57,16 @@ def generate(
     qcache_targets: Annotated[str | None, typer.Option(
         help="Comma list of attention layers to blend: temporal_attn1 (default), temporal_attn2, "
         "spatial_attn1, spatial_attn2.")] = None,
+    tail: Annotated[str | None, typer.Option(
+        help="What enters the queue each iteration: noise (fresh white noise, FIFO-Diffusion; default), coherent "
+        "(low frequencies from the last queue latent, high from fresh noise: Ouroboros-Diffusion), rescheduled "
+        "(shuffled reuse of earlier tail noise: FreeNoise).")] = None,
+    tail_cutoff: Annotated[str | None, typer.Option(
+        help="Coherent tail: Gaussian low-pass widths D_S[:D_T] in normalised frequency (default 0.25:1.0). "
+        "Implies --tail coherent.")] = None,
+    tail_window: Annotated[str | None, typer.Option(
+        help="Rescheduled tail: noise period W[:S], S = frames per shuffled block (default: the FIFO window and "
+        "4; FreeNoise used 16:4). Implies --tail rescheduled.")] = None,
     image: Annotated[Path | None, typer.Option(
         help="Image-to-video (I2V models): this png/jpg conditions the whole video. It is centre-cropped to the "
         "frame's aspect ratio and resized to --height x --width (the reference squashed it instead); "

@@ -65,12 +65,39 @@ def build_flags(o: dict[str, Any]) -> dict[str, Any]:
         flags["techniques.qcache.schedule"] = qcache_schedule
     if o["qcache_targets"] is not None:
         flags["techniques.qcache.targets"] = [t.strip() for t in o["qcache_targets"].split(",") if t.strip()]
+    flags.update(tail_flags(o.get("tail"), o.get("tail_cutoff"), o.get("tail_window")))
     fpp = o.get("frames_per_prompt")
     if fpp:
         try:
             flags["fifo.frames_per_prompt"] = [int(x) for x in fpp.split(",")]
         except ValueError:
             fail(f"--frames-per-prompt must be comma-separated integers, got {fpp!r}")
+    return flags
+
+
+def tail_flags(mode: str | None, cutoff: str | None, window: str | None) -> dict[str, Any]:
+    """--tail, --tail-cutoff, --tail-window -> fifo.tail.* (ranges are checked by validation.py)."""
+    from .fifo.tail import parse_cutoff, parse_window
+
+    flags: dict[str, Any] = {}
+    for opt, spec, implied in (("--tail-cutoff", cutoff, "coherent"), ("--tail-window", window, "rescheduled")):
+        if spec is None:
+            continue
+        if mode not in (None, implied):
+            fail(f"{opt} belongs to --tail {implied}, not --tail {mode}")
+        if flags.get("fifo.tail.mode", implied) != implied:
+            fail("--tail-cutoff (coherent) and --tail-window (rescheduled) belong to different --tail modes")
+        flags["fifo.tail.mode"] = implied
+        try:
+            a, b = parse_cutoff(spec) if implied == "coherent" else parse_window(spec)
+        except ValueError as e:
+            fail(str(e))
+        keys = ("cutoff_s", "cutoff_t") if implied == "coherent" else ("window", "stride")
+        flags[f"fifo.tail.{keys[0]}"] = a
+        if b is not None:
+            flags[f"fifo.tail.{keys[1]}"] = b
+    if mode is not None:
+        flags["fifo.tail.mode"] = mode
     return flags
 
 
