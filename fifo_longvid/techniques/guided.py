@@ -1,0 +1,76 @@
+"""The guidance-level hook: classifier-free guidance whose rows need not all run both branches.
+
+Like diffusers' ``FasterCacheDenoiserHook`` this sits around the cfg denoiser, not inside the U-Net: it
+decides per row (window) which passes go through the network, runs them as ONE batch (cond rows of
+every window, then the uncond rows that are computed; two calls when the contexts differ in length),
+republishes the step context with the rows' branches, and combines:
+
+* both branches computed: ε = ε_u + s·(ε_c − ε_u), and CFG-Cache records the frames' deltas;
+* TGATE cond-only window (all frames past the gate): guidance off, ε = ε_c;
+* CFG-Cache window off its turn: ε_u rebuilt from ε_c and the frames' deltas, then guided as usual.
+
+Outside the FIFO phase (no frame ids in the context) it is exactly ``cfg_denoiser``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from ..diffusion.context import StepContext, publish, rows_for
+from ..diffusion.guidance import Denoiser, NetworkFn, _expand, cfg_denoiser, chunked
+from .cfg_cache import CFGCache
+from .hooks import facts_of
+from .tgate import TGate
+
+
+def _concat(a: StepContext, b: StepContext) -> StepContext:
+    def cat(x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None or y is None else torch.cat([x, y])
+
+    return replace(a, step_idx=cat(a.step_idx, b.step_idx), frame_ids=cat(a.frame_ids, b.frame_ids),
+                   commit=cat(a.commit, b.commit), window=cat(a.window, b.window), branch=cat(a.branch, b.branch))
+
+
+def mixed_cfg_denoiser(net: NetworkFn, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float,
+                       max_batch: int | None, tgate: TGate | None, cfg_cache: CFGCache | None) -> Denoiser:
+    plain = cfg_denoiser(net, cond, uncond, scale, max_batch)
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        step = rows_for(b)
+        facts = facts_of(step) if step is not None else None
+        if facts is None or uncond is None or scale == 1.0:
+            return plain(x, t)
+        cond_only = tgate.cond_only(facts) if tgate is not None else [False] * b
+        rebuild = cfg_cache.skip_uncond(facts) if cfg_cache is not None else [False] * b
+        full = [r for r in range(b) if not cond_only[r] and not rebuild[r]]
+        c, u = _expand(cond, b), _expand(uncond, b)
+        fi = torch.tensor(full, dtype=torch.long, device=x.device)
+        ctx_c = step.cond_only()
+        ctx_u = step.select(fi.to(step.step_idx.device)).uncond_only()
+        if c.shape[1:] == u.shape[1:] and full:
+            with publish(_concat(ctx_c, ctx_u)):
+                eps = chunked(net, torch.cat([x, x[fi]]), torch.cat([t, t[fi]]), torch.cat([c, u[fi]]),
+                              max_batch).float()
+            e_c, e_u_full = eps[:b], eps[b:]
+        else:
+            with publish(ctx_c):
+                e_c = chunked(net, x, t, c, max_batch).float()
+            e_u_full = None
+            if full:
+                with publish(ctx_u):
+                    e_u_full = chunked(net, x[fi], t[fi], u[fi], max_batch).float()
+        e_u = e_c.clone()  # cond-only rows: ε_u = ε_c turns guidance off
+        if full:
+            e_u[fi] = e_u_full
+            if cfg_cache is not None:
+                cfg_cache.record(facts, full, e_c[fi], e_u_full)
+        rows = [r for r in range(b) if rebuild[r] and not cond_only[r]]
+        if rows:
+            ri = torch.tensor(rows, dtype=torch.long, device=x.device)
+            e_u[ri] = cfg_cache.rebuild(facts, rows, e_c[ri])
+        return e_u + scale * (e_c - e_u)
+
+    return denoise
