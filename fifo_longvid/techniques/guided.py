@@ -1,8 +1,9 @@
 """The guidance-level hook: classifier-free guidance whose rows need not all run both branches.
 
 Like diffusers' ``FasterCacheDenoiserHook`` this sits around the cfg denoiser, not inside the U-Net: it
-decides per row (window) which passes go through the network, runs them as ONE batch (cond rows of
-every window, then the uncond rows that are computed; two calls when the contexts differ in length),
+decides per row (window) which passes go through the network, runs them as ONE batch in
+``cfg_denoiser``'s interleaved layout without the skipped uncond rows (two calls when the contexts differ
+in length),
 republishes the step context with the rows' branches, and combines:
 
 * both branches computed: ε = ε_u + s·(ε_c − ε_u), and CFG-Cache records the frames' deltas;
@@ -14,23 +15,18 @@ Outside the FIFO phase (no frame ids in the context) it is exactly ``cfg_denoise
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 
-from ..diffusion.context import StepContext, publish, rows_for
+from ..diffusion.context import publish, rows_for
 from ..diffusion.guidance import Denoiser, NetworkFn, _expand, cfg_denoiser, chunked
 from .cfg_cache import CFGCache
 from .hooks import facts_of
 from .tgate import TGate
 
 
-def _concat(a: StepContext, b: StepContext) -> StepContext:
-    def cat(x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor | None:
-        return None if x is None or y is None else torch.cat([x, y])
-
-    return replace(a, step_idx=cat(a.step_idx, b.step_idx), frame_ids=cat(a.frame_ids, b.frame_ids),
-                   commit=cat(a.commit, b.commit), window=cat(a.window, b.window), branch=cat(a.branch, b.branch))
+def _pairs(z: torch.Tensor) -> torch.Tensor:
+    """Each row twice, as cfg_denoiser lays out the cond and uncond passes."""
+    return torch.stack([z, z], dim=1).flatten(0, 1)
 
 
 def mixed_cfg_denoiser(net: NetworkFn, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float,
@@ -48,19 +44,25 @@ def mixed_cfg_denoiser(net: NetworkFn, cond: torch.Tensor, uncond: torch.Tensor 
         full = [r for r in range(b) if not cond_only[r] and not rebuild[r]]
         c, u = _expand(cond, b), _expand(uncond, b)
         fi = torch.tensor(full, dtype=torch.long, device=x.device)
-        ctx_c = step.cond_only()
-        ctx_u = step.select(fi.to(step.step_idx.device)).uncond_only()
-        if c.shape[1:] == u.shape[1:] and full:
-            with publish(_concat(ctx_c, ctx_u)):
-                eps = chunked(net, torch.cat([x, x[fi]]), torch.cat([t, t[fi]]), torch.cat([c, u[fi]]),
-                              max_batch).float()
-            e_c, e_u_full = eps[:b], eps[b:]
+        if c.shape[1:] == u.shape[1:]:
+            # cfg_denoiser's interleaved layout [r0 cond, r0 uncond, r1 cond, ...] minus the skipped uncond rows:
+            # with every row computing both branches this is exactly the plain batch
+            full_set = set(full)
+            sel = torch.tensor([2 * r + k for r in range(b) for k in (0, 1) if k == 0 or r in full_set],
+                               dtype=torch.long)
+            pairs = step.interleave_branches()
+            with publish(pairs.select(sel.to(pairs.step_idx.device))):
+                sel = sel.to(x.device)
+                eps = chunked(net, _pairs(x).index_select(0, sel), _pairs(t).index_select(0, sel),
+                              torch.stack([c, u], dim=1).flatten(0, 1).index_select(0, sel), max_batch).float()
+            is_c = (sel % 2 == 0)
+            e_c, e_u_full = eps[is_c], eps[~is_c]
         else:
-            with publish(ctx_c):
+            with publish(step.cond_only()):
                 e_c = chunked(net, x, t, c, max_batch).float()
             e_u_full = None
             if full:
-                with publish(ctx_u):
+                with publish(step.select(fi.to(step.step_idx.device)).uncond_only()):
                     e_u_full = chunked(net, x[fi], t[fi], u[fi], max_batch).float()
         e_u = e_c.clone()  # cond-only rows: ε_u = ε_c turns guidance off
         if full:
