@@ -48,21 +48,22 @@ def mixed_cfg_denoiser(net: NetworkFn, cond: torch.Tensor, uncond: torch.Tensor 
             # cfg_denoiser's interleaved layout [r0 cond, r0 uncond, r1 cond, ...] minus the skipped uncond rows:
             # with every row computing both branches this is exactly the plain batch
             full_set = set(full)
-            sel = torch.tensor([2 * r + k for r in range(b) for k in (0, 1) if k == 0 or r in full_set],
-                               dtype=torch.long)
+            order = [2 * r + k for r in range(b) for k in (0, 1) if k == 0 or r in full_set]
+            sel = torch.tensor(order, dtype=torch.long)
             pairs = step.interleave_branches()
             with publish(pairs.select(sel.to(pairs.step_idx.device))):
                 sel = sel.to(x.device)
                 eps = chunked(net, _pairs(x).index_select(0, sel), _pairs(t).index_select(0, sel),
                               torch.stack([c, u], dim=1).flatten(0, 1).index_select(0, sel), max_batch).float()
-            is_c = (sel % 2 == 0)
-            e_c, e_u_full = eps[is_c], eps[~is_c]
+            pos_c = torch.tensor([k for k, o in enumerate(order) if o % 2 == 0], device=x.device)
+            pos_u = torch.tensor([k for k, o in enumerate(order) if o % 2 == 1], dtype=torch.long, device=x.device)
+            e_c, e_u_full = eps.index_select(0, pos_c), eps.index_select(0, pos_u)
         else:
             with publish(step.cond_only()):
                 e_c = chunked(net, x, t, c, max_batch).float()
             e_u_full = None
             if full:
-                with publish(step.select(fi.to(step.step_idx.device)).uncond_only()):
+                with publish(step.select(torch.tensor(full, device=step.step_idx.device)).uncond_only()):
                     e_u_full = chunked(net, x[fi], t[fi], u[fi], max_batch).float()
         e_u = e_c.clone()  # cond-only rows: ε_u = ε_c turns guidance off
         if full:
