@@ -147,8 +147,8 @@ class TGate:
         self._saved.clear()
 
     def describe(self) -> dict[str, Any]:
-        return {"gate": self.cfg.gate, "gate_steps": gate_steps(self.num_steps, self.cfg.gate) if self.num_steps
-                else None, "sites": [s.path for s in self.sites], "cross_attention": "spatial attn2",
+        return {"gate": self.cfg.gate, "gate_steps": "round(gate * S) noisiest steps compute cross-attention",
+                "sites": [s.path for s in self.sites], "cross_attention": "spatial attn2",
                 "guidance_after_gate": "off (cond only)"}
 
 
