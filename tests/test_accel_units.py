@@ -179,3 +179,53 @@ def test_deep_and_shallow_levels_are_derived_from_the_architecture(tiny_model):
         assert last is unet.output_blocks[n_out - 1 - shallow_in]
     deep, last = split_levels(full)
     assert deep[0] is full.input_blocks[3] and last is full.output_blocks[8]  # VideoCrafter2: 3 + 3 shallow blocks
+
+
+class _Policy:
+    """Stand-in for TGATE / CFG-Cache at the guidance level: fixed per-row decisions, a known rebuild."""
+
+    def __init__(self, cond_only=None, skip=None):
+        self._cond_only, self._skip = cond_only, skip
+        self.recorded: list[int] = []
+
+    def cond_only(self, facts):
+        return self._cond_only
+
+    def skip_uncond(self, facts):
+        return self._skip
+
+    def record(self, facts, rows, e_c, e_u):
+        self.recorded += rows
+
+    def rebuild(self, facts, rows, e_c):
+        return e_c - 1.0  # a recognisable "rebuilt" uncond output
+
+
+@pytest.mark.parametrize("uncond_len", [77, 93])  # 93: an I2V-like context of another length (two calls)
+def test_guidance_hook_runs_only_the_needed_rows_and_combines_each_mode(uncond_len):
+    from fifo_longvid.diffusion.context import StepContext, publish
+    from fifo_longvid.techniques.guided import mixed_cfg_denoiser
+
+    seen = []
+
+    def net(x, t, ctx):  # eps depends on the row's context, so cond and uncond differ
+        seen.append(x.shape[0])
+        return x * ctx.mean(dim=(1, 2)).reshape(-1, 1, 1, 1, 1) + ctx.shape[1]
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 4, 5, 5, generator=g)
+    t = torch.zeros(3, 4, dtype=torch.long)
+    cond, uncond = torch.randn(1, uncond_len, 8, generator=g) + 1, torch.randn(1, uncond_len, 8, generator=g)
+    cond = cond[:, :77] if uncond_len == 93 else cond
+    tg, cc = _Policy(cond_only=[True, False, False]), _Policy(skip=[False, True, False])
+    den = mixed_cfg_denoiser(net, cond, uncond, 7.5, None, tg, cc)
+    step = StepContext(phase="fifo", iteration=0, step_idx=t, frame_ids=torch.arange(12).view(3, 4),
+                       commit=torch.ones(3, 4, dtype=torch.bool), window=torch.arange(3))
+    with publish(step):
+        eps = den(x, t)
+    e_c, e_u = net(x, t, cond.expand(3, -1, -1)), net(x, t, uncond.expand(3, -1, -1))
+    torch.testing.assert_close(eps[0], e_c[0])  # TGATE: guidance off
+    torch.testing.assert_close(eps[1], (e_c[1] - 1) + 7.5 * (e_c[1] - (e_c[1] - 1)))  # CFG-Cache: rebuilt uncond
+    torch.testing.assert_close(eps[2], e_u[2] + 7.5 * (e_c[2] - e_u[2]))  # both computed
+    assert cc.recorded == [2]
+    assert sum(seen[:-2]) == 4  # 3 cond rows + 1 uncond row went through the network (then the two checks)

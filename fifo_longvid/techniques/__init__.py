@@ -134,14 +134,18 @@ def apply_techniques(unet: torch.nn.Module, cfg: TechniquesConfig | None) -> Tec
     if cfg is None:
         return TechniqueSet(items, store)
     check_config(cfg)
-    if cfg.qcache.enabled:
-        items.append(qcache.apply(unet, cfg.qcache))
-    if cfg.deepcache.enabled:
-        items.append(deepcache.apply(unet, cfg.deepcache, store))
-    if cfg.tgate.enabled:
-        items.append(tgate.apply(unet, cfg.tgate, store))
-    if cfg.attn_reuse.enabled:
-        items.append(attn_reuse.apply(unet, cfg.attn_reuse, store))
-    if cfg.cfg_cache.enabled:
-        items.append(cfg_cache.apply(cfg.cfg_cache, store))
+    try:
+        if cfg.qcache.enabled:
+            items.append(qcache.apply(unet, cfg.qcache))
+        if cfg.deepcache.enabled:
+            items.append(deepcache.apply(unet, cfg.deepcache, store))
+        if cfg.tgate.enabled:
+            items.append(tgate.apply(unet, cfg.tgate, store))
+        if cfg.attn_reuse.enabled:
+            items.append(attn_reuse.apply(unet, cfg.attn_reuse, store))
+        if cfg.cfg_cache.enabled:
+            items.append(cfg_cache.apply(cfg.cfg_cache, store))
+    except BaseException:
+        TechniqueSet(items, store).remove()  # leave the model as it was
+        raise
     return TechniqueSet(items, store)

@@ -84,7 +84,7 @@ class _CachedCrossAttention:
             return self._recorded(ids).to(x.dtype)
         rows = torch.tensor(todo, device=x.device)
         y = self.inner(attn, x.index_select(0, rows), None if context is None else context.index_select(0, rows))
-        self._record(facts, todo, y, ids, idx.tolist(), commit, branch, have)
+        self._record(todo, y, ids, idx.tolist(), commit, branch, have)
         if len(todo) == len(use):
             return y
         out = x.new_empty(x.shape[0], y.shape[1], y.shape[2], dtype=y.dtype)
@@ -104,8 +104,8 @@ class _CachedCrossAttention:
                          for k, (i, h) in enumerate(zip(ids, has_u, strict=True))])
         return (c + u) / 2
 
-    def _record(self, facts: RowFacts, todo: list[int], y: torch.Tensor, ids: list[int], idx: list[int],
-                commit: list[bool], branch: list[int], have: list[bool]) -> None:
+    def _record(self, todo: list[int], y: torch.Tensor, ids: list[int], idx: list[int], commit: list[bool],
+                branch: list[int], have: list[bool]) -> None:
         gate_at = self.owner.gate_at
         for b in (COND, 1 - COND):
             keep = [k for k, r in enumerate(todo) if commit[r] and idx[r] <= gate_at and not have[r] and branch[r] == b]
