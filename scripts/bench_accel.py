@@ -219,7 +219,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=64, help="output frames per setting on tiny")
     ap.add_argument("--medium-frames", type=int, default=16, help="output frames per setting on medium")
     ap.add_argument("--medium-hw", type=int, default=16, help="medium latent size (bench_fifo uses 16 / 32)")
-    ap.add_argument("--flop-iters", type=int, default=12, help="counted iterations (a multiple of every K)")
+    ap.add_argument("--flop-iters", type=int, default=6, help="counted iterations (a multiple of every K)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -230,7 +230,7 @@ def main() -> None:
     print(load_note())
     configs = settings()
     results: dict[str, dict[str, str]] = {name: {"techniques": describe(t)} for name, t in configs.items()}
-    warm_flops = 12 if not args.quick else 10
+    warm_flops = 10  # > f/2 + 1 iterations: the initial lookahead frames have left, every cache is filled
     plain_flops = None
     for name, t in configs.items():
         f, s = count_flops(t, warm_flops, args.flop_iters)
