@@ -244,7 +244,7 @@ def main() -> None:
         rows = time_and_deviation(case, hw, window, 2, frames, warmup, configs)
         for name in configs:
             results[name].update(rows[name])
-        print(f"timed {case}", flush=True)
+            print(f"{name}: " + "; ".join(f"{k} = {v}" for k, v in rows[name].items() if "setup" not in k), flush=True)
     report(list(configs), list(results.values()), t_start)
 
 

@@ -168,6 +168,7 @@ def test_staggered_cfg_cache_keeps_the_batch_constant(tiny_model):
     assert set(r3.samples[1:]) == {6, 7}
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_resume_with_caches_is_bitwise(tiny_model, tmp_path):
     cfg = config(**ALL)
@@ -177,6 +178,7 @@ def test_resume_with_caches_is_bitwise(tiny_model, tmp_path):
     assert torch.equal(resumed.queue.latents, whole.queue.latents)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_composes_with_qcache_chunking_and_window_order(tiny_model):
     base = run(tiny_model, config(**ALL), 8)

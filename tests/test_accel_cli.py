@@ -31,6 +31,7 @@ def latents(out: Path) -> torch.Tensor:
     return load_file(str(out.with_suffix(".latents.safetensors")))["latents"]
 
 
+@pytest.mark.slow
 def test_preset_resume_is_bitwise_and_differs_from_plain(tiny_model, tmp_path):
     extra = ["fifo.num_frames=8", "output.save_latents=true", "output.checkpoint_every=2"]
     full = run(tiny_model, tmp_path / "full", extra)
