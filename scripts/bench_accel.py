@@ -220,6 +220,8 @@ def main() -> None:
     ap.add_argument("--medium-frames", type=int, default=16, help="output frames per setting on medium")
     ap.add_argument("--medium-hw", type=int, default=16, help="medium latent size (bench_fifo uses 16 / 32)")
     ap.add_argument("--flop-iters", type=int, default=6, help="counted iterations (a multiple of every K)")
+    ap.add_argument("--no-flops", action="store_true", help="skip the FLOP count (about 1 min per setting)")
+    ap.add_argument("--cases", default="tiny,medium", help="CPU cases to time: tiny, medium or both")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -232,14 +234,16 @@ def main() -> None:
     results: dict[str, dict[str, str]] = {name: {"techniques": describe(t)} for name, t in configs.items()}
     warm_flops = 10  # > f/2 + 1 iterations: the initial lookahead frames have left, every cache is filled
     plain_flops = None
-    for name, t in configs.items():
+    for name, t in configs.items() if not args.no_flops else ():
         f, s = count_flops(t, warm_flops, args.flop_iters)
         plain_flops = plain_flops or f
         results[name]["full size: TFLOP per output frame"] = f"{f / 1e12:.1f}"
         results[name]["full size: FLOPs ratio to plain"] = f"{f / plain_flops:.2f}x"
         results[name]["full size: U-Net samples per iteration"] = f"{s:g}"
         print(f"flops {name}: {f / 1e12:.1f} TFLOP/frame ({f / plain_flops:.2f}x)", flush=True)
-    for case, hw, window, frames in (("tiny", 16, 8, args.frames), ("medium", args.medium_hw, 4, args.medium_frames)):
+    cases = [c for c in (("tiny", 16, 8, args.frames), ("medium", args.medium_hw, 4, args.medium_frames))
+             if c[0] in args.cases.split(",")]
+    for case, hw, window, frames in cases:
         warmup = max(1, min(4, frames // 4))
         rows = time_and_deviation(case, hw, window, 2, frames, warmup, configs)
         for name in configs:
