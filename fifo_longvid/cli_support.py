@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from .config import ConfigError
 
@@ -29,6 +31,29 @@ EXIT_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileExistsError, Pe
 def fail(msg: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {msg}", highlight=False)
     raise typer.Exit(code)
+
+
+TGATE_DEFAULT = 0.4  # TGATE's 10 of 25 steps
+
+
+class OptionalTgateCommand(TyperCommand):
+    """``--tgate`` takes an optional value: a bare ``--tgate`` means TGATE's default gate."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args = list(args)
+        for i, a in enumerate(args):
+            if a == "--tgate" and (i + 1 == len(args) or not _is_number(args[i + 1])):
+                args.insert(i + 1, str(TGATE_DEFAULT))
+                break
+        return super().parse_args(ctx, args)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
 
 
 def build_flags(o: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +91,15 @@ def build_flags(o: dict[str, Any]) -> dict[str, Any]:
     if o["qcache_targets"] is not None:
         flags["techniques.qcache.targets"] = [t.strip() for t in o["qcache_targets"].split(",") if t.strip()]
     flags.update(tail_flags(o.get("tail"), o.get("tail_cutoff"), o.get("tail_window")))
+    if o.get("tgate") is not None:  # ranges are checked by the pipeline's validate()
+        flags["techniques.tgate.enabled"] = True
+        flags["techniques.tgate.gate"] = o["tgate"]
+    for key in ("cfg_cache", "deepcache"):
+        if o.get(key) is not None:
+            flags[f"techniques.{key}.enabled"] = True
+            flags[f"techniques.{key}.every"] = o[key]
+    if o.get("attn_reuse"):
+        flags["techniques.attn_reuse.enabled"] = True
     fpp = o.get("frames_per_prompt")
     if fpp:
         try:

@@ -155,6 +155,7 @@ class FifoRun:
         if "image_tokens" in state.extras:
             self.cond_state.image = state.extras["image_tokens"]
         saved = state.extras.get("max_batch")
+        self.techniques.load_state_dict(state.extras, self.model.device)  # the per-frame caches
         if not self.log_path.exists():
             raise ConfigError(f"--resume: the latent log {self.log_path} is missing; cannot rebuild the video")
         self.log(f"resuming at output frame {self.emitted} (iteration {self.iteration})")
@@ -203,8 +204,15 @@ class FifoRun:
     def denoiser(self) -> WindowDenoiser:
         prompt_of = prompt_schedule(self.cfg, self.plan, self.warmup)
         s = self.cfg.sampling
+        if self.executor is not None:
+            from .techniques import check_distributed
+
+            try:
+                check_distributed(self.cfg.techniques)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         return fifo_denoiser(self.model, self.cond_state, self.uncond, s.cfg, s.fps, self.max_batch, prompt_of,
-                             self.executor)
+                             self.executor, self.techniques)
 
     def open_writer(self) -> VideoWriter:
         """The streaming writer, with the frames of an interrupted run re-decoded from the latent log."""
@@ -229,6 +237,7 @@ class FifoRun:
             t_iter = time.perf_counter()
             z, _ = stepper.step(denoise, self.queue, self.noise, iteration=self.iteration,  # type: ignore[arg-type]
                                 tail=self.tail)
+            self.techniques.end_iteration(self.queue.first_id)  # publish this iteration's cache writes
             check_finite(z, f"FIFO iteration {self.iteration}")
             if cfg.compile and "compile_warmup_s" not in self.timings:  # excluded from fifo_s: see finish()
                 self.timings["compile_warmup_s"] = time.perf_counter() - t_iter
@@ -253,6 +262,7 @@ class FifoRun:
         extras = {"image_tokens": self.cond_state.image} if self.cond_state.image is not None else {}
         extras["max_batch"] = torch.tensor([self.max_batch or 0])  # 0: one call per iteration
         extras.update({f"tail.{k}": v for k, v in self.tail.state_dict().items()})  # rescheduling history
+        extras.update(self.techniques.state_dict())  # the per-frame caches: a resumed run continues bit for bit
         return FifoState(self.queue, self.noise.get_state(), self.iteration, self.emitted,  # type: ignore[arg-type]
                          self.chash, extras, self.cfg.sampling.seed)
 

@@ -29,13 +29,12 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("--mode base takes one prompt")
     parse_max_batch(cfg.fifo.max_batch)
     _check_conditioning(cfg)
-    if cfg.techniques.qcache.enabled:
-        from .techniques.qcache import check_config
+    from .techniques import check_config as check_techniques
 
-        try:
-            check_config(cfg.techniques.qcache)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+    try:
+        check_techniques(cfg.techniques)  # every enabled technique and their combination
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_sampling(cfg: RunConfig) -> None:
