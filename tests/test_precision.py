@@ -180,15 +180,16 @@ def test_ring_queue_equals_the_reference_shift():
         assert queue.frame_ids.tolist() == list(range(k + 1, k + 1 + plan.length))
 
 
+@pytest.mark.slow
 def test_compiled_unet_matches_eager(tmp_path, monkeypatch):
     """--compile traces the U-Net with the run's Q-cache processors, hooks and step context through dynamo.
-    aot_eager (dynamo + AOTAutograd, no code generation) keeps this fast on a CPU; inductor's C++ build of the
-    same graph takes minutes here and is measured in scripts/bench_gpu.py instead."""
+    Dynamo's "eager" backend (the captured graphs, run without code generation) keeps this affordable on a
+    CPU; inductor's C++ build of the same graphs takes many minutes here (scripts/bench_gpu.py mode d)."""
     from fifo_longvid import pipeline
     from fifo_longvid.models.load import compile_unet
 
     torch._dynamo.reset()
-    monkeypatch.setattr(pipeline, "compile_unet", lambda m: compile_unet(m, backend="aot_eager"))
+    monkeypatch.setattr(pipeline, "compile_unet", lambda m: compile_unet(m, backend="eager"))
     eager, side_e = _small_run(tmp_path, "eager", **{"fifo.max_batch": "all"})
     compiled, side_c = _small_run(tmp_path, "compiled", compile=True, **{"fifo.max_batch": "all"})
     torch._dynamo.reset()
