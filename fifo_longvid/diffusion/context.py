@@ -7,7 +7,9 @@ laid out its branches, whether a row is the cond or the uncond pass. Wrappers th
 (guidance, chunking, multi-process slicing) republish the matching rows, so a hook inside the U-Net
 always reads a context whose rows are the rows of its own input.
 
-Everything here is a device tensor built once per run or per iteration with no host sync.
+Everything here is a device tensor built once per run or per iteration with no host sync. The sampler
+also attaches ``host``: the same context on the CPU, built from the host-side tables it already has, for
+techniques whose bookkeeping is host-side (a per-frame store keyed by frame id); reading it costs no sync.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class StepContext:
     commit: torch.Tensor | None = None  # (N, F) bool: frames whose result this row's window keeps
     window: torch.Tensor | None = None  # (N,) long: window number of each row in this iteration
     branch: torch.Tensor | None = None  # (N,) long: COND / UNCOND, set by the guidance wrapper
+    host: StepContext | None = None  # the same rows on the CPU (no device -> host copy needed)
 
     @property
     def rows(self) -> int:
@@ -42,15 +45,20 @@ class StepContext:
             return None if t is None else t[start:stop]
 
         return replace(self, step_idx=self.step_idx[start:stop], frame_ids=cut(self.frame_ids),
-                       commit=cut(self.commit), window=cut(self.window), branch=cut(self.branch))
+                       commit=cut(self.commit), window=cut(self.window), branch=cut(self.branch),
+                       host=None if self.host is None else self.host.narrow(start, stop))
 
-    def select(self, rows: torch.Tensor) -> StepContext:
-        """The context of the given rows (a long index tensor on the context's device)."""
+    def select(self, rows: torch.Tensor | list[int]) -> StepContext:
+        """The context of the given rows (a list or CPU long tensor: callers decide rows on the host)."""
+        host_rows = torch.as_tensor(rows, dtype=torch.long).cpu()
+        dev_rows = host_rows.to(self.step_idx.device)
+
         def pick(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.index_select(0, rows)
+            return None if t is None else t.index_select(0, dev_rows)
 
         return replace(self, step_idx=pick(self.step_idx), frame_ids=pick(self.frame_ids),
-                       commit=pick(self.commit), window=pick(self.window), branch=pick(self.branch))
+                       commit=pick(self.commit), window=pick(self.window), branch=pick(self.branch),
+                       host=None if self.host is None else self.host.select(host_rows))
 
     def interleave_branches(self) -> StepContext:
         """Rows laid out as the guidance wrapper runs them: [row0 cond, row0 uncond, row1 cond, ...]."""
@@ -59,13 +67,18 @@ class StepContext:
 
         branch = torch.arange(2 * self.rows, device=self.step_idx.device) % 2  # COND = 0, UNCOND = 1
         return replace(self, step_idx=twice(self.step_idx), frame_ids=twice(self.frame_ids),
-                       commit=twice(self.commit), window=twice(self.window), branch=branch)
+                       commit=twice(self.commit), window=twice(self.window), branch=branch,
+                       host=None if self.host is None else self.host.interleave_branches())
 
     def cond_only(self) -> StepContext:
-        return replace(self, branch=torch.full((self.rows,), COND, dtype=torch.long, device=self.step_idx.device))
+        return self._branch(COND)
 
     def uncond_only(self) -> StepContext:
-        return replace(self, branch=torch.full((self.rows,), UNCOND, dtype=torch.long, device=self.step_idx.device))
+        return self._branch(UNCOND)
+
+    def _branch(self, which: int) -> StepContext:
+        branch = torch.full((self.rows,), which, dtype=torch.long, device=self.step_idx.device)
+        return replace(self, branch=branch, host=None if self.host is None else self.host._branch(which))
 
 
 _CURRENT: ContextVar[StepContext | None] = ContextVar("fifo_longvid_step_context", default=None)

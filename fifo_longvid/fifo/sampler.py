@@ -51,6 +51,7 @@ class _Group:
     t: torch.Tensor  # (W*B, f)
     step_idx: torch.Tensor  # (W*B, f)
     slot_offsets: torch.Tensor  # (W*B, f) logical slot of each frame (frame id = first_id + slot)
+    slot_offsets_host: torch.Tensor  # the same on the CPU, for the context's host mirror
     coeffs: DDIMCoeffs
     context: StepContext  # everything but the frame ids, which move every iteration
 
@@ -79,12 +80,14 @@ class FifoStepper:
             commit_mask[local] = True
             dev = self.device
             coeffs = ddim_coeffs(schedule, idx.to(schedule.device), like, use_scale)
-            ctx = StepContext(
-                phase="fifo", iteration=0, step_idx=idx.to(dev),
-                commit=commit_mask.view(len(g), plan.f).repeat_interleave(batch, dim=0).to(dev),
-                window=torch.tensor([windows.index(w) for w in g]).repeat_interleave(batch).to(dev))
+            host = StepContext(
+                phase="fifo", iteration=0, step_idx=idx,
+                commit=commit_mask.view(len(g), plan.f).repeat_interleave(batch, dim=0),
+                window=torch.tensor([windows.index(w) for w in g]).repeat_interleave(batch))
+            ctx = replace(host, step_idx=idx.to(dev), commit=host.commit.to(dev), window=host.window.to(dev),
+                          host=host)
             self.groups.append(_Group(g, slots.to(dev), local.to(dev), commit.to(dev), timesteps[idx].to(dev),
-                                      idx.to(dev), per_window.to(dev), coeffs, ctx))
+                                      idx.to(dev), per_window.to(dev), per_window, coeffs, ctx))
 
     def step(self, denoise: WindowDenoiser, queue: FrameQueue, noise: NoiseSource, iteration: int = 0,
              tail: Callable[[FrameQueue, NoiseSource], torch.Tensor] | None = None) -> tuple[torch.Tensor, int]:
@@ -97,7 +100,8 @@ class FifoStepper:
         for g in self.groups:
             x = queue.gather_slots(g.slots, len(g.windows))
             ids = g.slot_offsets + queue.first_id
-            with publish(replace(g.context, iteration=iteration, frame_ids=ids)):
+            host = replace(g.context.host, iteration=iteration, frame_ids=g.slot_offsets_host + queue.first_id)
+            with publish(replace(g.context, iteration=iteration, frame_ids=ids, host=host)):
                 eps = denoise(WindowBatch(x, g.t, g.step_idx, ids))
             z = noise.randn(x.shape) if self.schedule.stochastic else None
             x_prev, _ = ddim_update(x, eps, g.coeffs, z)

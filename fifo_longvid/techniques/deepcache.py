@@ -154,7 +154,7 @@ class DeepCache:
                 if not rows:
                     continue
                 ri = torch.tensor(rows, dtype=torch.long, device=x.device)
-                with publish(step.select(torch.tensor(rows, dtype=torch.long, device=step.step_idx.device))):
+                with publish(step.select(rows)):
                     self.shallow, self._rows = shallow, len(rows)
                     try:
                         y = net(x.index_select(0, ri), t.index_select(0, ri), ctx.index_select(0, ri))

@@ -51,7 +51,7 @@ def mixed_cfg_denoiser(net: NetworkFn, cond: torch.Tensor, uncond: torch.Tensor 
             order = [2 * r + k for r in range(b) for k in (0, 1) if k == 0 or r in full_set]
             sel = torch.tensor(order, dtype=torch.long)
             pairs = step.interleave_branches()
-            with publish(pairs.select(sel.to(pairs.step_idx.device))):
+            with publish(pairs.select(sel)):
                 sel = sel.to(x.device)
                 eps = chunked(net, _pairs(x).index_select(0, sel), _pairs(t).index_select(0, sel),
                               torch.stack([c, u], dim=1).flatten(0, 1).index_select(0, sel), max_batch).float()
@@ -63,7 +63,7 @@ def mixed_cfg_denoiser(net: NetworkFn, cond: torch.Tensor, uncond: torch.Tensor 
                 e_c = chunked(net, x, t, c, max_batch).float()
             e_u_full = None
             if full:
-                with publish(step.select(torch.tensor(full, device=step.step_idx.device)).uncond_only()):
+                with publish(step.select(full).uncond_only()):
                     e_u_full = chunked(net, x[fi], t[fi], u[fi], max_batch).float()
         e_u = e_c.clone()  # cond-only rows: ε_u = ε_c turns guidance off
         if full:

@@ -71,6 +71,8 @@ def facts_of(ctx: StepContext) -> RowFacts | None:
         return None
     if _last is not None and _last[0] is ctx:
         return _last[1]
+    if ctx.host is not None:  # the sampler's CPU mirror: no device -> host copy
+        ctx = ctx.host
     n, f = ctx.step_idx.shape
     commit = ctx.commit.cpu() if ctx.commit is not None else torch.ones(n, f, dtype=torch.bool)
     window = ctx.window.cpu() if ctx.window is not None else torch.zeros(n, dtype=torch.long)
