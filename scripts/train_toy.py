@@ -5,7 +5,8 @@
 
 Stages (each skipped when its output exists): VAE -> latent scale -> latent pool -> U-Net -> export
 ``toy.safetensors`` (fp16 U-Net EMA + VAE; the text tower is the preset's seeded recipe, not stored).
-Lightning checkpoints every ``--ckpt-every`` steps and on SIGTERM/Ctrl-C; losses go to ``<out>/*/metrics.csv``.
+Lightning checkpoints every ``--ckpt-every`` steps and on SIGTERM (then exits; rerun to resume, or rerun with
+``--unet-steps N`` at the reached step N to export now); losses: ``<out>/{vae,unet}/version_*/metrics.csv``.
 """
 
 from __future__ import annotations
@@ -40,30 +41,38 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-class Progress:
-    """A Lightning callback that prints step, loss, speed and ETA (nohup-friendly, unlike a progress bar)."""
+def callbacks(every: int, total: int, name: str) -> list:
+    """Lightning callbacks: print step, losses, speed and ETA (nohup-friendly, unlike a progress bar), and make
+    SIGTERM a clean stop (installed at train start, after Lightning's own handler, which would kill the run)."""
+    import pytorch_lightning as pl
 
-    def __new__(cls, every: int, total: int, name: str):
-        import pytorch_lightning as pl
+    class Progress(pl.Callback):
+        def __init__(self) -> None:
+            self.t0 = time.time()
+            self.s0: int | None = None
+            self.signalled = False
 
-        class _P(pl.Callback):
-            def __init__(self) -> None:
-                self.t0 = time.time()
-                self.s0: int | None = None
+        def on_train_start(self, trainer, module) -> None:
+            def stop(signum, frame) -> None:
+                print(f"[{name}] SIGTERM: stopping after this step", flush=True)
+                self.signalled = True
+                trainer.should_stop = True
 
-            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-                step = trainer.global_step
-                if self.s0 is None:
-                    self.s0, self.t0 = step, time.time()
-                    return
-                if step % every == 0:
-                    rate = (time.time() - self.t0) / max(step - self.s0, 1)
-                    logs = {k: float(v) for k, v in trainer.callback_metrics.items()}
-                    vals = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()))
-                    print(f"[{name}] step {step}/{total} {vals} {rate:.2f}s/step eta {rate * (total - step) / 60:.1f}"
-                          f" min", flush=True)
+            signal.signal(signal.SIGTERM, stop)
 
-        return _P()
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            step = trainer.global_step
+            if self.s0 is None:
+                self.s0, self.t0 = step, time.time()
+                return
+            if step % every == 0:
+                rate = (time.time() - self.t0) / max(step - self.s0, 1)
+                logs = {k: float(v) for k, v in trainer.callback_metrics.items()}
+                vals = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()))
+                print(f"[{name}] step {step}/{total} {vals} {rate:.2f}s/step eta {rate * (total - step) / 60:.1f} min",
+                      flush=True)
+
+    return [Progress()]
 
 
 def fit(module, data, out: Path, name: str, steps: int, args: argparse.Namespace, minutes: float = 0.0) -> None:
@@ -74,27 +83,22 @@ def fit(module, data, out: Path, name: str, steps: int, args: argparse.Namespace
 
     ckdir = out / name
     last = ckdir / "last.ckpt"
+    progress = callbacks(args.log_every, steps, name)[0]
     trainer = pl.Trainer(
         max_steps=steps, max_time={"minutes": minutes} if minutes else None, accelerator="cpu", devices=1,
-        logger=CSVLogger(out, name=name, version=0), enable_progress_bar=False, enable_model_summary=False,
+        logger=CSVLogger(out, name=name), enable_progress_bar=False, enable_model_summary=False,
         log_every_n_steps=10, num_sanity_val_steps=0,
-        callbacks=[ModelCheckpoint(dirpath=ckdir, every_n_train_steps=args.ckpt_every, save_last=True),
-                   Progress(args.log_every, steps, name)],
+        callbacks=[ModelCheckpoint(dirpath=ckdir, every_n_train_steps=args.ckpt_every, save_last=True), progress],
     )
     previous = signal.getsignal(signal.SIGTERM)
-
-    def stop(signum, frame) -> None:
-        print(f"[{name}] SIGTERM: stopping after this step", flush=True)
-        trainer.should_stop = True
-
-    signal.signal(signal.SIGTERM, stop)
     try:
         loader = torch.utils.data.DataLoader(data, batch_size=args.vae_batch if name == "vae" else args.unet_batch)
         trainer.fit(module, loader, ckpt_path=str(last) if last.exists() else None)
     finally:
         signal.signal(signal.SIGTERM, previous)
     trainer.save_checkpoint(last)
-    if trainer.global_step < steps and not (minutes and trainer.global_step > 0):
+    # --unet-minutes running out is a normal end (export follows); a signal or crash before max_steps is not
+    if trainer.global_step < steps and (progress.signalled or not minutes):
         raise SystemExit(f"[{name}] stopped at step {trainer.global_step}/{steps}; rerun the command to resume")
 
 
