@@ -43,7 +43,7 @@ def parse_args() -> argparse.Namespace:
 
 def callbacks(every: int, total: int, name: str) -> list:
     """Lightning callbacks: print step, losses, speed and ETA (nohup-friendly, unlike a progress bar), and make
-    SIGTERM a clean stop (installed at train start, after Lightning's own handler, which would kill the run)."""
+    SIGTERM a clean stop: finish the step, checkpoint, exit (rerun to resume)."""
     import pytorch_lightning as pl
 
     class Progress(pl.Callback):
@@ -58,7 +58,7 @@ def callbacks(every: int, total: int, name: str) -> list:
                 self.signalled = True
                 trainer.should_stop = True
 
-            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGTERM, stop)  # after Lightning has set up its own signal handling
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
             step = trainer.global_step

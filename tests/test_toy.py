@@ -111,13 +111,12 @@ def toy_model():
     return load_model("toy", device="cpu")
 
 
-def _fifo_score(model, prompt: str, tmp_path, seed: int = 0, frames: int = 24) -> float:
+def _fifo_score(model, prompt: str, out, seed: int = 0, frames: int = 24) -> float:
     import imageio.v3 as iio
 
     from fifo_longvid.config import build_run_config
     from fifo_longvid.pipeline import generate
 
-    out = tmp_path / f"{seed}_{abs(hash(prompt))}.mp4"
     cfg = build_run_config(flags={"model": "toy", "device": "cpu", "prompts": [prompt], "fifo.num_frames": frames,
                                   "sampling.seed": seed, "output.path": str(out)})
     generate(cfg, model=model, log=lambda _m: None)
@@ -137,8 +136,8 @@ def test_toy_fifo_video_scores_above_random_weights(toy_model, tmp_path):
     from fifo_longvid.models.recipe import recipe_for_model
 
     prompt = "a red circle moving right"
-    trained = _fifo_score(toy_model, prompt, tmp_path)
+    trained = _fifo_score(toy_model, prompt, tmp_path / "trained.mp4")
     rand = copy.deepcopy(toy_model)
     rand.unet.load_state_dict(recipe_for_model(rand.unet, 0))
-    random_score = _fifo_score(rand, prompt, tmp_path)
+    random_score = _fifo_score(rand, prompt, tmp_path / "random.mp4")
     assert trained > THRESHOLD > random_score, (trained, random_score)

@@ -27,11 +27,11 @@ class ShippedWeights:
     text_seed: int
 
 
-# The sha256 is that of the step-1700 export of `scripts/train_toy.py` (README: "The toy model"); that model is
+# The sha256 is that of the step-1748 export of `scripts/train_toy.py` (README: "The toy model"); that model is
 # still undertrained, so the file is not in the repository yet. Ship a better one together with its sha256.
 SHIPPED = {
     "toy": ShippedWeights(PACKAGE_DATA / "toy.safetensors",
-                          "daf1bd968e6c2addb7c6f73fcaa4f13fa35426d6a6124c294383db8b0299c980", TOY_TEXT_SEED),
+                          "d4a83c0af1e452962beb30f094e13da035d32cb13157829352e636da8975e616", TOY_TEXT_SEED),
 }
 
 
@@ -48,8 +48,9 @@ def load_shipped(cfg: ModelConfig) -> VideoCrafter:
     """The preset's model with its packaged weights (float32, CPU), after checking file and keys."""
     entry = SHIPPED[cfg.name]
     if not entry.path.exists():
-        raise CheckpointError(f"the {cfg.name!r} weights {entry.path} are missing from this installation; "
-                              "reinstall fifo_longvid (they are package data) or retrain with scripts/train_toy.py")
+        raise CheckpointError(f"the {cfg.name!r} weights are not in this installation ({entry.path}); train them with "
+                              "scripts/train_toy.py and copy its toy.safetensors there (README: 'The toy model'), "
+                              "or use --config tiny")
     digest = file_digest(entry.path)
     if digest != entry.sha256:
         raise CheckpointError(f"{entry.path} has sha256 {digest}, expected {entry.sha256}: the shipped weights "
