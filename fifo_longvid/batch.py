@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, build_run_config, parse_value, to_dict
+from .config import ConfigError, RunConfig, build_run_config, parse_value, prune_tail_settings, to_dict
 from .io.naming import item_hash, output_name, prompt_seed
 from .io.prompts import BatchItem, PromptFileError
 from .io.sidecar import file_sha256, sidecar_path
@@ -74,6 +74,7 @@ def settings_of(cfg: RunConfig, checkpoint_id: str) -> dict[str, Any]:
     for sec, keys in _NOT_HASHED.items():
         for k in keys:
             d[sec].pop(k, None)
+    prune_tail_settings(d)
     d["checkpoint"] = checkpoint_id
     d.get("conditioning", {}).pop("image", None)  # hashed by content instead
     return d

@@ -13,7 +13,16 @@ import typer
 
 from .cli_batch import batch_command
 from .cli_progress import Bars, plural
-from .cli_support import build_flags, default_checkpoint, err, exit_on_known_error, fail, threads_from_slurm
+from .cli_support import (
+    TGATE_DEFAULT,
+    OptionalTgateCommand,
+    build_flags,
+    default_checkpoint,
+    err,
+    exit_on_known_error,
+    fail,
+    threads_from_slurm,
+)
 from .config import build_run_config
 from .interrupts import EXIT_INTERRUPTED, ignore_stop_signals, terminate_as_interrupt
 
@@ -26,7 +35,7 @@ app = typer.Typer(
 )
 COMMANDS = {"generate", "batch", "download", "convert"}
 
-@app.command()
+@app.command(cls=OptionalTgateCommand)
 def generate(
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Text prompt. Repeat for a multi-prompt "
                                               "video (with --frames-per-prompt).")] = [],  # noqa: B006
@@ -57,6 +66,29 @@ def generate(
     qcache_targets: Annotated[str | None, typer.Option(
         help="Comma list of attention layers to blend: temporal_attn1 (default), temporal_attn2, "
         "spatial_attn1, spatial_attn2.")] = None,
+    tail: Annotated[str | None, typer.Option(
+        help="What enters the queue each iteration: noise (fresh white noise, FIFO-Diffusion; default), coherent "
+        "(low frequencies from the last queue latent, high from fresh noise: Ouroboros-Diffusion), rescheduled "
+        "(shuffled reuse of earlier tail noise: FreeNoise).")] = None,
+    tail_cutoff: Annotated[str | None, typer.Option(
+        help="Coherent tail: Gaussian low-pass widths D_S[:D_T] in normalised frequency (default 0.25:1.0). "
+        "Implies --tail coherent.")] = None,
+    tail_window: Annotated[str | None, typer.Option(
+        help="Rescheduled tail: noise period W[:S], S = frames per shuffled block (default: the FIFO window and "
+        "4; FreeNoise used 16:4). Implies --tail rescheduled.")] = None,
+    tgate: Annotated[float | None, typer.Option(
+        "--tgate", metavar="[GATE]", help="TGATE: each frame computes its cross-attention for the first GATE of its "
+        f"schedule (default {TGATE_DEFAULT}: TGATE's 10 of 25 steps), then reuses it; windows past the gate run "
+        "without guidance (cond only).")] = None,
+    cfg_cache: Annotated[int | None, typer.Option(
+        "--cfg-cache", metavar="K", help="FasterCache CFG-Cache: each window computes its uncond pass every K "
+        "iterations (staggered); in between it is rebuilt from the cond pass and per-frame frequency deltas.")] = None,
+    attn_reuse: Annotated[bool, typer.Option(
+        "--attn-reuse", help="FasterCache attention reuse: spatial self-attention on alternate iterations per "
+        "frame, extrapolated from its last two outputs in between (not in the noisiest part).")] = False,
+    deepcache: Annotated[int | None, typer.Option(
+        "--deepcache", metavar="K", help="DeepCache: each window runs the full U-Net every K iterations (staggered), "
+        "only the outermost resolution level in between, with cached deep features.")] = None,
     image: Annotated[Path | None, typer.Option(
         help="Image-to-video (I2V models): this png/jpg conditions the whole video. It is centre-cropped to the "
         "frame's aspect ratio and resized to --height x --width (the reference squashed it instead); "
@@ -177,7 +209,12 @@ def _run_distributed(run: Any) -> None:
 
     from .fifo.parallel import DistributedExecutor, init_distributed, serve_run
     from .pipeline import generate as run_generation
+    from .techniques import check_distributed
 
+    try:  # every rank sees the same config, so every rank stops here with the same message
+        check_distributed(run.techniques)
+    except ValueError as e:
+        fail(str(e))
     rank, world, device = init_distributed(run.device)
     run.device = device
     try:

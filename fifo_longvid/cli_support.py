@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from .config import ConfigError
 
@@ -29,6 +31,29 @@ EXIT_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileExistsError, Pe
 def fail(msg: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {msg}", highlight=False)
     raise typer.Exit(code)
+
+
+TGATE_DEFAULT = 0.4  # TGATE's 10 of 25 steps
+
+
+class OptionalTgateCommand(TyperCommand):
+    """``--tgate`` takes an optional value: a bare ``--tgate`` means TGATE's default gate."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args = list(args)
+        for i, a in enumerate(args):
+            if a == "--tgate" and (i + 1 == len(args) or not _is_number(args[i + 1])):
+                args.insert(i + 1, str(TGATE_DEFAULT))
+                break
+        return super().parse_args(ctx, args)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
 
 
 def build_flags(o: dict[str, Any]) -> dict[str, Any]:
@@ -65,12 +90,48 @@ def build_flags(o: dict[str, Any]) -> dict[str, Any]:
         flags["techniques.qcache.schedule"] = qcache_schedule
     if o["qcache_targets"] is not None:
         flags["techniques.qcache.targets"] = [t.strip() for t in o["qcache_targets"].split(",") if t.strip()]
+    flags.update(tail_flags(o.get("tail"), o.get("tail_cutoff"), o.get("tail_window")))
+    if o.get("tgate") is not None:  # ranges are checked by the pipeline's validate()
+        flags["techniques.tgate.enabled"] = True
+        flags["techniques.tgate.gate"] = o["tgate"]
+    for key in ("cfg_cache", "deepcache"):
+        if o.get(key) is not None:
+            flags[f"techniques.{key}.enabled"] = True
+            flags[f"techniques.{key}.every"] = o[key]
+    if o.get("attn_reuse"):
+        flags["techniques.attn_reuse.enabled"] = True
     fpp = o.get("frames_per_prompt")
     if fpp:
         try:
             flags["fifo.frames_per_prompt"] = [int(x) for x in fpp.split(",")]
         except ValueError:
             fail(f"--frames-per-prompt must be comma-separated integers, got {fpp!r}")
+    return flags
+
+
+def tail_flags(mode: str | None, cutoff: str | None, window: str | None) -> dict[str, Any]:
+    """--tail, --tail-cutoff, --tail-window -> fifo.tail.* (ranges are checked by validation.py)."""
+    from .fifo.tail import parse_cutoff, parse_window
+
+    flags: dict[str, Any] = {}
+    for opt, spec, implied in (("--tail-cutoff", cutoff, "coherent"), ("--tail-window", window, "rescheduled")):
+        if spec is None:
+            continue
+        if mode not in (None, implied):
+            fail(f"{opt} belongs to --tail {implied}, not --tail {mode}")
+        if flags.get("fifo.tail.mode", implied) != implied:
+            fail("--tail-cutoff (coherent) and --tail-window (rescheduled) belong to different --tail modes")
+        flags["fifo.tail.mode"] = implied
+        try:
+            a, b = parse_cutoff(spec) if implied == "coherent" else parse_window(spec)
+        except ValueError as e:
+            fail(str(e))
+        keys = ("cutoff_s", "cutoff_t") if implied == "coherent" else ("window", "stride")
+        flags[f"fifo.tail.{keys[0]}"] = a
+        if b is not None:
+            flags[f"fifo.tail.{keys[1]}"] = b
+    if mode is not None:
+        flags["fifo.tail.mode"] = mode
     return flags
 
 

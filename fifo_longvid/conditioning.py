@@ -62,9 +62,13 @@ def prompt_schedule(cfg: RunConfig, plan: FifoPlan, warmup: int) -> Callable[[to
 
 def fifo_denoiser(model: VideoCrafter, cond_state: CondState, uncond: torch.Tensor, scale: float, fps: int,
                   max_batch: int | None, prompt_of: Callable[[torch.Tensor], torch.Tensor],
-                  executor: Any = None) -> WindowDenoiser:
-    """``executor`` (fifo/parallel.py) runs the U-Net calls, e.g. split across torch.distributed ranks."""
+                  executor: Any = None, techniques: Any = None) -> WindowDenoiser:
+    """``executor`` (fifo/parallel.py) runs the U-Net calls, e.g. split across torch.distributed ranks.
+    ``techniques`` (a TechniqueSet) may wrap the network call and the guidance (caches that skip work)."""
     net = unet_network(model.unet, fps)
+    guide = cfg_denoiser
+    if techniques is not None:
+        net, guide = techniques.wrap_network(net), techniques.cfg_denoiser
     if executor is not None:
         net, max_batch = executor.wrap(net, max_batch), None
 
@@ -73,7 +77,7 @@ def fifo_denoiser(model: VideoCrafter, cond_state: CondState, uncond: torch.Tens
         if conds.shape[0] > 1:  # multi-prompt: each window takes the prompt of its centre frame
             centre = batch.frame_ids[:, batch.frame_ids.shape[1] // 2]
             conds = conds[prompt_of(centre).to(conds.device)]
-        return cfg_denoiser(net, conds, uncond, scale, max_batch)(batch.x, batch.t)
+        return guide(net, conds, uncond, scale, max_batch)(batch.x, batch.t)
 
     return denoise
 

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .fifo.tail import TailConfig, tail_hash_settings
 from .techniques import TechniquesConfig
 
 
@@ -40,6 +41,7 @@ class FifoConfig:
     max_batch: str = "auto"  # samples per U-Net call: "auto", "all", or an integer
     scaled_step: bool = False  # apply scale_arr in FIFO's DDIM step (the reference does not: quirk Q1)
     frames_per_prompt: list[int] = field(default_factory=list)
+    tail: TailConfig = field(default_factory=TailConfig)  # what enters the queue (--tail); fifo/tail.py
 
 
 @dataclass
@@ -146,6 +148,7 @@ def numerics_hash(cfg: RunConfig, checkpoint_id: str) -> str:
     d.pop("output")
     d["fifo"].pop("num_frames")
     d["fifo"].pop("max_batch")
+    prune_tail_settings(d)
     d.pop("device")
     d.pop("compile")  # like the device and max_batch, it changes float rounding only
     d["checkpoint"] = checkpoint_id
@@ -154,3 +157,11 @@ def numerics_hash(cfg: RunConfig, checkpoint_id: str) -> str:
 
         d["conditioning"]["image"] = file_sha256(cfg.conditioning.image, cache=False)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prune_tail_settings(d: dict[str, Any]) -> None:
+    """Only the tail settings that change the video enter a hash (none for the default ``noise``, so
+    hashes from before ``--tail`` existed stay valid)."""
+    tail = tail_hash_settings(TailConfig(**d["fifo"].pop("tail")))
+    if tail is not None:
+        d["fifo"]["tail"] = tail

@@ -24,6 +24,7 @@ from .fifo.queue import FifoPlan, FrameQueue
 from .fifo.sampler import FifoStepper, WindowDenoiser
 from .fifo.sizing import choose_max_batch, parse_max_batch, resolve_max_batch
 from .fifo.state import FifoState, LatentLog, load_state, save_state, state_path
+from .fifo.tail import make_tail_sampler
 from .interrupts import StopFlag, graceful_interrupt
 from .io.video import VideoWriter
 from .models.videocrafter import VideoCrafter
@@ -71,6 +72,12 @@ class FifoRun:
             )
         self.sched = model.ddim_schedule(self.plan.steps, cfg.sampling.eta).to(model.device)
         techniques.bind(self.sched)
+        if fc.tail.mode == "rescheduled" and fc.tail.window is None:
+            fc.tail.window = self.window  # the default period, recorded in the sidecar
+        try:
+            self.tail = make_tail_sampler(fc.tail, self.sched, self.window)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.warmup = warmup_iterations(self.plan, fc.init)  # type: ignore[arg-type]
         self.total_iters = self.warmup + fc.num_frames  # type: ignore[operator]
         self.chash = numerics_hash(cfg, checkpoint_id(cfg))
@@ -144,9 +151,11 @@ class FifoRun:
         state = load_state(self.resume_file, self.chash, self.model.device)
         self.queue, self.iteration, self.emitted = state.queue, state.iteration, state.emitted
         self.noise.set_state(state.rng_state)
+        self.tail.load_state_dict({k[5:]: v for k, v in state.extras.items() if k.startswith("tail.")})
         if "image_tokens" in state.extras:
             self.cond_state.image = state.extras["image_tokens"]
         saved = state.extras.get("max_batch")
+        self.techniques.load_state_dict(state.extras, self.model.device)  # the per-frame caches
         if not self.log_path.exists():
             raise ConfigError(f"--resume: the latent log {self.log_path} is missing; cannot rebuild the video")
         self.log(f"resuming at output frame {self.emitted} (iteration {self.iteration})")
@@ -195,8 +204,15 @@ class FifoRun:
     def denoiser(self) -> WindowDenoiser:
         prompt_of = prompt_schedule(self.cfg, self.plan, self.warmup)
         s = self.cfg.sampling
+        if self.executor is not None:
+            from .techniques import check_distributed
+
+            try:
+                check_distributed(self.cfg.techniques)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         return fifo_denoiser(self.model, self.cond_state, self.uncond, s.cfg, s.fps, self.max_batch, prompt_of,
-                             self.executor)
+                             self.executor, self.techniques)
 
     def open_writer(self) -> VideoWriter:
         """The streaming writer, with the frames of an interrupted run re-decoded from the latent log."""
@@ -219,7 +235,9 @@ class FifoRun:
                 raise KeyboardInterrupt
             self.consistent = False
             t_iter = time.perf_counter()
-            z, _ = stepper.step(denoise, self.queue, self.noise, iteration=self.iteration)  # type: ignore[arg-type]
+            z, _ = stepper.step(denoise, self.queue, self.noise, iteration=self.iteration,  # type: ignore[arg-type]
+                                tail=self.tail)
+            self.techniques.end_iteration(self.queue.first_id)  # publish this iteration's cache writes
             check_finite(z, f"FIFO iteration {self.iteration}")
             if cfg.compile and "compile_warmup_s" not in self.timings:  # excluded from fifo_s: see finish()
                 self.timings["compile_warmup_s"] = time.perf_counter() - t_iter
@@ -243,6 +261,8 @@ class FifoRun:
     def snapshot(self) -> FifoState:
         extras = {"image_tokens": self.cond_state.image} if self.cond_state.image is not None else {}
         extras["max_batch"] = torch.tensor([self.max_batch or 0])  # 0: one call per iteration
+        extras.update({f"tail.{k}": v for k, v in self.tail.state_dict().items()})  # rescheduling history
+        extras.update(self.techniques.state_dict())  # the per-frame caches: a resumed run continues bit for bit
         return FifoState(self.queue, self.noise.get_state(), self.iteration, self.emitted,  # type: ignore[arg-type]
                          self.chash, extras, self.cfg.sampling.seed)
 

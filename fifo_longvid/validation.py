@@ -8,6 +8,7 @@ from pathlib import Path
 from .config import ConfigError, RunConfig
 from .fifo.init import INIT_MODES
 from .fifo.sizing import check_frame_size, parse_max_batch
+from .fifo.tail import check_tail_config
 from .io.prompts import MAX_PROMPT_CHARS
 
 
@@ -28,13 +29,12 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("--mode base takes one prompt")
     parse_max_batch(cfg.fifo.max_batch)
     _check_conditioning(cfg)
-    if cfg.techniques.qcache.enabled:
-        from .techniques.qcache import check_config
+    from .techniques import check_config as check_techniques
 
-        try:
-            check_config(cfg.techniques.qcache)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+    try:
+        check_techniques(cfg.techniques)  # every enabled technique and their combination
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_sampling(cfg: RunConfig) -> None:
@@ -77,6 +77,10 @@ def _check_fifo(cfg: RunConfig) -> None:
                               f"({sum(f.frames_per_prompt)}); give one or make them agree")
     elif len(cfg.prompts) > 1:
         raise ConfigError("several prompts need --frames-per-prompt N1,N2,... (frames for each prompt)")
+    try:
+        check_tail_config(f.tail)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_conditioning(cfg: RunConfig) -> None:

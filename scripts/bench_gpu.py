@@ -150,8 +150,8 @@ def run_mode(setup: Setup, device: torch.device, dtype: torch.dtype, reference: 
         "s per output frame, median [min-max]": f"{s:.3f} [{min(times):.3f}-{max(times):.3f}]",
         "samples per iteration; per U-Net call": f"{rows}; {how}",
         "peak device memory (GiB)": "n/a (CPU)" if device.type != "cuda" else f"{peak:.1f}",
-        "FLOPs per output frame (TFLOP)": f"{per_frame / 1e12:.2f}",
-        "achieved TFLOP/s": f"{achieved / 1e12:.3f}",
+        "FLOPs per output frame (TFLOP)": f"{per_frame / 1e12:.3g}",
+        "achieved TFLOP/s": f"{achieved / 1e12:.3g}",
         "achieved / matmul of the same dtype": f"{achieved / MATMUL[dtype]:.0%}",
     }
 
@@ -182,6 +182,8 @@ def main() -> None:
     ap.add_argument("--config", choices=("videocrafter2", "medium"), default="videocrafter2")
     ap.add_argument("--quick", action="store_true", help="fewer timed iterations")
     ap.add_argument("--modes", default="a,b,c,d", help="subset of a,b,c,d")
+    ap.add_argument("--half-dtype", choices=("fp16", "bf16"), default="fp16",
+                    help="dtype of modes (b) and (d); bf16 on CPUs, where fp16 arithmetic is emulated")
     args = ap.parse_args()
     device = torch.device(args.device)
     setup = setups(args.config, args.quick)
@@ -194,14 +196,15 @@ def main() -> None:
           f"windows x 2 CFG branches per iteration, cfg {CFG_SCALE:g}, eta {ETA:g}; random weights; "
           f"{setup.warmup} warm-up + {setup.iters} timed iterations per mode")
     flops = count_flops(setup)
-    modes = {"a": ("(a) reference, fp32", "fp32", True, False), "b": ("(b) ours, fp16", "fp16", False, False),
-             "c": ("(c) ours, bf16", "bf16", False, False), "d": ("(d) ours, fp16 + compile", "fp16", False, True)}
+    h = args.half_dtype
+    modes = {"a": ("(a) reference, fp32", "fp32", True, False), "b": (f"(b) ours, {h}", h, False, False),
+             "c": ("(c) ours, bf16", "bf16", False, False), "d": (f"(d) ours, {h} + compile", h, False, True)}
     chosen = [modes[k] for k in args.modes.split(",")]
     for _, dt, _, _ in chosen:
         MATMUL.setdefault(DTYPES[dt], matmul_flops_per_s(device, DTYPES[dt]))
     results = [run_mode(setup, device, DTYPES[dt], ref, comp, flops) for _, dt, ref, comp in chosen]
     for (_, dt, _, _), r in zip(chosen, results, strict=True):
-        r["matmul TFLOP/s (same dtype, this run)"] = f"{MATMUL[DTYPES[dt]] / 1e12:.3f}"
+        r["matmul TFLOP/s (same dtype, this run)"] = f"{MATMUL[DTYPES[dt]] / 1e12:.3g}"
     report([name for name, *_ in chosen], results, t_start)
 
 

@@ -1,10 +1,16 @@
 """Optional techniques that attach to the U-Net from outside (the model code never names them).
 
-Each technique is one module with a config dataclass and an ``apply(unet, cfg)`` that installs it
-(attention processors, forward hooks) and returns an object with ``bind(schedule)``,
-``set_phase("base" | "fifo")``, ``remove()`` and ``describe()``. The pipeline installs what the run
-config enables, and removes everything in a ``finally:`` after every video, so no state leaks between
-videos. With every technique disabled nothing is installed at all.
+Each technique is one module with a config dataclass and an ``apply`` that installs it (attention
+processors, forward hooks or patches) and returns an object with ``bind(schedule)``,
+``set_phase("base" | "clip" | "fifo")``, ``remove()`` and ``describe()``. The pipeline installs what the
+run config enables, and removes everything in a ``finally:`` after every video, so no state leaks
+between videos. With every technique disabled nothing is installed at all, and the guidance and network
+wrappers below are the plain ones: output is bitwise what it is without this package.
+
+The acceleration techniques (TGATE, CFG-Cache, attention reuse, DeepCache) share one ``FrameStore`` of
+per-frame state keyed by frame id; the sampler loop calls ``end_iteration(first_id)`` after each FIFO
+iteration (publishes the iteration's writes, drops frames that left the queue) and the resume state
+carries ``state_dict()``.
 """
 
 from __future__ import annotations
@@ -14,18 +20,65 @@ from typing import Any
 
 import torch
 
+from ..diffusion.guidance import Denoiser, NetworkFn, cfg_denoiser
 from ..diffusion.schedule import DDIMSchedule
-from . import qcache
+from . import attn_reuse, cfg_cache, deepcache, hooks, qcache, tgate
+from .store import FrameStore
+
+STATE_PREFIX = "techniques/"
 
 
 @dataclass
 class TechniquesConfig:
     qcache: qcache.QCacheConfig = field(default_factory=qcache.QCacheConfig)
+    tgate: tgate.TGateConfig = field(default_factory=tgate.TGateConfig)
+    cfg_cache: cfg_cache.CFGCacheConfig = field(default_factory=cfg_cache.CFGCacheConfig)
+    attn_reuse: attn_reuse.AttnReuseConfig = field(default_factory=attn_reuse.AttnReuseConfig)
+    deepcache: deepcache.DeepCacheConfig = field(default_factory=deepcache.DeepCacheConfig)
+
+
+ACCELERATION = ("tgate", "cfg_cache", "attn_reuse", "deepcache")
+FLAGS = {"tgate": "--tgate", "cfg_cache": "--cfg-cache", "attn_reuse": "--attn-reuse", "deepcache": "--deepcache"}
+
+
+def enabled_acceleration(cfg: TechniquesConfig | None) -> list[str]:
+    return [] if cfg is None else [n for n in ACCELERATION if getattr(cfg, n).enabled]
+
+
+def check_config(cfg: TechniquesConfig) -> None:
+    """Validate every enabled technique and their combination (ValueError naming the option)."""
+    if cfg.qcache.enabled:
+        qcache.check_config(cfg.qcache)
+    for name, mod in (("tgate", tgate), ("cfg_cache", cfg_cache), ("attn_reuse", attn_reuse),
+                      ("deepcache", deepcache)):
+        if getattr(cfg, name).enabled:
+            mod.check_config(getattr(cfg, name))
+    if cfg.qcache.enabled:
+        clash = {"spatial_attn2": "tgate", "spatial_attn1": "attn_reuse"}
+        for target in cfg.qcache.targets:
+            other = clash.get(target)
+            if other and getattr(cfg, other).enabled:
+                raise ValueError(f"--qcache-targets {target} and {FLAGS[other]} both replace the spatial "
+                                 f"{target[-5:]} layers; drop one of them (Q-cache's default target "
+                                 "temporal_attn1 composes with every technique)")
+
+
+def check_distributed(cfg: TechniquesConfig | None) -> None:
+    """Multi-process runs compute U-Net rows on other ranks, which do not see the per-frame store."""
+    inside = [n for n in enabled_acceleration(cfg) if n != "cfg_cache"]
+    if inside:
+        flags = ", ".join(FLAGS[n] for n in inside)
+        raise ValueError(f"{flags} keep per-frame caches inside the U-Net, which torchrun worker ranks do not "
+                         "share; run on one process, or drop " + flags + " (--cfg-cache works multi-process)")
 
 
 class TechniqueSet:
-    def __init__(self, items: list[Any]):
+    def __init__(self, items: list[Any], store: FrameStore | None = None):
         self.items = items
+        self.store = store if store is not None else FrameStore()
+
+    def get(self, name: str) -> Any:
+        return next((t for t in self.items if t.name == name), None)
 
     def bind(self, schedule: DDIMSchedule) -> None:
         for t in self.items:
@@ -39,13 +92,60 @@ class TechniqueSet:
         for t in reversed(self.items):
             t.remove()
         self.items = []
+        self.store.clear()
+        hooks.forget()
 
     def describe(self) -> dict[str, Any]:
         return {t.name: t.describe() for t in self.items}
 
+    # -- FIFO loop ------------------------------------------------------------------------------------
+    def end_iteration(self, first_id: int) -> None:
+        """After each FIFO iteration: publish its cache writes, drop frames with ids below ``first_id``."""
+        self.store.end_iteration(first_id)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {STATE_PREFIX + k: v for k, v in self.store.state_dict().items()}
+
+    def load_state_dict(self, sd: dict[str, torch.Tensor], device: torch.device | str | None = None) -> None:
+        self.store.load_state_dict({k[len(STATE_PREFIX):]: v for k, v in sd.items() if k.startswith(STATE_PREFIX)},
+                                   device)
+
+    # -- wrappers around the network and the guidance ----------------------------------------------------
+    def wrap_network(self, net: NetworkFn) -> NetworkFn:
+        for t in self.items:
+            if hasattr(t, "wrap_network"):
+                net = t.wrap_network(net)
+        return net
+
+    def cfg_denoiser(self, net: NetworkFn, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float,
+                     max_batch: int | None = None) -> Denoiser:
+        """``diffusion.guidance.cfg_denoiser``, or the guidance-level hook when TGATE or CFG-Cache is on."""
+        tg, cc = self.get("tgate"), self.get("cfg_cache")
+        if tg is None and cc is None:
+            return cfg_denoiser(net, cond, uncond, scale, max_batch)
+        from .guided import mixed_cfg_denoiser
+
+        return mixed_cfg_denoiser(net, cond, uncond, scale, max_batch, tg, cc)
+
 
 def apply_techniques(unet: torch.nn.Module, cfg: TechniquesConfig | None) -> TechniqueSet:
+    store = FrameStore()
     items: list[Any] = []
-    if cfg is not None and cfg.qcache.enabled:
-        items.append(qcache.apply(unet, cfg.qcache))
-    return TechniqueSet(items)
+    if cfg is None:
+        return TechniqueSet(items, store)
+    check_config(cfg)
+    try:
+        if cfg.qcache.enabled:
+            items.append(qcache.apply(unet, cfg.qcache))
+        if cfg.deepcache.enabled:
+            items.append(deepcache.apply(unet, cfg.deepcache, store))
+        if cfg.tgate.enabled:
+            items.append(tgate.apply(unet, cfg.tgate, store))
+        if cfg.attn_reuse.enabled:
+            items.append(attn_reuse.apply(unet, cfg.attn_reuse, store))
+        if cfg.cfg_cache.enabled:
+            items.append(cfg_cache.apply(cfg.cfg_cache, store))
+    except BaseException:
+        TechniqueSet(items, store).remove()  # leave the model as it was
+        raise
+    return TechniqueSet(items, store)
