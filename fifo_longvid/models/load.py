@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .presets import RECIPE_PRESETS, load_model_config
+from .presets import RECIPE_PRESETS, SHIPPED_PRESETS, load_model_config
 from .recipe import recipe_for_model
 from .videocrafter import ModelConfig, VideoCrafter
 
@@ -178,18 +178,23 @@ def load_model(
 ) -> VideoCrafter:
     """Build a model from a preset/YAML and load its weights, ready for inference.
 
-    Without a checkpoint, presets with a weight recipe (``tiny``) get their seeded test weights;
+    Without a checkpoint, presets with a weight recipe (``tiny``) get their seeded test weights, ``toy`` its
+    packaged trained weights;
     other configs need a checkpoint.
     """
     cfg = load_model_config(config)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    if checkpoint is None:
+    if checkpoint is None and cfg.name in SHIPPED_PRESETS:
+        from .shipped import load_shipped  # imports this module
+
+        model = load_shipped(cfg)
+    elif checkpoint is None:
         if cfg.name not in RECIPE_PRESETS:
             raise CheckpointError(
                 f"config {cfg.name!r} needs a checkpoint: pass --checkpoint PATH, or run `fifo-gen download"
                 f"{'' if cfg.name == 'videocrafter2' else ' --model ' + cfg.name}` to fetch it into "
-                f"checkpoints/{cfg.name}/. (The `tiny` and `tiny_i2v` configs need none.)"
+                f"checkpoints/{cfg.name}/. (The `toy`, `tiny` and `tiny_i2v` configs need none.)"
             )
         model = build_model(cfg, "cpu")
         model.load_state_dict({**model.state_dict(), **recipe_for_model(model, RECIPE_PRESETS[cfg.name])},

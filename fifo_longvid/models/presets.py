@@ -22,6 +22,9 @@ from .videocrafter import ModelConfig
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 TINY_OPENCLIP = PACKAGE_DATA / "tiny_openclip.json"
 TINY_OPENCLIP_I2V = PACKAGE_DATA / "tiny_openclip_i2v.json"
+# 1 / std of the toy VAE's latents, measured by scripts/train_toy.py (also stored in the weights' metadata).
+TOY_SCALE_FACTOR = 0.43557046352595424
+TOY_TEXT_SEED = 7  # seed of the toy's frozen text tower (recipe weights)
 
 
 def videocrafter2() -> ModelConfig:
@@ -46,6 +49,28 @@ def tiny() -> ModelConfig:
     )
 
 
+def toy() -> ModelConfig:
+    """The trained toy model (weights: models/shipped.py): VideoCrafter2's architecture at 64x64 px.
+
+    Trained by ``scripts/train_toy.py`` on procedural shape videos (``fifo_longvid.toy.data``); its text
+    tower is the seeded ``tiny_openclip`` recipe, kept frozen. ``use_scale`` is off: it was trained and is
+    sampled without VideoCrafter2's scale_arr, so base and FIFO sampling agree.
+    """
+    return ModelConfig(
+        name="toy",
+        unet=UNetConfig(model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attention_resolutions=(1, 2, 4),
+                        num_head_channels=16, context_dim=64, temporal_length=8),
+        vae=VAEConfig(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, resolution=64),
+        text=TextEncoderConfig(arch="tiny_openclip", model_config_file=str(TINY_OPENCLIP)),
+        scale_factor=TOY_SCALE_FACTOR,
+        use_scale=False,
+        latent_size=(8, 8),
+        default_window=8,
+        default_partitions=2,
+        default_num_frames=64,
+    )
+
+
 def videocrafter1_i2v() -> ModelConfig:
     """VideoCrafter1 image-to-video 512 (VideoCrafter/Image2Video-512): the T2V U-Net plus image tokens."""
     return ModelConfig(name="videocrafter1_i2v", unet=UNetConfig(use_image_attention=True), image=ImageConfig(),
@@ -62,11 +87,13 @@ def tiny_i2v() -> ModelConfig:
     return cfg
 
 
-PRESETS = {"videocrafter2": videocrafter2, "tiny": tiny, "videocrafter1_i2v": videocrafter1_i2v,
+PRESETS = {"videocrafter2": videocrafter2, "tiny": tiny, "toy": toy, "videocrafter1_i2v": videocrafter1_i2v,
            "tiny_i2v": tiny_i2v}
 
 # Presets whose weights, when no checkpoint is given, come from the seeded recipe (preset -> seed).
 RECIPE_PRESETS = {"tiny": 0, "tiny_i2v": 2}
+# Presets whose trained weights ship inside the package (models/shipped.py).
+SHIPPED_PRESETS = ("toy",)
 
 
 def _from_mapping(data: dict[str, Any]) -> ModelConfig:

@@ -1,0 +1,1 @@
+"""The trained ``toy`` model's world: procedural shape videos with known ground truth, and metrics against it."""

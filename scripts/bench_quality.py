@@ -1,0 +1,116 @@
+"""Quality of long toy videos per technique, scored against ground truth (``fifo_longvid.toy.metrics``).
+
+    python scripts/bench_quality.py                       # 8 seeded prompts x 256 frames, every configuration
+    python scripts/bench_quality.py --frames 128 --extra "tail noise:fifo.tail=noise"
+
+Each configuration is a set of run-config overrides (the keys of ``fifo-gen ... key=value``); add one with
+``--extra "NAME:key=value,key=value"`` when a technique lands, or append it to CONFIGS. Every cell is
+mean +- std over the prompts (seed i for prompt i). "base clip" is one plain clip of the model's window
+length (the longest a base clip gets). A drift curve over ``--drift-frames`` follows the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import load_note, print_table  # noqa: E402
+
+from fifo_longvid.config import build_run_config  # noqa: E402
+from fifo_longvid.models.load import load_model  # noqa: E402
+from fifo_longvid.pipeline import generate  # noqa: E402
+from fifo_longvid.toy.data import DIRECTIONS, caption_of, sample_shape  # noqa: E402
+from fifo_longvid.toy.metrics import drift_curve, score_video, summarize  # noqa: E402
+
+CONFIGS: list[tuple[str, dict[str, object]]] = [
+    ("base clip", {"mode": "base"}),
+    ("FIFO", {}),
+    ("FIFO + qcache 0.9", {"techniques.qcache.enabled": True, "techniques.qcache.v": 0.9}),
+    ("init uniform", {"fifo.init": "uniform"}),
+]
+METRICS = ("score", "colour_acc", "shape_acc", "direction_acc", "speed", "jerk", "flicker", "area_cv")
+
+
+def prompts(n: int, seed: int = 0) -> list[str]:
+    """``n`` seeded single-shape prompts with a straight-line motion (so direction is well defined)."""
+    rng = random.Random(seed)
+    return [caption_of(s.colour, s.shape, s.motion)
+            for s in (sample_shape(rng, motion=rng.choice(list(DIRECTIONS))) for _ in range(n))]
+
+
+def parse_extra(spec: str) -> tuple[str, dict[str, object]]:
+    name, sep, body = spec.partition(":")
+    if not sep or not name.strip():
+        raise SystemExit(f"--extra {spec!r}: expected 'NAME:key=value,key=value'")
+    pairs = [kv.split("=", 1) for kv in body.split(",") if kv.strip()]
+    if any(len(p) != 2 for p in pairs):
+        raise SystemExit(f"--extra {spec!r}: every override must be key=value")
+    return name.strip(), {k.strip(): v.strip() for k, v in pairs}
+
+
+def run_one(model, prompt: str, seed: int, frames: int, overrides: dict[str, object], tmp: Path) -> torch.Tensor:
+    """Generate one video through the real pipeline and read the written frames back (uint8 F, H, W, 3)."""
+    out = tmp / f"v{seed}.mp4"
+    flags = {"model": "toy", "device": "cpu", "prompts": [prompt], "fifo.num_frames": frames,
+             "sampling.seed": seed, "output.path": str(out), "output.overwrite": True, **overrides}
+    generate(build_run_config(flags=flags), model=model, log=lambda _m: None)
+    return torch.from_numpy(iio.imread(out))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--frames", type=int, default=256)
+    p.add_argument("--drift-frames", type=int, default=512, help="length of the drift-curve run (0: skip)")
+    p.add_argument("--segment", type=int, default=64, help="drift-curve segment length")
+    p.add_argument("--extra", action="append", default=[], help="NAME:key=value,... another configuration")
+    p.add_argument("--only", default=None, help="comma list of configuration names to run")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    configs = CONFIGS + [parse_extra(e) for e in args.extra]
+    if args.only:
+        keep = {s.strip() for s in args.only.split(",")}
+        configs = [c for c in configs if c[0] in keep]
+    t_start = time.perf_counter()
+    print(load_note())
+    model = load_model("toy", device="cpu")
+    caps = prompts(args.prompts)
+    print("prompts: " + "; ".join(f"{i}: {c}" for i, c in enumerate(caps)), flush=True)
+    results = []
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        for name, ov in configs:
+            t0 = time.perf_counter()
+            scores = [score_video(run_one(model, c, i, args.frames, ov, tmp), c) for i, c in enumerate(caps)]
+            row = {"frames": str(model.temporal_length if ov.get("mode") == "base" else args.frames)}
+            for m in METRICS:
+                mean, std = summarize([getattr(s, m) if m != "score" else s.score for s in scores])
+                row[m] = f"{mean:.3f} ± {std:.3f}"
+            row["wall s / video"] = f"{(time.perf_counter() - t0) / len(caps):.1f}"
+            results.append(row)
+            print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+        print()
+        print_table([c[0] for c in configs], results)
+        if args.drift_frames:
+            print(f"\ndrift curve: '{caps[0]}', seed 0, {args.drift_frames} frames, FIFO, score per "
+                  f"{args.segment}-frame segment")
+            curve = drift_curve(run_one(model, caps[0], 0, args.drift_frames, {}, tmp), caps[0], args.segment)
+            print("| start frame | score | colour_acc | shape_acc | direction_acc | speed |")
+            print("| --- | --- | --- | --- | --- | --- |")
+            for seg in curve:
+                print(f"| {seg['start']} | {seg['score']:.3f} | {seg['colour_acc']:.3f} | {seg['shape_acc']:.3f} | "
+                      f"{seg['direction_acc']:.3f} | {seg['speed']:.2f} |")
+    print(f"\ntotal wall time {time.perf_counter() - t_start:.1f} s; {load_note(at_start=False)}")
+
+
+if __name__ == "__main__":
+    main()
