@@ -56,7 +56,9 @@ def generate(
     frames_per_prompt: Annotated[str | None, typer.Option(help="Comma list of frame counts, one per "
                                                           "--prompt, e.g. 40,60.")] = None,
     max_batch: Annotated[str | None, typer.Option(help="Samples per U-Net call (windows x 2 for CFG): "
-                                                  "auto, all or N. Lower = less memory, slower.")] = None,
+                                                  "auto (a fixed rule of the model, the shapes and the card's "
+                                                  "total memory: the same command gives the same bits), all or N. "
+                                                  "Lower = less memory, slower.")] = None,
     qcache: Annotated[float | None, typer.Option(
         "--qcache", help="Weighted Q-cache v in [0, 1]: decoder queries of the temporal self-attention become "
         "(1-v)*Q_dec + v*Q_enc of the mirrored encoder layer (FIFO-Diffusion+). 0.9 is the paper's setting.")] = None,

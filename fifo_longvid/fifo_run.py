@@ -99,7 +99,8 @@ class FifoRun:
         """One log line: where and how this run computes (device, dtype, FIFO plan, U-Net batch)."""
         fc, p = self.cfg.fifo, self.plan
         mb = "all" if self.max_batch is None else str(self.max_batch)
-        return (f"{self.model.device} {dtype_name(self.model.dtype)}; FIFO window {p.f} x {p.n} "
+        threads = f" ({torch.get_num_threads()} threads)" if self.model.device.type == "cpu" else ""
+        return (f"{self.model.device}{threads} {dtype_name(self.model.dtype)}; FIFO window {p.f} x {p.n} "
                 f"partition{'s' if p.n != 1 else ''} = {p.steps} DDIM steps, lookahead "
                 f"{'on' if p.lookahead else 'off'}, init {fc.init}; {self.total_iters} iterations for "
                 f"{fc.num_frames} frame{'s' if fc.num_frames != 1 else ''}; {self.samples_per_iteration} samples "
@@ -155,11 +156,22 @@ class FifoRun:
         if "image_tokens" in state.extras:
             self.cond_state.image = state.extras["image_tokens"]
         saved = state.extras.get("max_batch")
+        self.check_threads(state.extras.get("threads"))
         self.techniques.load_state_dict(state.extras, self.model.device)  # the per-frame caches
         if not self.log_path.exists():
             raise ConfigError(f"--resume: the latent log {self.log_path} is missing; cannot rebuild the video")
         self.log(f"resuming at output frame {self.emitted} (iteration {self.iteration})")
         return None if saved is None else int(saved.reshape(-1)[0])
+
+    def check_threads(self, saved: torch.Tensor | None) -> None:
+        """CPU kernels split their sums by thread, so a resume on another thread count continues with other
+        rounding: say so (the run still continues; OMP_NUM_THREADS restores the saved count)."""
+        now = torch.get_num_threads()
+        if saved is not None and self.model.device.type == "cpu" and int(saved.reshape(-1)[0]) != now:
+            was = int(saved.reshape(-1)[0])
+            self.log(f"warning: the state was saved with {was} CPU threads and this run has {now}: the rest of the "
+                     f"video will differ in its last bits from an uninterrupted run (set OMP_NUM_THREADS={was} to "
+                     "continue bit for bit)")
 
     def start(self) -> None:  # returns None: no saved max-batch
         """Build the initial queue (from a base clip unless ``--init noise``), then seed its image tokens."""
@@ -199,7 +211,8 @@ class FifoRun:
                                       self.samples_per_iteration)
             self.max_batch, how = choice.value, choice.how
         self.runtime.update(device=str(self.model.device), dtype=dtype_name(self.model.dtype),
-                            max_batch=self.max_batch or self.samples_per_iteration, max_batch_how=how)
+                            max_batch=self.max_batch or self.samples_per_iteration, max_batch_how=how,
+                            threads=torch.get_num_threads())
 
     def denoiser(self) -> WindowDenoiser:
         prompt_of = prompt_schedule(self.cfg, self.plan, self.warmup)
@@ -261,6 +274,7 @@ class FifoRun:
     def snapshot(self) -> FifoState:
         extras = {"image_tokens": self.cond_state.image} if self.cond_state.image is not None else {}
         extras["max_batch"] = torch.tensor([self.max_batch or 0])  # 0: one call per iteration
+        extras["threads"] = torch.tensor([torch.get_num_threads()])  # CPU rounding depends on it
         extras.update({f"tail.{k}": v for k, v in self.tail.state_dict().items()})  # rescheduling history
         extras.update(self.techniques.state_dict())  # the per-frame caches: a resumed run continues bit for bit
         return FifoState(self.queue, self.noise.get_state(), self.iteration, self.emitted,  # type: ignore[arg-type]

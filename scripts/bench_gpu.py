@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
 from fifo_longvid.diffusion.noise import NoiseSource
 from fifo_longvid.diffusion.schedule import make_ddim_schedule, train_schedule
-from fifo_longvid.fifo.autobatch import calibrate_cpu, probe_cuda
+from fifo_longvid.fifo.autobatch import cpu_rule, cuda_rule
 from fifo_longvid.fifo.init import init_queue
 from fifo_longvid.fifo.queue import FifoPlan
 from fifo_longvid.fifo.sampler import FifoStepper, WindowBatch
@@ -124,8 +124,10 @@ def run_mode(setup: Setup, device: torch.device, dtype: torch.dtype, reference: 
     if reference:
         max_batch, how = 1, "1 (cond and uncond separate)"
     else:
-        choose = probe_cuda if device.type == "cuda" else calibrate_cpu
-        choice = choose(unet, 4, rows, setup.f, setup.latent_hw, uncond)
+        if device.type == "cuda":
+            choice = cuda_rule(unet, 4, rows, setup.f, setup.latent_hw, uncond)
+        else:
+            choice = cpu_rule(setup.unet.model_channels, rows, setup.f, setup.latent_hw)
         max_batch, how = choice.value, choice.how.split(" -> ")[-1]
     den = cfg_denoiser(unet_network(unet, FPS), cond, uncond, CFG_SCALE, max_batch)
 

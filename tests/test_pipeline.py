@@ -129,7 +129,7 @@ def test_disk_full_keeps_state_for_resume(tiny_model, tmp_path, monkeypatch):
 
 
 def test_resume_keeps_the_max_batch_auto_chose(tiny_model, tmp_path, monkeypatch):
-    """Chunk sizes change float rounding, so a resumed run must reuse the saved choice, not calibrate again."""
+    """Chunk sizes change float rounding, so a resumed run must reuse the saved choice, not apply the rule again."""
     from fifo_longvid.fifo import autobatch, sizing
 
     def pick(size):
@@ -141,10 +141,10 @@ def test_resume_keeps_the_max_batch_auto_chose(tiny_model, tmp_path, monkeypatch
         if task == "fifo" and done == 8:
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(sizing, "calibrate_cpu", pick(2))
+    monkeypatch.setattr(sizing, "cpu_rule", pick(2))
     out = tmp_path / "cut.mp4"
     assert run(tiny_model, out, extra, progress=interrupt_at_4).partial
-    monkeypatch.setattr(sizing, "calibrate_cpu", pick(4))  # a fresh calibration would now choose differently
+    monkeypatch.setattr(sizing, "cpu_rule", pick(4))  # the rule's inputs changed (another machine, say)
     resumed = run(tiny_model, out, extra + ["output.resume=true"])
     rt = json.loads(resumed.sidecar.read_text())["runtime"]
     assert rt["max_batch"] == 2 and rt["max_batch_how"] == "auto: kept from the saved state"

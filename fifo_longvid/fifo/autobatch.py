@@ -1,101 +1,82 @@
-"""``--max-batch auto``: how many samples go through the U-Net per call, chosen for speed.
+"""``--max-batch auto``: how many samples go through the U-Net per call, as a fixed rule of the run.
 
-One FIFO iteration is ``rows`` samples (every window, cond and uncond). On a GPU, bigger calls amortise
-launches and fill the device, so ``auto`` takes as many samples as free memory allows, measured by one
-probe forward at the run's real context length with the run's techniques installed. On a CPU a
-compute-bound model gains nothing from a big call and often loses (cache misses), so ``auto`` times one
-call of each candidate size (2, 4, 8, ... up to ``rows``; cond/uncond pairs stay together) on the
-run's shapes and keeps the fastest per sample; the larger size wins within ``TIE``.
+Chunk sizes change float rounding (not the maths), so the choice must never depend on a clock or on memory
+that happens to be free: the same command, seed and machine give the same video, however loaded the machine.
+``auto`` is therefore a pure function of what the user controls (model config, shapes, context length,
+techniques) and of the machine's fixed properties (device kind, total device memory):
 
-Chunk sizes change float rounding (not the maths), so the choice is recorded in the sidecar and the
-resume state: a resumed run keeps it, and ``--max-batch N`` reproduces a run exactly. Within one process
-the calibration is done once per U-Net and shape (``_CALIBRATED``): every video of a batch run, and two
-runs with the same seed, use the same chunks.
+* **CPU** (``cpu_rule``). A compute-bound model gains nothing from a big call and loses once a call's
+  activations leave the caches, so a call holds at most ``CPU_CALL_ELEMENTS`` activation elements at the
+  U-Net's first level (samples x model_channels x frames x h x w), in whole cond/uncond pairs. Measured by
+  ``scripts/bench_autobatch.py`` against the best size found by timing (README "Reproducibility").
+* **CUDA** (``cuda_rule``). One probe forward of a (cond, uncond) pair at the run's real context length, with
+  the run's techniques installed, gives the peak activation bytes per sample (the allocator's count of live
+  tensors: the same for the same shapes). The budget is ``CUDA_MEMORY_SHARE`` of the card's *total* memory
+  minus what this process already holds (weights, queue), and the chunk is the largest power of two that fits:
+  free memory, which other processes change, is never read.
+
+The choice and its reason are logged, recorded in the sidecar (``runtime.max_batch_how``) and in the resume
+state, so a resumed run keeps it even if the rule's inputs (e.g. the card) changed.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-TIE = 0.03  # a larger batch within 3 % of the fastest per-sample time wins (fewer calls, less overhead)
-MEMORY_HEADROOM = 0.8  # fraction of the free CUDA memory the probe's per-sample peak may use
-
-
-_CALIBRATED: dict[tuple, BatchChoice] = {}
+CPU_CALL_ELEMENTS = 2**19  # first-level activation elements per CPU call (tiny: 8 samples; medium 32x32x16: 2)
+CUDA_MEMORY_SHARE = 0.8  # of the card's total memory, for this process's weights, queue and one call
 
 
 @dataclass
 class BatchChoice:
     value: int | None  # samples per U-Net call; None: the whole iteration in one call
     how: str  # one line for the log and the sidecar
-    timings: dict[int, float] = field(default_factory=dict)  # CPU calibration: candidate -> s per sample
 
 
-def candidates(rows: int) -> list[int]:
-    """Even sizes 2, 4, 8, ... below ``rows``, then ``rows`` itself."""
-    sizes, c = [], 2
-    while c < rows:
-        sizes.append(c)
-        c *= 2
-    return sizes + [rows]
+def pair_floor(n: int) -> int:
+    """``n`` rounded down to a whole number of cond/uncond pairs, at least one pair."""
+    return max(2, n // 2 * 2)
 
 
-def _inputs(n: int, channels: int, frames: int, latent_hw: tuple[int, int], context: torch.Tensor,
-            device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, channels, frames, *latent_hw, generator=g).to(device)
-    t = torch.full((n, frames), 500, dtype=torch.long, device=device)
-    ctx = context[:1].to(device).expand(n, -1, -1)
-    return x, t, ctx
+def pow2_floor(n: int) -> int:
+    """The largest power of two <= n (at least 2): a margin against small changes in the rule's inputs."""
+    return max(2, 1 << (max(n, 1).bit_length() - 1))
 
 
-def calibrate_cpu(unet: torch.nn.Module, channels: int, rows: int, frames: int, latent_hw: tuple[int, int],
-                  context: torch.Tensor, repeats: int = 1) -> BatchChoice:
-    """Time one U-Net call per candidate size (after one warm-up call) and keep the fastest per sample."""
-    device = context.device
-    key = (id(unet), next(unet.parameters()).dtype, str(device), channels, rows, frames, tuple(latent_hw),
-           context.shape[-2], torch.get_num_threads())
-    if key in _CALIBRATED:
-        return _CALIBRATED[key]
-    sizes = candidates(rows)
-    if len(sizes) == 1:
-        return BatchChoice(None, f"auto: {rows} samples per iteration, one call")
-    per_sample: dict[int, float] = {}
-    with torch.no_grad():
-        x, t, ctx = _inputs(max(sizes), channels, frames, latent_hw, context, device)
-        unet(x[:2], t[:2], ctx[:2])  # warm-up: allocator, thread pool, lazy init
-        for n in sizes:
-            best = float("inf")
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                unet(x[:n], t[:n], ctx[:n])
-                best = min(best, time.perf_counter() - t0)
-            per_sample[n] = best / n
-    fastest = min(per_sample.values())
-    chosen = max(n for n, s in per_sample.items() if s <= fastest * (1 + TIE))
-    table = ", ".join(f"{n}: {s:.3f}" for n, s in per_sample.items())
-    value = None if chosen >= rows else chosen
-    choice = BatchChoice(value, f"auto: CPU calibration, s/sample by call size {{{table}}} -> {chosen}", per_sample)
-    _CALIBRATED[key] = choice
-    return choice
+def cpu_rule(model_channels: int, rows: int, frames: int, latent_hw: tuple[int, int]) -> BatchChoice:
+    """Samples per CPU call from the activation size of one sample (no timing)."""
+    per_sample = model_channels * frames * latent_hw[0] * latent_hw[1]
+    fit = pair_floor(CPU_CALL_ELEMENTS // per_sample)
+    value = None if fit >= rows else fit
+    return BatchChoice(value, f"auto: CPU rule, {per_sample} activation elements per sample, "
+                              f"<= {CPU_CALL_ELEMENTS} per call -> {min(fit, rows)} of {rows}")
 
 
-def probe_cuda(unet: torch.nn.Module, channels: int, rows: int, frames: int, latent_hw: tuple[int, int],
-               context: torch.Tensor) -> BatchChoice:
-    """Peak memory of one (cond, uncond) pair at the real context length -> as many samples as fit."""
+def cuda_fit(per_sample_bytes: int, held_bytes: int, total_bytes: int) -> int:
+    """Samples per CUDA call: the largest power of two whose activations fit beside what is already held."""
+    budget = int(total_bytes * CUDA_MEMORY_SHARE) - held_bytes
+    return pow2_floor(budget // max(1, per_sample_bytes))
+
+
+def cuda_rule(unet: torch.nn.Module, channels: int, rows: int, frames: int, latent_hw: tuple[int, int],
+              context: torch.Tensor) -> BatchChoice:
+    """Peak activation bytes of one (cond, uncond) pair at the real context length -> samples per call."""
     device = context.device
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
+    held = torch.cuda.memory_allocated(device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, channels, frames, *latent_hw, generator=g).to(device)  # fp32, as the sampler passes it
+    t = torch.full((2, frames), 500, dtype=torch.long, device=device)
     with torch.no_grad():
-        x, t, ctx = _inputs(2, channels, frames, latent_hw, context, device)
-        unet(x, t, ctx)
-    per_sample = max(1, (torch.cuda.max_memory_allocated(device) - base) // 2)
-    free, _ = torch.cuda.mem_get_info(device)
-    fit = max(2, int(free * MEMORY_HEADROOM) // per_sample // 2 * 2)
+        unet(x, t, context[:1].to(device).expand(2, -1, -1))
+    per_sample = max(1, (torch.cuda.max_memory_allocated(device) - held) // 2)
+    del x, t
+    total = torch.cuda.get_device_properties(device).total_memory
+    fit = cuda_fit(per_sample, held, total)
     value = None if fit >= rows else fit
-    return BatchChoice(value, f"auto: CUDA probe, {per_sample / 2**20:.0f} MiB per sample, "
-                              f"{free / 2**30:.1f} GiB free -> {min(fit, rows)} of {rows}")
+    return BatchChoice(value, f"auto: CUDA rule, {per_sample / 2**20:.0f} MiB per sample, "
+                              f"{CUDA_MEMORY_SHARE:.0%} of {total / 2**30:.1f} GiB total less "
+                              f"{held / 2**30:.2f} GiB held -> {min(fit, rows)} of {rows}")

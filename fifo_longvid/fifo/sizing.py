@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..config import ConfigError, RunConfig
-from .autobatch import BatchChoice, calibrate_cpu, probe_cuda
+from .autobatch import BatchChoice, cpu_rule, cuda_rule
 
 
 def fill_model_defaults(cfg: RunConfig, model: Any) -> None:
@@ -69,33 +69,24 @@ def parse_max_batch(spec: str | int | None) -> int | None | str:
 
 def resolve_max_batch(spec: str | int | None, device: torch.device, model: Any,
                       latent_hw: tuple[int, int], frames: int) -> int | None:
-    """Samples per U-Net call. ``auto``: everything on CPU; on CUDA, as many as free memory allows,
-    measured from one probe forward of a (cond, uncond) pair (the reference's peak)."""
+    """Samples per U-Net call of one rank's slice in a multi-process run. ``auto``: everything on CPU; on CUDA
+    the rule of ``autobatch.cuda_rule`` at 77 tokens, the same on every rank (no free-memory reading)."""
     spec = parse_max_batch(spec)
     if spec != "auto":
         return spec  # type: ignore[return-value]
     if device.type != "cuda":
         return None
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
-    h, w = latent_hw
-    x = torch.zeros(2, model.cfg.channels, frames, h, w, device=device, dtype=model.dtype)
-    ctx = torch.zeros(2, 77, model.cfg.unet.context_dim, device=device, dtype=model.dtype)
-    with torch.no_grad():
-        model.unet(x, torch.zeros(2, frames, dtype=torch.long, device=device), ctx)
-    per_sample = max(1, (torch.cuda.max_memory_allocated(device) - base) // 2)
-    free, _ = torch.cuda.mem_get_info(device)
-    return max(2, int(free * 0.8) // per_sample)
+    ctx = torch.zeros(1, 77, model.cfg.unet.context_dim, device=device)
+    return cuda_rule(model.unet, model.cfg.channels, 1 << 30, frames, latent_hw, ctx).value
 
 
 def choose_max_batch(spec: str | int | None, model: Any, latent_hw: tuple[int, int], frames: int,
                      context: torch.Tensor, rows: int) -> BatchChoice:
-    """``--max-batch`` for a single-process run: a fixed value, or ``auto`` measured on this run's shapes,
-    context length and installed techniques (``fifo/autobatch.py``)."""
+    """``--max-batch`` for a single-process run: a fixed value, or ``auto``'s rule for this run's shapes,
+    context length and installed techniques (``fifo/autobatch.py``): never a timing or free memory."""
     parsed = parse_max_batch(spec)
     if parsed != "auto":
         return BatchChoice(parsed, f"--max-batch {spec}")  # type: ignore[arg-type]
-    context = context.to(model.device)
-    probe = probe_cuda if model.device.type == "cuda" else calibrate_cpu
-    return probe(model.unet, model.cfg.channels, rows, frames, latent_hw, context)
+    if model.device.type == "cuda":
+        return cuda_rule(model.unet, model.cfg.channels, rows, frames, latent_hw, context.to(model.device))
+    return cpu_rule(model.cfg.unet.model_channels, rows, frames, latent_hw)
