@@ -52,10 +52,13 @@ def prompt_schedule(cfg: RunConfig, plan: FifoPlan, warmup: int) -> Callable[[to
     counts = cfg.fifo.frames_per_prompt or [cfg.fifo.num_frames]
     bounds = torch.tensor(counts).cumsum(0)
     offset = plan.head + warmup
+    on_device: dict[torch.device, torch.Tensor] = {}  # bounds copied once per device, not every iteration
 
     def of(ids: torch.Tensor) -> torch.Tensor:  # on the ids' device: no host sync in the loop
-        k = ids - offset
-        return torch.bucketize(k, bounds.to(ids.device), right=True).clamp(max=len(counts) - 1)
+        b = on_device.get(ids.device)
+        if b is None:
+            b = on_device[ids.device] = bounds.to(ids.device)
+        return torch.bucketize(ids - offset, b, right=True).clamp(max=len(counts) - 1)
 
     return of
 

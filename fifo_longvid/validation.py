@@ -29,10 +29,13 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("--mode base takes one prompt")
     parse_max_batch(cfg.fifo.max_batch)
     _check_conditioning(cfg)
+    from .techniques import check_compile
     from .techniques import check_config as check_techniques
 
     try:
         check_techniques(cfg.techniques)  # every enabled technique and their combination
+        if cfg.compile:
+            check_compile(cfg.techniques)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

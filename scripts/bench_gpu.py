@@ -1,37 +1,45 @@
-"""Full-size GPU benchmark of the FIFO loop: reference style vs ours in fp16, bf16 and compiled.
+"""Full-size GPU benchmark of the FIFO loop: the reference's way against ours, in fp16, bf16, compiled, cached.
 
 Builds the full VideoCrafter2 U-Net and VAE with random weights materialised directly on the device (no
 checkpoint needed) and times FIFO iterations (one iteration = one output frame: every window through the
 U-Net at its per-frame timesteps, the DDIM update, then the head frame decoded by the VAE). Prints ONE
 markdown table, one column per mode:
 
-  (a) reference style: fp32, windows one by one, cond and uncond as separate U-Net calls;
+  (a) the reference's way: fp32, windows one by one, cond and uncond as separate U-Net calls;
   (b) ours, fp16: all windows and both CFG branches batched (``--max-batch auto``), fp32 queue;
   (c) ours, bf16;
-  (d) ours, fp16 + ``torch.compile`` of the U-Net (compile warm-up excluded).
+  (d) bf16 + ``torch.compile`` of the U-Net (compile warm-up excluded);
+  (e) bf16 + ``configs/fifo_fast.yaml`` (TGATE, CFG-Cache, attention reuse, DeepCache);
+  (f) bf16 + compile + the preset's techniques that compile (CFG-Cache; the others are refused with --compile).
 
-Rows: s per output frame (median of the timed iterations after warm-up), peak device memory, FLOPs per
-output frame (``torch.utils.flop_counter`` on the meta device: U-Net calls x their FLOPs, plus one VAE
-decode), achieved FLOP/s, and that over a plain matmul of the same dtype measured in the same run.
+Rows: s per output frame (median of the timed iterations after warm-up), FLOPs per output frame (counted with
+``torch.utils.flop_counter`` over one real eager iteration: every U-Net call the techniques let through, plus
+the VAE decode), achieved FLOP/s over a bf16 matmul measured in the same run, peak device memory, samples per
+U-Net call, host syncs per iteration (``torch.cuda.set_sync_debug_mode``), and for compiled modes the warm-up
+time and the number of graphs dynamo compiled (1 is a whole U-Net; more means graph breaks or recompiles).
 
     python scripts/bench_gpu.py                                  # 320x512, f=16, n=4, lookahead, cfg 12 (CUDA)
-    python scripts/bench_gpu.py --device cpu --config medium     # smoke mode: runs anywhere, small sizes
+    python scripts/bench_gpu.py --device cpu --config smoke      # runs anywhere in seconds: checks the script
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import platform
 import statistics
 import time
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from benchlib import load_note, report  # noqa: E402 (scripts/ is on sys.path)
 from torch.utils.flop_counter import FlopCounterMode
 
-from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
+from fifo_longvid.config import build_run_config
+from fifo_longvid.diffusion.guidance import unet_network
 from fifo_longvid.diffusion.noise import NoiseSource
 from fifo_longvid.diffusion.schedule import make_ddim_schedule, train_schedule
 from fifo_longvid.fifo.autobatch import cpu_rule, cuda_rule
@@ -40,9 +48,31 @@ from fifo_longvid.fifo.queue import FifoPlan
 from fifo_longvid.fifo.sampler import FifoStepper, WindowBatch
 from fifo_longvid.models.unet import UNet3D, UNetConfig
 from fifo_longvid.models.vae import AutoencoderKL, VAEConfig, decode_video
+from fifo_longvid.techniques import TechniquesConfig, apply_techniques
+
+REPO = Path(__file__).resolve().parents[1]
 
 CFG_SCALE, ETA, FPS, SCALE_FACTOR = 12.0, 1.0, 8, 0.18215
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclasses.dataclass
+class Mode:
+    name: str
+    dtype: str
+    reference: bool = False
+    compile: bool = False
+    fast: bool = False
+
+
+MODES = {
+    "a": Mode("(a) reference, fp32", "fp32", reference=True),
+    "b": Mode("(b) ours, fp16", "fp16"),
+    "c": Mode("(c) ours, bf16", "bf16"),
+    "d": Mode("(d) bf16 + compile", "bf16", compile=True),
+    "e": Mode("(e) bf16 + fifo_fast", "bf16", fast=True),
+    "f": Mode("(f) bf16 + compile + fifo_fast's CFG-Cache", "bf16", compile=True, fast=True),
+}
 
 
 @dataclasses.dataclass
@@ -59,6 +89,10 @@ class Setup:
 def setups(config: str, quick: bool) -> Setup:
     if config == "videocrafter2":
         return Setup(UNetConfig(), VAEConfig(), (40, 64), 16, 4, warmup=2, iters=3 if quick else 6)
+    if config == "smoke":  # the tiny preset's widths at an 8x8 latent: seconds on a CPU
+        unet = UNetConfig(model_channels=32, channel_mult=(1, 2, 2, 2), num_head_channels=16, context_dim=64)
+        return Setup(unet, VAEConfig(ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1), (8, 8), 4, 1, warmup=1,
+                     iters=1)
     # medium: VideoCrafter2's layout at 0.4x width (as scripts/bench_unet.py), a small VAE, CPU-sized runs
     unet = UNetConfig(model_channels=128, channel_mult=(1, 2, 2, 2), num_head_channels=64, context_dim=256)
     vae = VAEConfig(ch=32, ch_mult=(1, 2, 4, 4))
@@ -75,18 +109,6 @@ def materialise(module_cls: type, cfg: object, device: torch.device, dtype: torc
         if hasattr(mod, "reset_parameters"):
             mod.reset_parameters()
     return m.to(dtype).eval().requires_grad_(False)
-
-
-def count_flops(setup: Setup) -> tuple[float, float]:
-    """(U-Net FLOPs of one sample-window forward, VAE FLOPs of one decoded frame), on the meta device."""
-    with torch.device("meta"):
-        unet, vae = UNet3D(setup.unet), AutoencoderKL(setup.vae)
-        x = torch.empty(1, 4, setup.f, *setup.latent_hw)
-        with FlopCounterMode(display=False) as fc:
-            unet(x, torch.zeros(1, setup.f, dtype=torch.long), torch.empty(1, 77, setup.unet.context_dim))
-        with FlopCounterMode(display=False) as fv:
-            decode_video(vae, torch.empty(1, 4, 1, *setup.latent_hw), SCALE_FACTOR, 1)
-    return float(fc.get_total_flops()), float(fv.get_total_flops())
 
 
 def matmul_flops_per_s(device: torch.device, dtype: torch.dtype) -> float:
@@ -108,12 +130,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_mode(setup: Setup, device: torch.device, dtype: torch.dtype, reference: bool, compile_unet: bool,
-             flops: tuple[float, float]) -> dict[str, str]:
+def fast_preset(compile_unet: bool) -> TechniquesConfig:
+    """configs/fifo_fast.yaml's techniques; with --compile only the ones that compile (CFG-Cache acts outside the
+    U-Net; TGATE, attention reuse and DeepCache decide on the host and are refused with --compile)."""
+    cfg = build_run_config(REPO / "configs" / "fifo_fast.yaml").techniques
+    if compile_unet:
+        cfg.tgate.enabled = cfg.attn_reuse.enabled = cfg.deepcache.enabled = False
+    return cfg
+
+
+def run_mode(setup: Setup, device: torch.device, mode: Mode) -> dict[str, str]:
+    dtype = DTYPES[mode.dtype]
     unet = materialise(UNet3D, setup.unet, device, dtype, seed=0)
     vae = materialise(AutoencoderKL, setup.vae, device, dtype, seed=1)
-    if compile_unet:
-        unet.compile()
     plan = FifoPlan(setup.f, setup.n, lookahead=True)
     ac = torch.tensor(train_schedule()["alphas_cumprod"], dtype=torch.float32)
     sched = make_ddim_schedule(ac, plan.steps, ETA).to(device)
@@ -121,7 +150,10 @@ def run_mode(setup: Setup, device: torch.device, dtype: torch.dtype, reference: 
     cond = torch.randn(1, 77, setup.unet.context_dim, generator=g).to(device)
     uncond = torch.randn(1, 77, setup.unet.context_dim, generator=g).to(device)
     rows = 2 * len(plan.windows())
-    if reference:
+    tech = apply_techniques(unet, fast_preset(mode.compile) if mode.fast else None)
+    tech.bind(sched)
+    tech.set_phase("fifo")
+    if mode.reference:
         max_batch, how = 1, "1 (cond and uncond separate)"
     else:
         if device.type == "cuda":
@@ -129,33 +161,78 @@ def run_mode(setup: Setup, device: torch.device, dtype: torch.dtype, reference: 
         else:
             choice = cpu_rule(setup.unet.model_channels, rows, setup.f, setup.latent_hw)
         max_batch, how = choice.value, choice.how.split(" -> ")[-1]
-    den = cfg_denoiser(unet_network(unet, FPS), cond, uncond, CFG_SCALE, max_batch)
+    net = tech.wrap_network(unet_network(unet, FPS))
+    den = tech.cfg_denoiser(net, cond, uncond, CFG_SCALE, max_batch)
+    samples = {"n": 0, "calls": 0}
 
     def denoise(batch: WindowBatch) -> torch.Tensor:
         return den(batch.x, batch.t)
 
     noise = NoiseSource(0, device)
     queue = init_queue(plan, sched, noise, "noise", shape=(1, 4, *setup.latent_hw))
-    stepper = FifoStepper(plan, sched, 1, setup.latent_hw, 4, device, batch_windows=not reference)
+    stepper = FifoStepper(plan, sched, 1, setup.latent_hw, 4, device, batch_windows=not mode.reference)
+    it = {"k": 0}
 
     def iteration() -> None:
-        z, _ = stepper.step(denoise, queue, noise)
+        z, _ = stepper.step(denoise, queue, noise, iteration=it["k"])
+        tech.end_iteration(int(queue.frame_ids[0]))
+        it["k"] += 1
         decode_video(vae, z.to(dtype), SCALE_FACTOR, 1).float().cpu()  # the frame leaves the device
 
-    times = timed(iteration, setup.warmup, setup.iters, device)  # the models are freed when this returns
+    counting = count_samples(unet, samples)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:  # one eager iteration, counted (and a warm-up)
+            iteration()
+        flops, per_call = fc.get_total_flops(), samples["n"] / max(samples["calls"], 1)
+        if mode.compile:
+            torch._dynamo.reset()
+            torch._dynamo.utils.counters.clear()
+            unet.compile()
+        t_compile = time.perf_counter()
+        times = timed(iteration, setup.warmup, setup.iters, device)  # the models are freed when this returns
+        t_compile = time.perf_counter() - t_compile - sum(times)
+        syncs = count_syncs(iteration, device)
+    finally:
+        counting.remove()
+        tech.remove()
+    graphs = torch._dynamo.utils.counters["stats"].get("unique_graphs", 0) if mode.compile else 0
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     s = statistics.median(times)
-    unet_f, vae_f = flops
-    per_frame = unet_f * rows + vae_f
-    achieved = per_frame / s
-    return {
+    achieved = flops / s
+    row = {
         "s per output frame, median [min-max]": f"{s:.3f} [{min(times):.3f}-{max(times):.3f}]",
-        "samples per iteration; per U-Net call": f"{rows}; {how}",
-        "peak device memory (GiB)": "n/a (CPU)" if device.type != "cuda" else f"{peak:.1f}",
-        "FLOPs per output frame (TFLOP)": f"{per_frame / 1e12:.3g}",
+        "TFLOP per output frame (counted)": f"{flops / 1e12:.3g}",
         "achieved TFLOP/s": f"{achieved / 1e12:.3g}",
-        "achieved / matmul of the same dtype": f"{achieved / MATMUL[dtype]:.0%}",
+        "achieved / bf16 matmul (this run)": f"{achieved / MATMUL[torch.bfloat16]:.0%}",
+        "peak device memory (GiB)": "n/a (CPU)" if device.type != "cuda" else f"{peak:.1f}",
+        "samples per iteration; per U-Net call": f"{rows}; {per_call:.1f} ({how})",
+        "host syncs per iteration (sync debug mode)": "n/a (CPU)" if syncs is None else str(syncs),
     }
+    if mode.compile:
+        row["compile warm-up (s); graphs compiled"] = f"{t_compile:.0f}; {graphs}"
+    return row
+
+
+def count_samples(unet: torch.nn.Module, into: dict[str, int]):
+    def hook(module, args):
+        into["n"] += int(args[0].shape[0])
+        into["calls"] += 1
+
+    return unet.register_forward_pre_hook(hook)
+
+
+def count_syncs(fn: Callable[[], None], device: torch.device) -> int | None:
+    """Host synchronisations in one iteration, less the one that fetches the finished frame (and its decode)."""
+    if device.type != "cuda":
+        return None
+    with torch.no_grad(), warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return sum("synchroniz" in str(x.message) for x in w)
 
 
 def timed(fn: Callable[[], None], warmup: int, iters: int, device: torch.device) -> list[float]:
@@ -181,33 +258,36 @@ MATMUL: dict[torch.dtype, float] = {}
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--config", choices=("videocrafter2", "medium"), default="videocrafter2")
+    ap.add_argument("--config", choices=("videocrafter2", "medium", "smoke"), default="videocrafter2")
     ap.add_argument("--quick", action="store_true", help="fewer timed iterations")
-    ap.add_argument("--modes", default="a,b,c,d", help="subset of a,b,c,d")
-    ap.add_argument("--half-dtype", choices=("fp16", "bf16"), default="fp16",
-                    help="dtype of modes (b) and (d); bf16 on CPUs, where fp16 arithmetic is emulated")
+    ap.add_argument("--modes", default="a,b,c,d,e,f", help="subset of a,b,c,d,e,f")
+    ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
     args = ap.parse_args()
     device = torch.device(args.device)
     setup = setups(args.config, args.quick)
     t_start = time.perf_counter()
-    print(f"torch {torch.__version__} | device {device} "
-          f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.machine()}) | "
-          f"threads {torch.get_num_threads()} | {load_note()}")
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
+    print(f"torch {torch.__version__} | device {device} ({card}) | threads {torch.get_num_threads()} | {load_note()}")
     plan = FifoPlan(setup.f, setup.n, True)
     print(f"{args.config}: latent {setup.latent_hw}, f={setup.f}, n={setup.n}, lookahead, {len(plan.windows())} "
           f"windows x 2 CFG branches per iteration, cfg {CFG_SCALE:g}, eta {ETA:g}; random weights; "
-          f"{setup.warmup} warm-up + {setup.iters} timed iterations per mode")
-    flops = count_flops(setup)
-    h = args.half_dtype
-    modes = {"a": ("(a) reference, fp32", "fp32", True, False), "b": (f"(b) ours, {h}", h, False, False),
-             "c": ("(c) ours, bf16", "bf16", False, False), "d": (f"(d) ours, {h} + compile", h, False, True)}
-    chosen = [modes[k] for k in args.modes.split(",")]
-    for _, dt, _, _ in chosen:
-        MATMUL.setdefault(DTYPES[dt], matmul_flops_per_s(device, DTYPES[dt]))
-    results = [run_mode(setup, device, DTYPES[dt], ref, comp, flops) for _, dt, ref, comp in chosen]
-    for (_, dt, _, _), r in zip(chosen, results, strict=True):
-        r["matmul TFLOP/s (same dtype, this run)"] = f"{MATMUL[DTYPES[dt]] / 1e12:.3g}"
-    report([name for name, *_ in chosen], results, t_start)
+          f"1 counted + {setup.warmup} warm-up + {setup.iters} timed iterations per mode", flush=True)
+    chosen = [MODES[k] for k in args.modes.split(",") if k]
+    MATMUL[torch.bfloat16] = matmul_flops_per_s(device, torch.bfloat16)
+    results = []
+    for m in chosen:
+        try:
+            results.append(run_mode(setup, device, m))
+        except Exception as e:  # noqa: BLE001 - one failing mode must not lose the others' rows
+            results.append({"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+        print(f"{m.name}: {results[-1]}", flush=True)
+    for r in results:
+        r["bf16 matmul TFLOP/s (this run)"] = f"{MATMUL[torch.bfloat16] / 1e12:.3g}"
+    report([m.name for m in chosen], results, t_start)
+    if args.json:
+        args.json.write_text(json.dumps({"device": str(device), "card": card, "torch": torch.__version__,
+                                         "config": args.config, "columns": [m.name for m in chosen],
+                                         "rows": results}, indent=1))
 
 
 if __name__ == "__main__":

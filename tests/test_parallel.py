@@ -68,3 +68,65 @@ def test_gloo_two_processes_equal_one_process(tmp_path):
     b = load_file(str(dist_out.with_suffix(".latents.safetensors")))["latents"]
     assert a.shape == (1, 4, 2, 8, 8) and torch.equal(a, b)
     assert np.array_equal(read_video(single), read_video(dist_out))
+
+
+def _failing_rank(rank: int, port: int, fail_rank: int, results) -> None:
+    """One of two gloo ranks; ``fail_rank``'s network raises on the second call (an OOM in its slice, say)."""
+    import torch.distributed as dist
+
+    from fifo_longvid.fifo.parallel import DistributedExecutor, serve
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    calls = {"n": 0}
+
+    def net(x, t, c):
+        calls["n"] += 1
+        if rank == fail_rank and calls["n"] == 2:
+            raise MemoryError(f"simulated OOM on rank {rank}")
+        return x * 2
+
+    x, t, c = torch.randn(4, 4, 2, 3, 3), torch.zeros(4, 2, dtype=torch.long), torch.randn(4, 5, 8)
+    try:
+        if rank == 0:
+            ex = DistributedExecutor("cpu", unit=2)
+            run = ex.wrap(net, None)
+            first = run(x, t, c)
+            try:
+                run(x, t, c)
+                results.put((rank, "no error"))
+            except Exception as e:  # noqa: BLE001
+                results.put((rank, f"{type(e).__name__}: {e}", bool(torch.equal(first, x * 2))))
+            finally:
+                ex.close()
+        else:
+            results.put((rank, "served", serve(net, "cpu", None)))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("fail_rank", [0, 1])
+def test_a_failure_on_any_rank_ends_every_rank_promptly(fail_rank):
+    """Rank 0 raises (its own error, or RankFailed naming the worker), sends STOP, and every rank returns:
+    before, rank 0's STOP met workers blocked in all_gather and the collectives hung."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_failing_rank, args=(r, port, fail_rank, results)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=90)
+    hung = [p for p in procs if p.is_alive()]
+    for p in hung:
+        p.kill()
+    assert not hung, "a rank hung after the failure"
+    got = {r[0]: r[1:] for r in (results.get(timeout=5) for _ in range(2))}
+    if fail_rank == 0:
+        assert got[0][0] == "MemoryError: simulated OOM on rank 0"
+    else:
+        assert got[0][0].startswith("RankFailed: rank 1 failed")
+    assert got[0][1] is True  # the call before the failure was computed normally
+    assert got[1] == ("served", 2)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..devices import to_device
+
 COND, UNCOND = 0, 1
 
 
@@ -51,7 +53,7 @@ class StepContext:
     def select(self, rows: torch.Tensor | list[int]) -> StepContext:
         """The context of the given rows (a list or CPU long tensor: callers decide rows on the host)."""
         host_rows = torch.as_tensor(rows, dtype=torch.long).cpu()
-        dev_rows = host_rows.to(self.step_idx.device)
+        dev_rows = to_device(host_rows, self.step_idx.device)
 
         def pick(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.index_select(0, dev_rows)

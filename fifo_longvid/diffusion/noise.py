@@ -14,13 +14,15 @@ from collections.abc import Sequence
 
 import torch
 
+from ..devices import resolve_device
+
 
 class NoiseSource:
     """Seeded float32 noise. The queue and the DDIM arithmetic stay float32 whatever the model dtype."""
 
     def __init__(self, seed: int, device: torch.device | str = "cpu"):
         self.seed = int(seed)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.generator = torch.Generator().manual_seed(self.seed)
         self._pin = self.device.type == "cuda"
 

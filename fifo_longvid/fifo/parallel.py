@@ -131,20 +131,43 @@ def _all_gather(dist: Any, part: torch.Tensor, comm: torch.device) -> list[torch
     return bufs
 
 
+class RankFailed(RuntimeError):
+    """Another rank could not compute its slice of a call; every rank has left the call."""
+
+
 def _compute_and_gather(net: NetworkFn, x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor, max_batch: int | None,
                         unit: int, rank: int, world: int,
                         gather: Callable[[torch.Tensor], list[torch.Tensor]]) -> torch.Tensor:
-    """This rank's slice through the network, padded to the largest slice for all_gather; rank 0 reassembles."""
+    """This rank's slice through the network, padded to the largest slice for all_gather; rank 0 reassembles.
+
+    Every rank first gathers a one-number status, whether its slice failed (an OOM, say) or not. So a failure on
+    any rank leaves all of them at the same collective: rank 0 raises (its own error, or ``RankFailed``) and then
+    releases the workers with STOP, instead of meeting workers blocked in the data gather, which on NCCL hangs
+    until the watchdog fires minutes later."""
     sizes = split_sizes(x.shape[0], world, unit)
     lo = sum(sizes[:rank])
     hi = lo + sizes[rank]
     out_shape = (max(sizes), *x.shape[1:])
+    error: BaseException | None = None
+    eps = x.new_zeros((0, *x.shape[1:]))
     if hi > lo:
         step = rows_for(x.shape[0])  # rank 0 only: workers see no sampler, hence no step context
-        with publish(step.narrow(lo, hi) if step is not None else None):
-            eps = chunked(net, x[lo:hi], t[lo:hi], ctx[lo:hi], max_batch)
-    else:
-        eps = x.new_zeros((0, *x.shape[1:]))
+        try:
+            with publish(step.narrow(lo, hi) if step is not None else None):
+                eps = chunked(net, x[lo:hi], t[lo:hi], ctx[lo:hi], max_batch)
+        except Exception as e:  # noqa: BLE001 - reported to every rank below, then re-raised on rank 0
+            error = e
+    status = gather(torch.tensor([0.0 if error is None else 1.0], device=x.device))
+    failed = [r for r, s in enumerate(status) if float(s.reshape(-1)[0]) != 0.0]
+    if failed:
+        if rank != 0:
+            if error is not None:
+                print(f"rank {rank}: U-Net call failed: {type(error).__name__}: {error}", flush=True)
+            return x.new_zeros(out_shape)  # back to serve(): rank 0 now raises and sends STOP
+        if error is not None:
+            raise error
+        raise RankFailed(f"rank {failed[0]} failed while computing its slice of a U-Net call (see its log); "
+                         "all ranks stopped")
     padded = x.new_zeros(out_shape)
     padded[: eps.shape[0]] = eps
     parts = gather(padded)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..devices import resolve_device, same_device
 from ..diffusion.context import StepContext, publish
 from ..diffusion.noise import NoiseSource
 from ..diffusion.sampling import check_finite
@@ -62,7 +63,7 @@ class FifoStepper:
     def __init__(self, plan: FifoPlan, schedule: DDIMSchedule, batch: int, latent_hw: tuple[int, int],
                  channels: int, device: torch.device | str, use_scale: bool = False, batch_windows: bool = True):
         self.plan, self.schedule, self.batch = plan, schedule, batch
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         windows = plan.windows()
         groups = [windows] if batch_windows and plan.windows_independent() else [[w] for w in windows]
         slot_idx = plan.slot_indices()
@@ -95,7 +96,7 @@ class FifoStepper:
 
         ``tail`` draws the latent enqueued at the back (default: fresh white noise from ``noise``).
         """
-        if queue.buffer.device != self.device:
+        if not same_device(queue.buffer.device, self.device):
             raise ValueError(f"queue is on {queue.buffer.device}, the stepper's tables on {self.device}")
         for g in self.groups:
             x = queue.gather_slots(g.slots, len(g.windows))

@@ -72,6 +72,19 @@ def check_distributed(cfg: TechniquesConfig | None) -> None:
                          "share; run on one process, or drop " + flags + " (--cfg-cache works multi-process)")
 
 
+def check_compile(cfg: TechniquesConfig | None) -> None:
+    """TGATE, attention reuse and DeepCache decide per frame on the host inside the U-Net (Python lists of frame
+    ids, ``.tolist()``): dynamo would break the graph at every site and recompile as the ids move, until its
+    recompile limit sends the U-Net back to eager. Q-cache and CFG-Cache compile (tensor maths, or outside the
+    U-Net)."""
+    inside = [n for n in enabled_acceleration(cfg) if n != "cfg_cache"]
+    if inside:
+        flags = ", ".join(FLAGS[n] for n in inside)
+        raise ValueError(f"--compile cannot be combined with {flags}: their per-frame decisions inside the U-Net "
+                         "are host-side Python, which torch.compile would split and recompile as frame ids change; "
+                         f"drop --compile (the caches already cut the work) or drop {flags}")
+
+
 class TechniqueSet:
     def __init__(self, items: list[Any], store: FrameStore | None = None):
         self.items = items

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ..devices import index_tensor
 from ..diffusion.context import COND
 from ..diffusion.schedule import DDIMSchedule
 from ..models.attention import Attention, AttnProcessor
@@ -76,7 +77,7 @@ class _ReusedSelfAttention:
         todo = [r for r, u in enumerate(reuse) if not u]
         out = None
         if todo:
-            rows = torch.tensor(todo, device=x.device)
+            rows = index_tensor(todo, x.device)
             y = self.inner(attn, x if len(todo) == len(ids) else x.index_select(0, rows), context)
             self._record(y, todo, ids, commit, branch)
             if len(todo) == len(ids):
@@ -91,7 +92,7 @@ class _ReusedSelfAttention:
                 f = extrapolate(c0.float(), c1.float(), self.owner.cfg.weight).to(x.dtype)
                 if out is None:
                     out = x.new_empty(x.shape[0], f.shape[1], f.shape[2])
-                out[torch.tensor(sel, device=x.device)] = f
+                out[index_tensor(sel, x.device)] = f
         return out
 
     def _record(self, y: torch.Tensor, todo: list[int], ids: list[int], commit: list[bool], branch: list[int]) -> None:
@@ -105,7 +106,7 @@ class _ReusedSelfAttention:
             if had:
                 store.put(self.ns[b][0], [ids[todo[k]] for k in had],
                           store.gather(self.ns[b][1], [ids[todo[k]] for k in had]))
-            store.put(self.ns[b][1], fid, y.index_select(0, torch.tensor(keep, device=y.device)))
+            store.put(self.ns[b][1], fid, y.index_select(0, index_tensor(keep, y.device)))
 
 
 class AttnReuse:

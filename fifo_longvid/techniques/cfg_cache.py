@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from ..devices import index_tensor, to_device
 from ..diffusion.schedule import DDIMSchedule
 from .hooks import RowFacts
 from .store import FrameStore
@@ -107,6 +108,7 @@ class CFGCache:
     def __init__(self, cfg: CFGCacheConfig, store: FrameStore):
         check_config(cfg)
         self.cfg, self.store = cfg, store
+        store.keep_on_host(NS_W)  # two floats per frame, advanced on the host (see rebuild)
         self.active = False
         self._lf_step = self._hf_step = self._may_skip = None
 
@@ -165,11 +167,11 @@ class CFGCache:
         if not ids:
             return e_u
         idx = torch.stack([facts.step_idx[rows[k], j] for k, j in zip(pos, ff, strict=True)])
-        w = self.store.gather(NS_W, ids).cpu() * torch.stack([self._lf_step[idx], self._hf_step[idx]], dim=1)
-        pk, pf = torch.tensor(pos), torch.tensor(ff)
+        w = self.store.gather(NS_W, ids) * torch.stack([self._lf_step[idx], self._hf_step[idx]], dim=1)
         dev = e_c.device
+        pk, pf = index_tensor(pos, dev), index_tensor(ff, dev)
         e_u[pk, :, pf] = rebuild_uncond(e_c[pk, :, pf], self.store.gather(NS_LF, ids), self.store.gather(NS_HF, ids),
-                                        w[:, 0].to(dev), w[:, 1].to(dev))
+                                        *to_device(w.t().contiguous(), dev))
         keep = [m for m, c in enumerate(commit) if c]
         if keep:
             self.store.put(NS_W, [ids[m] for m in keep], w[keep])

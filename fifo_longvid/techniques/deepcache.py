@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..devices import index_tensor
 from ..diffusion.context import COND, publish, rows_for
 from ..diffusion.guidance import NetworkFn
 from ..models.unet import Downsample, Upsample
@@ -111,7 +112,7 @@ class DeepCache:
             keep = [r for r in range(len(ids)) if commit[r] and branch[r] == b]
             if keep:
                 self.store.put(self._ns(b), [ids[r] for r in keep],
-                               out.index_select(0, torch.tensor(keep, device=out.device)))
+                               out.index_select(0, index_tensor(keep, out.device)))
 
     def _cached(self, x: torch.Tensor) -> torch.Tensor:
         ctx = rows_for(self._rows)
@@ -125,7 +126,7 @@ class DeepCache:
                 feats = self.store.gather(self._ns(b), [ids[r] for r in sel])
                 if out is None:
                     out = feats.new_empty(len(ids), *feats.shape[1:])
-                out[torch.tensor(sel, device=feats.device)] = feats
+                out[index_tensor(sel, feats.device)] = feats
         return out
 
     # -- network-level hook --------------------------------------------------------------------------
@@ -153,7 +154,7 @@ class DeepCache:
             for shallow, rows in zip((False, True), groups, strict=True):
                 if not rows:
                     continue
-                ri = torch.tensor(rows, dtype=torch.long, device=x.device)
+                ri = index_tensor(rows, x.device)
                 with publish(step.select(rows)):
                     self.shallow, self._rows = shallow, len(rows)
                     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from ..devices import index_tensor, to_device
 from ..diffusion.context import publish, rows_for
 from ..diffusion.guidance import Denoiser, NetworkFn, _expand, cfg_denoiser, chunked
 from .cfg_cache import CFGCache
@@ -43,7 +44,7 @@ def mixed_cfg_denoiser(net: NetworkFn, cond: torch.Tensor, uncond: torch.Tensor 
         rebuild = cfg_cache.skip_uncond(facts) if cfg_cache is not None else [False] * b
         full = [r for r in range(b) if not cond_only[r] and not rebuild[r]]
         c, u = _expand(cond, b), _expand(uncond, b)
-        fi = torch.tensor(full, dtype=torch.long, device=x.device)
+        fi = index_tensor(full, x.device)
         if c.shape[1:] == u.shape[1:]:
             # cfg_denoiser's interleaved layout [r0 cond, r0 uncond, r1 cond, ...] minus the skipped uncond rows:
             # with every row computing both branches this is exactly the plain batch
@@ -52,11 +53,11 @@ def mixed_cfg_denoiser(net: NetworkFn, cond: torch.Tensor, uncond: torch.Tensor 
             sel = torch.tensor(order, dtype=torch.long)
             pairs = step.interleave_branches()
             with publish(pairs.select(sel)):
-                sel = sel.to(x.device)
+                sel = to_device(sel, x.device)
                 eps = chunked(net, _pairs(x).index_select(0, sel), _pairs(t).index_select(0, sel),
                               torch.stack([c, u], dim=1).flatten(0, 1).index_select(0, sel), max_batch).float()
-            pos_c = torch.tensor([k for k, o in enumerate(order) if o % 2 == 0], device=x.device)
-            pos_u = torch.tensor([k for k, o in enumerate(order) if o % 2 == 1], dtype=torch.long, device=x.device)
+            pos_c = index_tensor([k for k, o in enumerate(order) if o % 2 == 0], x.device)
+            pos_u = index_tensor([k for k, o in enumerate(order) if o % 2 == 1], x.device)
             e_c, e_u_full = eps.index_select(0, pos_c), eps.index_select(0, pos_u)
         else:
             with publish(step.cond_only()):
@@ -72,7 +73,7 @@ def mixed_cfg_denoiser(net: NetworkFn, cond: torch.Tensor, uncond: torch.Tensor 
                 cfg_cache.record(facts, full, e_c[fi], e_u_full)
         rows = [r for r in range(b) if rebuild[r] and not cond_only[r]]
         if rows:
-            ri = torch.tensor(rows, dtype=torch.long, device=x.device)
+            ri = index_tensor(rows, x.device)
             e_u[ri] = cfg_cache.rebuild(facts, rows, e_c[ri])
         return e_u + scale * (e_c - e_u)
 

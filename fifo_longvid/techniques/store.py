@@ -16,7 +16,9 @@ id). With lookahead an emitted frame stays f/2 more iterations in the queue as c
 entries until it leaves, so windows that still see it need not recompute it.
 
 Entries live under a namespace (e.g. ``"tgate/<site>/cond"``); all values of a namespace have one shape.
-``state_dict`` flattens everything into tensors for the ``--resume`` state file.
+``state_dict`` flattens everything into tensors for the ``--resume`` state file. Namespaces a technique
+declares ``host`` (small per-frame bookkeeping it reads on the CPU) stay on the CPU when a state is loaded onto
+the run's device, so their old and new entries never meet on two devices.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ class FrameStore:
     def __init__(self) -> None:
         self._data: dict[str, dict[int, torch.Tensor]] = {}
         self._staged: dict[str, dict[int, torch.Tensor]] = {}
+        self.host_namespaces: set[str] = set()
+
+    def keep_on_host(self, ns: str) -> None:
+        """Entries of ``ns`` are CPU tensors, also after ``load_state_dict`` onto another device."""
+        self.host_namespaces.add(ns)
 
     # -- reading -------------------------------------------------------------------------------------
     def get(self, ns: str, frame_id: int) -> torch.Tensor | None:
@@ -103,5 +110,8 @@ class FrameStore:
             values = sd.get(f"{ns}/values")
             if values is None:
                 raise ValueError(f"frame store state has ids but no values for {ns!r}")
-            values = values.to(device) if device is not None else values
+            if ns in self.host_namespaces:
+                values = values.cpu()
+            elif device is not None:
+                values = values.to(device)
             self._data[ns] = {int(i): values[k] for k, i in enumerate(sd[key].tolist())}

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ..devices import index_tensor
 from ..diffusion.context import COND
 from ..diffusion.schedule import DDIMSchedule
 from ..models.attention import Attention, AttnProcessor
@@ -82,7 +83,7 @@ class _CachedCrossAttention:
         todo = [r for r, u in enumerate(use) if not u]
         if not todo:
             return self._recorded(ids).to(x.dtype)
-        rows = torch.tensor(todo, device=x.device)
+        rows = index_tensor(todo, x.device)
         y = self.inner(attn, x.index_select(0, rows), None if context is None else context.index_select(0, rows))
         self._record(todo, y, ids, idx.tolist(), commit, branch, have)
         if len(todo) == len(use):
@@ -90,7 +91,7 @@ class _CachedCrossAttention:
         out = x.new_empty(x.shape[0], y.shape[1], y.shape[2], dtype=y.dtype)
         out[rows] = y
         reuse = [r for r, u in enumerate(use) if u]
-        out[torch.tensor(reuse, device=x.device)] = self._recorded([ids[r] for r in reuse]).to(y.dtype)
+        out[index_tensor(reuse, x.device)] = self._recorded([ids[r] for r in reuse]).to(y.dtype)
         return out
 
     def _recorded(self, ids: list[int]) -> torch.Tensor:
@@ -111,7 +112,7 @@ class _CachedCrossAttention:
             keep = [k for k, r in enumerate(todo) if commit[r] and idx[r] <= gate_at and not have[r] and branch[r] == b]
             if keep:
                 self.owner.store.put(self.ns[b], [ids[todo[k]] for k in keep],
-                                     y.index_select(0, torch.tensor(keep, device=y.device)))
+                                     y.index_select(0, index_tensor(keep, y.device)))
 
 
 class TGate:
