@@ -64,7 +64,8 @@ def _export_random_toy(path):
     cfg = toy()
     model = build_model(cfg, "cpu")
     sd = {k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items() if k in stored_keys(model)}
-    save_file(sd, str(path), metadata={"scale_factor": repr(cfg.scale_factor), "text_seed": str(TOY_TEXT_SEED)})
+    save_file(sd, str(path), metadata={"scale_factor": repr(cfg.scale_factor), "text_seed": str(TOY_TEXT_SEED),
+                                       "text": "trained"})
     return ShippedWeights(path, file_digest(path), TOY_TEXT_SEED)
 
 
@@ -92,7 +93,8 @@ def test_shipped_weights_load_strictly_and_check_sha256(tmp_path, monkeypatch):
         load_model("toy", device="cpu")
 
     sd.pop("first_stage_model.decoder.conv_out.bias")  # right hash, wrong keys: refused by the strict check
-    save_file(sd, str(bad), metadata={"scale_factor": repr(model.cfg.scale_factor), "text_seed": "7"})
+    meta = {"scale_factor": repr(model.cfg.scale_factor), "text_seed": "7", "text": "trained"}
+    save_file(sd, str(bad), metadata=meta)
     monkeypatch.setitem(shipped.SHIPPED, "toy", shipped.ShippedWeights(bad, shipped.file_digest(bad), 7))
     with pytest.raises(CheckpointError, match="missing"):
         load_model("toy", device="cpu")

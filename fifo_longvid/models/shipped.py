@@ -1,9 +1,10 @@
 """Weights that ship inside the package (the trained ``toy`` model): sha256-verified, strictly loaded.
 
-The file holds the U-Net and the VAE in fp16 under the VideoCrafter checkpoint's key names. The frozen
-text tower is not stored: it is the seeded recipe (``recipe.py``) it was trained with, which keeps the
-file small. Loading fails loudly if the file was altered, has other keys, or came from another training
-run than the preset describes (its metadata records the latent scale factor and the text seed).
+The file holds the U-Net, the VAE and the text tower in fp16 under the VideoCrafter checkpoint's key
+names. The text tower was trained with the U-Net (its metadata says ``text: trained``); a file made with a
+frozen tower (``text: recipe``) stores none, and the seeded recipe (``recipe.py``) is rebuilt instead.
+Loading fails loudly if the file was altered, has other keys, or came from another training run than the
+preset describes (its metadata records the latent scale factor and the text seed).
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ SHIPPED = {
 }
 
 
-def stored_keys(model: VideoCrafter) -> set[str]:
-    """Keys a shipped file must hold exactly: everything but the text tower and the computed schedule."""
-    return {k for k in model.state_dict() if not k.startswith("cond_stage_model.") and k not in SCHEDULE_BUFFERS}
+def stored_keys(model: VideoCrafter, with_text: bool = True) -> set[str]:
+    """Keys a shipped file must hold exactly: everything but the computed schedule (and the text tower when it is
+    the recipe's)."""
+    return {k for k in model.state_dict() if k not in SCHEDULE_BUFFERS
+            and (with_text or not k.startswith("cond_stage_model."))}
 
 
 def file_digest(path: Path) -> str:
@@ -66,12 +69,13 @@ def load_shipped(cfg: ModelConfig) -> VideoCrafter:
                               f"{entry.text_seed}. Update the preset together with the weights.")
     sd = read_checkpoint(entry.path)
     model = build_model(cfg, "cpu")
-    expected = stored_keys(model)
+    trained_text = meta.get("text") == "trained"
+    expected = stored_keys(model, with_text=trained_text)
     if set(sd) != expected:
         missing, extra = sorted(expected - set(sd)), sorted(set(sd) - expected)
         raise CheckpointError(f"{entry.path} does not match the {cfg.name!r} architecture: "
                               f"missing {missing[:5]} ({len(missing)}), unexpected {extra[:5]} ({len(extra)})")
-    text = recipe_for_model(model.cond_stage_model, entry.text_seed)
+    text = {} if trained_text else recipe_for_model(model.cond_stage_model, entry.text_seed)
     full = {**model.state_dict(), **{f"cond_stage_model.{k}": v for k, v in text.items()},
             **{k: v.to(torch.float32) for k, v in sd.items()}}
     check_state_dict(model, full, f"shipped weights {entry.path.name}")
