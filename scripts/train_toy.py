@@ -34,10 +34,19 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--unet-minutes", type=float, default=0.0, help="stop the U-Net stage after this long (0: no limit)")
     p.add_argument("--pool-clips", type=int, default=1200, help="clips pre-encoded for U-Net training")
     p.add_argument("--pool-frames", type=int, default=16)
-    p.add_argument("--diag-p", type=float, default=0.5, help="share of U-Net batches with FIFO-style per-frame t")
+    p.add_argument("--diag-p", type=float, default=0.6, help="share of U-Net batches with FIFO-style per-frame t")
+    p.add_argument("--diag-max-step", type=float, default=80.0,
+                   help="largest timestep gap between neighbouring frames of a diagonal batch (FIFO: 999/(f*n-1))")
+    p.add_argument("--ema-decay", type=float, default=0.998)
+    p.add_argument("--lr", type=float, default=8e-4, help="U-Net (and text tower) AdamW learning rate")
+    p.add_argument("--frozen-text", action="store_true",
+                   help="keep the seeded text tower frozen (default: train it with the U-Net and ship it)")
+    p.add_argument("--export-only", action="store_true",
+                   help="export toy.safetensors from the U-Net stage's last checkpoint now (training may go on)")
     p.add_argument("--ckpt-every", type=int, default=100)
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--export", type=Path, default=None, help="copy the exported weights here as well")
+    p.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu, gpu or auto")
     return p.parse_args()
 
 
@@ -85,7 +94,7 @@ def fit(module, data, out: Path, name: str, steps: int, args: argparse.Namespace
     last = ckdir / "last.ckpt"
     progress = callbacks(args.log_every, steps, name)[0]
     trainer = pl.Trainer(
-        max_steps=steps, max_time={"minutes": minutes} if minutes else None, accelerator="cpu", devices=1,
+        max_steps=steps, max_time={"minutes": minutes} if minutes else None, accelerator=args.accelerator, devices=1,
         logger=CSVLogger(out, name=name), enable_progress_bar=False, enable_model_summary=False,
         log_every_n_steps=10, num_sanity_val_steps=0,
         callbacks=[ModelCheckpoint(dirpath=ckdir, every_n_train_steps=args.ckpt_every, save_last=True), progress],
@@ -147,7 +156,14 @@ def main() -> None:
 
     text = model.cond_stage_model
     text.load_state_dict(recipe_for_model(text, TOY_TEXT_SEED))
-    um = UNetModule(model.unet, text, model.alphas_cumprod, diag_p=args.diag_p)
+    um = UNetModule(model.unet, text, model.alphas_cumprod, diag_p=args.diag_p, diag_max_step=args.diag_max_step,
+                    lr=args.lr, ema_decay=args.ema_decay, train_text=not args.frozen_text)
+    if args.export_only:
+        ckpt = torch.load(out / "unet" / "last.ckpt", map_location="cpu", weights_only=True)
+        um.load_state_dict(ckpt["state_dict"])
+        um.trainer_step = int(ckpt["global_step"])
+        export(um, vae, scale, out, args, 0.0)
+        return
     fit(um, LatentPool(pool["latents"], pool["captions"], cfg.unet.temporal_length, args.seed + 2), out, "unet",
         args.unet_steps, args, args.unet_minutes)
 
@@ -162,8 +178,12 @@ def export(um, vae, scale: float, out: Path, args: argparse.Namespace, seconds: 
 
     sd = {f"model.diffusion_model.{k}": v for k, v in um.ema.state_dict().items()}
     sd.update({f"first_stage_model.{k}": v for k, v in vae.state_dict().items()})
+    if um.ema_text is not None:  # a trained text tower ships; a frozen one is the recipe, rebuilt at load
+        sd.update({f"cond_stage_model.{k}": v for k, v in um.ema_text.state_dict().items()})
     sd = {k: v.detach().to(torch.float16).contiguous() for k, v in sd.items()}
-    meta = {"scale_factor": repr(scale), "text_seed": str(TOY_TEXT_SEED), "unet_steps": str(um.global_step),
+    steps = getattr(um, "trainer_step", None) or um.global_step
+    meta = {"scale_factor": repr(scale), "text_seed": str(TOY_TEXT_SEED), "unet_steps": str(steps),
+            "text": "trained" if um.ema_text is not None else "recipe",
             "seed": str(args.seed), "train_seconds_this_session": f"{seconds:.0f}"}
     path = out / "toy.safetensors"
     save_file(sd, str(path), metadata=meta)

@@ -31,7 +31,8 @@ class VAEModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, list[str]], batch_idx: int) -> torch.Tensor:
         clips, _ = batch  # (B, 3, F, H, W): take one random frame per clip
-        x = clips[torch.arange(clips.shape[0]), :, torch.randint(0, clips.shape[2], (clips.shape[0],))]
+        pick = torch.randint(0, clips.shape[2], (clips.shape[0],), device=clips.device)
+        x = clips[torch.arange(clips.shape[0], device=clips.device), :, pick]
         mean, logvar = self.vae.encode(x)
         logvar = logvar.clamp(-30, 20)
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
@@ -100,28 +101,41 @@ class UNetModule(pl.LightningModule):
     """Epsilon prediction on the model's own DDPM schedule; 10% empty captions for classifier-free guidance.
 
     ``diag_p`` of the batches get per-frame timesteps rising across the clip (FIFO's diagonal), the rest one
-    timestep per clip as VideoCrafter2 was trained. An EMA copy of the U-Net is kept and is what ships.
+    timestep per clip as VideoCrafter2 was trained. With ``train_text`` the text tower learns with the U-Net:
+    the seeded random tower maps "red" and "blue" captions to contexts only 17 % apart, too little for shape and
+    motion words. An EMA copy of U-Net and text tower is kept and is what ships.
     """
 
     def __init__(self, unet: UNet3D, text: OpenCLIPTextEncoder, alphas_cumprod: torch.Tensor, lr: float = 5e-4,
                  drop_p: float = 0.1, diag_p: float = 0.5, diag_max_step: float = 70.0, ema_decay: float = 0.995,
-                 warmup: int = 100) -> None:
+                 warmup: int = 100, train_text: bool = False) -> None:
         super().__init__()
         self.unet = unet
+        self.train_text = train_text
+        if train_text:
+            # the token table (49408 x width) stays the recipe's: its dense AdamW update costs more than the
+            # U-Net step, and the trainable layers above it are enough to pull the captions apart
+            self.text_model = text.requires_grad_(True)
+            text.model.token_embedding.requires_grad_(False)
+            self.text = [text]
+        else:
+            self.text = [text.requires_grad_(False)]  # a list: frozen, not a submodule, not in checkpoints
         self.ema = copy.deepcopy(unet).requires_grad_(False)
-        self.text = [text]  # a list: frozen, not a submodule, not in checkpoints (it is a fixed recipe)
+        self.ema_text = copy.deepcopy(text).requires_grad_(False) if train_text else None
         self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
         self.lr, self.drop_p, self.diag_p, self.diag_max_step = lr, drop_p, diag_p, diag_max_step
         self.ema_decay, self.warmup = ema_decay, warmup
         self._ctx_cache: dict[str, torch.Tensor] = {}
 
-    @torch.no_grad()
     def context(self, captions: list[str]) -> torch.Tensor:
-        missing = sorted({c for c in captions if c not in self._ctx_cache})
-        if missing:
-            for c, z in zip(missing, self.text[0](missing), strict=True):
-                self._ctx_cache[c] = z
-        return torch.stack([self._ctx_cache[c] for c in captions])
+        if self.train_text:
+            return self.text[0](captions)
+        with torch.no_grad():
+            missing = sorted({c for c in captions if c not in self._ctx_cache})
+            if missing:
+                for c, z in zip(missing, self.text[0](missing), strict=True):
+                    self._ctx_cache[c] = z
+            return torch.stack([self._ctx_cache[c] for c in captions])
 
     def training_step(self, batch: tuple[torch.Tensor, list[str]], batch_idx: int) -> torch.Tensor:
         x0, captions = batch
@@ -131,6 +145,7 @@ class UNetModule(pl.LightningModule):
         t = torch.randint(0, self.alphas_cumprod.shape[0], (b, 1)).expand(b, f)
         diag = torch.rand(b, 1) < self.diag_p
         t = torch.where(diag, diagonal_timesteps(b, f, self.diag_max_step, self.alphas_cumprod.shape[0]), t)
+        t = t.to(x0.device)
         a = self.alphas_cumprod[t].view(b, 1, f, 1, 1)
         eps = torch.randn_like(x0)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
@@ -138,14 +153,23 @@ class UNetModule(pl.LightningModule):
         self.log("loss", loss, prog_bar=True)
         return loss
 
+    def ema_pairs(self) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+        pairs = [(self.ema, self.unet)]
+        if self.ema_text is not None:
+            pairs.append((self.ema_text, self.text_model))
+        return pairs
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         d = min(self.ema_decay, (1 + self.global_step) / (10 + self.global_step))
         with torch.no_grad():
-            for pe, p in zip(self.ema.parameters(), self.unet.parameters(), strict=True):
-                pe.lerp_(p, 1 - d)
+            for ema, live in self.ema_pairs():
+                for pe, p in zip(ema.parameters(), live.parameters(), strict=True):
+                    pe.lerp_(p, 1 - d)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.unet.parameters(), lr=self.lr, weight_decay=0.0)
+        params = list(self.unet.parameters())
+        if self.train_text:
+            params += [p for p in self.text_model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / self.warmup))
         return [opt], [{"scheduler": sched, "interval": "step"}]
-
