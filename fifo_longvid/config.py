@@ -23,7 +23,7 @@ from .techniques import TechniquesConfig
 @dataclass
 class SamplingConfig:
     steps: int | None = None  # DDIM steps; FIFO requires f*n (the default), base mode defaults to 50
-    cfg: float = 12.0  # classifier-free guidance scale
+    cfg: float | None = None  # classifier-free guidance scale; None: the model preset's (12; toy: its own)
     eta: float = 1.0  # DDIM eta (1.0 = stochastic, as the reference's default)
     fps: int = 8  # fps conditioning of the U-Net
     height: int | None = None  # pixels; default from the model (320 for VideoCrafter2)
@@ -106,7 +106,19 @@ def build_run_config(yaml_path: str | Path | None = None, flags: dict[str, Any] 
         raise ConfigError(f"invalid configuration: {msg}. Valid keys: see `fifo-gen --help` and "
                           "fifo_longvid/config.py") from None
     assert isinstance(cfg, RunConfig)
+    if cfg.sampling.cfg is None:  # resolved here, before anything hashes the config: 12.0 hashes as it always did
+        cfg.sampling.cfg = preset_guidance(cfg.model)
     return cfg
+
+
+def preset_guidance(model: str) -> float:
+    """The guidance scale a model preset samples with by default (12, the reference's, unless it says)."""
+    from .models.presets import load_model_config
+
+    try:
+        return float(load_model_config(model).default_cfg)
+    except (ValueError, OSError):  # an unreadable model config is reported when the model loads
+        return 12.0
 
 
 def parse_value(text: str) -> Any:

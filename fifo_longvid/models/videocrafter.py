@@ -44,6 +44,7 @@ class ModelConfig:
     # FIFO defaults for runs with this model (a tiny test model gets run sizes that finish in seconds)
     default_window: int | None = None  # None: the U-Net's temporal_length
     default_partitions: int = 4
+    default_cfg: float = 12.0  # guidance scale when --cfg is not given
     default_num_frames: int = 100
 
 
