@@ -2,6 +2,8 @@
 
     pip install -e .[train]
     python scripts/train_toy.py --out runs/toy            # resumable: rerun the same command to continue
+    python scripts/train_toy.py --out runs/toy2 --seed 1 --init-from fifo_longvid/models/data/toy.safetensors
+                                                          # continue from the shipped weights (new data order)
 
 Stages (each skipped when its output exists): VAE -> latent scale -> latent pool -> U-Net -> export
 ``toy.safetensors`` (fp16 U-Net EMA + VAE; the text tower is the preset's seeded recipe, not stored).
@@ -47,6 +49,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--export", type=Path, default=None, help="copy the exported weights here as well")
     p.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu, gpu or auto")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from an exported toy.safetensors (e.g. the shipped one): its VAE and latent scale are "
+                        "kept, the U-Net and text tower continue training from its EMA weights")
     return p.parse_args()
 
 
@@ -135,6 +140,8 @@ def main() -> None:
     t_start = time.time()
 
     vae_file = out / "vae.pt"
+    if args.init_from and not (out / "unet" / "last.ckpt").exists():
+        init_from_export(model, args.init_from, out)
     if not vae_file.exists():
         vm = VAEModule(model.first_stage_model)
         fit(vm, ShapeClips(8, seed=args.seed), out, "vae", args.vae_steps, args)
@@ -155,7 +162,8 @@ def main() -> None:
     pool = torch.load(pool_file, weights_only=True)
 
     text = model.cond_stage_model
-    text.load_state_dict(recipe_for_model(text, TOY_TEXT_SEED))
+    if not args.init_from:
+        text.load_state_dict(recipe_for_model(text, TOY_TEXT_SEED))
     um = UNetModule(model.unet, text, model.alphas_cumprod, diag_p=args.diag_p, diag_max_step=args.diag_max_step,
                     lr=args.lr, ema_decay=args.ema_decay, train_text=not args.frozen_text)
     if args.export_only:
@@ -170,6 +178,26 @@ def main() -> None:
     export(um, vae, scale, out, args, time.time() - t_start)
 
 
+def init_from_export(model, path: Path, out: Path) -> None:
+    """Continue from an export (no optimizer state survives an export): VAE and scale as they were, so the
+    U-Net's latents keep their meaning; U-Net and text tower from the exported EMA."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path))
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    for prefix, module in (("first_stage_model.", model.first_stage_model), ("model.diffusion_model.", model.unet),
+                           ("cond_stage_model.", model.cond_stage_model)):
+        part = {k[len(prefix):]: v.float() for k, v in sd.items() if k.startswith(prefix)}
+        if part:
+            module.load_state_dict(part, strict=True)
+    torch.save(model.first_stage_model.state_dict(), out / "vae.pt")
+    (out / "scale.json").write_text(json.dumps({"scale_factor": float(meta["scale_factor"])}))
+    print(f"initialised from {path} (trained for {meta.get('unet_steps', '?')} U-Net steps)", flush=True)
+    (out / "prior_steps.json").write_text(json.dumps({"unet_steps": int(meta.get("unet_steps", 0))}))
+
+
 def export(um, vae, scale: float, out: Path, args: argparse.Namespace, seconds: float) -> None:
     """fp16 safetensors of the U-Net EMA and the VAE under the VideoCrafter checkpoint's key names."""
     from safetensors.torch import save_file
@@ -182,6 +210,8 @@ def export(um, vae, scale: float, out: Path, args: argparse.Namespace, seconds: 
         sd.update({f"cond_stage_model.{k}": v for k, v in um.ema_text.state_dict().items()})
     sd = {k: v.detach().to(torch.float16).contiguous() for k, v in sd.items()}
     steps = getattr(um, "trainer_step", None) or um.global_step
+    prior = out / "prior_steps.json"  # a run continued with --init-from counts the steps before it too
+    steps += json.loads(prior.read_text())["unet_steps"] if prior.exists() else 0
     meta = {"scale_factor": repr(scale), "text_seed": str(TOY_TEXT_SEED), "unet_steps": str(steps),
             "text": "trained" if um.ema_text is not None else "recipe",
             "seed": str(args.seed), "train_seconds_this_session": f"{seconds:.0f}"}

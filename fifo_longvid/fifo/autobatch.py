@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-CPU_CALL_ELEMENTS = 2**19  # first-level activation elements per CPU call (tiny: 8 samples; medium 32x32x16: 2)
+CPU_CALL_ELEMENTS = 2**18  # first-level activation elements per CPU call (tiny at 128x128: 4 samples; medium: 2)
 CUDA_MEMORY_SHARE = 0.8  # of the card's total memory, for this process's weights, queue and one call
 
 
