@@ -99,7 +99,8 @@ class FifoRun:
         """One log line: where and how this run computes (device, dtype, FIFO plan, U-Net batch)."""
         fc, p = self.cfg.fifo, self.plan
         mb = "all" if self.max_batch is None else str(self.max_batch)
-        threads = f" ({torch.get_num_threads()} threads)" if self.model.device.type == "cpu" else ""
+        n = torch.get_num_threads()
+        threads = f" ({n} thread{'s' if n != 1 else ''})" if self.model.device.type == "cpu" else ""
         return (f"{self.model.device}{threads} {dtype_name(self.model.dtype)}; FIFO window {p.f} x {p.n} "
                 f"partition{'s' if p.n != 1 else ''} = {p.steps} DDIM steps, lookahead "
                 f"{'on' if p.lookahead else 'off'}, init {fc.init}; {self.total_iters} iterations for "
