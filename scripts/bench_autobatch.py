@@ -12,7 +12,6 @@ timing, i.e. at best the fastest column and at worst any size within the noise.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
@@ -21,26 +20,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fifo import build_case_model  # noqa: E402
+from bench_fifo import Case, build_case_model  # noqa: E402
 from benchlib import load_note, report  # noqa: E402 (scripts/ is on sys.path)
 
 import fifo_longvid  # noqa: E402
 from fifo_longvid.fifo.autobatch import cpu_rule  # noqa: E402
 from fifo_longvid.fifo.queue import FifoPlan  # noqa: E402
 
-
-@dataclasses.dataclass
-class Case:
-    name: str
-    latent_hw: int
-    window: int
-    partitions: int
-
-
-CASES = {
-    "toy": Case("toy", 8, 8, 2),
-    "tiny": Case("tiny", 16, 8, 2),
-    "medium": Case("medium", 16, 4, 2),
+CASES = {  # bench_fifo's cases; ``iters`` unused here (--repeats)
+    "toy": Case("toy", 8, 8, 2, 0),
+    "tiny": Case("tiny", 16, 8, 2, 0),
+    "medium": Case("medium", 16, 4, 2, 0),
 }
 
 
