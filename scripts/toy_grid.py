@@ -2,6 +2,7 @@
 
     python scripts/toy_grid.py                          # 4 colours x 3 shapes x 5 motions, 48 frames, seed 0
     python scripts/toy_grid.py --weights runs/toy/toy.safetensors --every 7 sampling.cfg=5
+    python scripts/toy_grid.py --threads 1 --shard 0/2 & python scripts/toy_grid.py --threads 1 --shard 1/2
 
 Prints one row per caption (colour, shape and direction accuracy, and the product) and the means, which the
 toy issue's thresholds are about (colour >= 0.9, shape >= 0.8, direction >= 0.8). ``--weights`` scores an
@@ -42,6 +43,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--every", type=int, default=1, help="score every k-th caption only (a quick look)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--shard", default="0/1", help="K/N: score captions K, K+N, ... (run N processes side by side, "
+                   "one per core, and pool their rows)")
     p.add_argument("overrides", nargs="*", help="key=value run-config overrides, e.g. sampling.cfg=5")
     args = p.parse_args()
     if args.threads:
@@ -54,7 +57,8 @@ def main() -> None:
     t_start = time.perf_counter()
     print(f"{load_note()}; overrides {overrides or 'none'}; {args.frames} frames, seed {args.seed}", flush=True)
     model = load_model("toy", device="cpu")
-    caps = [caption_of(c, s, m) for c, s, m in itertools.product(PALETTE, SHAPES, MOTIONS)][:: args.every]
+    k, n = (int(v) for v in args.shard.split("/"))
+    caps = [caption_of(c, s, m) for c, s, m in itertools.product(PALETTE, SHAPES, MOTIONS)][:: args.every][k::n]
     rows = []
     print("| caption | colour | shape | direction | score | speed px/frame |")
     print("| --- | --- | --- | --- | --- | --- |")
