@@ -39,12 +39,20 @@ COMMANDS = {"generate", "batch", "download", "convert"}
 def generate(
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Text prompt. Repeat for a multi-prompt "
                                               "video (with --frames-per-prompt).")] = [],  # noqa: B006
-    config: Annotated[str, typer.Option("--config", "-c", help="Model preset (videocrafter2, tiny) or a "
-                                        "model YAML path.")] = "videocrafter2",
-    checkpoint: Annotated[Path | None, typer.Option(help="Weights (.ckpt or .safetensors). Default for "
-                                                    "videocrafter2: checkpoints/videocrafter2/model.ckpt.")] = None,
-    mode: Annotated[str, typer.Option(help="fifo: long video (FIFO-Diffusion). base: one plain "
-                                      "VideoCrafter2 clip.")] = "fifo",
+    config: Annotated[str, typer.Option("--config", "-c", help="Model preset or a model YAML path. VideoCrafter: "
+                                        "videocrafter2, videocrafter1_i2v, toy (trained, shipped), tiny. AnimateDiff: "
+                                        "animatediff (needs --checkpoint), tiny_animatediff (no weights).")
+                      ] = "videocrafter2",
+    checkpoint: Annotated[Path | None, typer.Option(help="Weights. VideoCrafter: a .ckpt or .safetensors (default "
+                                                    "checkpoints/videocrafter2/model.ckpt). AnimateDiff: a diffusers "
+                                                    "AnimateDiffPipeline folder, an SD-1.5 folder or a single-file "
+                                                    "SD-1.5 .safetensors (the last two with --motion-adapter).")
+                          ] = None,
+    motion_adapter: Annotated[Path | None, typer.Option(help="AnimateDiff motion modules for an SD-1.5 checkpoint: a "
+                                                        "diffusers MotionAdapter folder or an original "
+                                                        "mm_sd_v15_v2.ckpt / .safetensors.")] = None,
+    mode: Annotated[str, typer.Option(help="fifo: long video (FIFO-Diffusion). base: one plain clip of the "
+                                      "model.")] = "fifo",
     num_frames: Annotated[int | None, typer.Option("--num-frames", "-l", help="Output length in frames "
                                                    "(FIFO).")] = None,
     partitions: Annotated[int | None, typer.Option("--partitions", "-n", help="FIFO partitions n; DDIM "
@@ -221,10 +229,11 @@ def _run_distributed(run: Any) -> None:
     run.device = device
     try:
         if rank != 0:
-            from .models.load import load_model
+            from .backends import load_backend
 
             with ignore_stop_signals():  # rank 0 decides when to stop (it needs us to finish the iteration)
-                calls = serve_run(run, load_model(run.model, run.checkpoint, device, run.dtype))
+                model = load_backend(run.model, run.checkpoint, device, run.dtype, run.motion_adapter)
+                calls = serve_run(run, model)
             err.print(f"rank {rank}: served {calls} U-Net calls", highlight=False)
             return
         err.print(f"distributed: {world} ranks ({dist.get_backend()}), windows split across them", highlight=False)
@@ -263,15 +272,16 @@ batch = app.command("batch")(_with_generate_options(batch_command))
 
 @app.command()
 def download(
-    model: Annotated[str, typer.Option(help="Which weights: videocrafter2 (text-to-video) or videocrafter1_i2v "
-                                       "(image-to-video, for --image and --latent-seed).")] = "videocrafter2",
+    model: Annotated[str, typer.Option(help="Which weights: videocrafter2 (text-to-video), videocrafter1_i2v "
+                                       "(image-to-video, for --image and --latent-seed) or animatediff (an SD-1.5 "
+                                       "base and a motion adapter, for --config animatediff).")] = "videocrafter2",
     dest: Annotated[Path, typer.Option(help="Target folder.")] = Path("checkpoints"),
 ) -> None:
     """Fetch the model checkpoint from the Hugging Face Hub (resumable)."""
-    from .models.download import download_checkpoint
+    from .backends.download import download
 
     try:
-        path = download_checkpoint(model, dest, log=lambda m: err.print(m, highlight=False))
+        path = download(model, dest, log=lambda m: err.print(m, highlight=False))
     except (ValueError, RuntimeError) as e:
         fail(str(e), 1)
     err.print(f"[green]ok[/]: {path}")
@@ -285,8 +295,8 @@ def convert(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Convert a checkpoint to safetensors (safe to share, loads without pickle, memory-mappable)."""
-    from .models.convert import convert_checkpoint
-    from .models.load import CheckpointError
+    from .backends import convert_checkpoint
+    from .backends.base import CheckpointError
 
     try:
         out = convert_checkpoint(src, dst, half=half, overwrite=overwrite)

@@ -62,10 +62,9 @@ def batch_command(
 
 def _run_batch_command(prompts_file: Path, out_dir: Path, shard: str | None, fail_fast: bool, fmt: str,
                        overrides: list[str], opts: dict[str, Any]) -> Any:
+    from .backends import has_image_encoder, load_backend
     from .batch import plan_batch, run_batch
     from .io.prompts import read_prompts
-    from .models.load import load_model
-    from .models.presets import load_model_config
     from .sharding import resolve_shard, shard_items
 
     flags = build_flags(opts)
@@ -74,7 +73,7 @@ def _run_batch_command(prompts_file: Path, out_dir: Path, shard: str | None, fai
     if base.checkpoint:
         flags["checkpoint"] = base.checkpoint
     try:
-        has_image = load_model_config(base.model).image is not None
+        has_image = has_image_encoder(base.model)
     except ValueError as e:
         fail(str(e))
     items = read_prompts(prompts_file, allow_images=has_image)
@@ -90,7 +89,8 @@ def _run_batch_command(prompts_file: Path, out_dir: Path, shard: str | None, fai
             bars.print(f"torch threads: {threads} (SLURM_CPUS_PER_TASK)")
         return run_batch(mine, out_dir, the_shard, None, fail_fast=fail_fast, overwrite=opts["overwrite"],
                          log=bars.print, progress=bars, on_item=bars.item_event,
-                         load=lambda: load_model(base.model, base.checkpoint, device, base.dtype))
+                         load=lambda: load_backend(base.model, base.checkpoint, device, base.dtype,
+                                                   base.motion_adapter))
 
 
 def _print_summary(s: Any) -> None:

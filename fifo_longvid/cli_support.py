@@ -63,7 +63,8 @@ def build_flags(o: dict[str, Any]) -> dict[str, Any]:
                              "compile": o.get("compile", False)}
     if o.get("prompt"):
         flags["prompts"] = list(o["prompt"])
-    path_opts = {"checkpoint": o.get("checkpoint"), "output.path": o.get("output"),
+    path_opts = {"checkpoint": o.get("checkpoint"), "motion_adapter": o.get("motion_adapter"),
+                 "output.path": o.get("output"),
                  "conditioning.image": o.get("image")}
     opt = {
         **{k: str(v) for k, v in path_opts.items() if v},
@@ -143,10 +144,10 @@ def default_checkpoint(run: Any) -> None:
 
 def exit_on_known_error(e: BaseException) -> None:
     """Known failures become one clear line and an exit code; anything else returns (the caller re-raises)."""
+    from .backends.base import CheckpointError
     from .diffusion.sampling import NonFiniteError
     from .fifo.state import StateMismatch
     from .fifo_run import OutOfMemory
-    from .models.load import CheckpointError
 
     known = EXIT_ERRORS + (CheckpointError, NonFiniteError, StateMismatch, FileNotFoundError, OSError, OutOfMemory)
     if isinstance(e, known):

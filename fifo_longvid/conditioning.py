@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 
+from .backends.base import Backend
 from .config import RunConfig
 from .diffusion.guidance import cfg_denoiser, unet_network
 from .fifo.queue import FifoPlan
 from .fifo.sampler import WindowBatch, WindowDenoiser
 from .io.images import load_image
 from .io.sidecar import file_sha256
-from .models.videocrafter import VideoCrafter
 from .techniques.seeding import i2v_uncond
 
 
@@ -35,7 +35,7 @@ class CondState:
         return torch.cat([self.text, self.image.expand(self.text.shape[0], -1, -1)], dim=1)
 
 
-def encode_conditioning(cfg: RunConfig, model: VideoCrafter, frame_hw: tuple[int, int]) -> tuple[CondState,
+def encode_conditioning(cfg: RunConfig, model: Backend, frame_hw: tuple[int, int]) -> tuple[CondState,
                                                                                                  torch.Tensor]:
     """(context per prompt, unconditional context): text, plus the ``--image`` tokens when given."""
     cond_state = CondState(model.encode_text(cfg.prompts))
@@ -63,7 +63,7 @@ def prompt_schedule(cfg: RunConfig, plan: FifoPlan, warmup: int) -> Callable[[to
     return of
 
 
-def fifo_denoiser(model: VideoCrafter, cond_state: CondState, uncond: torch.Tensor, scale: float, fps: int,
+def fifo_denoiser(model: Backend, cond_state: CondState, uncond: torch.Tensor, scale: float, fps: int,
                   max_batch: int | None, prompt_of: Callable[[torch.Tensor], torch.Tensor],
                   executor: Any = None, techniques: Any = None) -> WindowDenoiser:
     """``executor`` (fifo/parallel.py) runs the U-Net calls, e.g. split across torch.distributed ranks.

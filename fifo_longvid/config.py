@@ -67,6 +67,7 @@ class RunConfig:
     mode: str = "fifo"  # fifo | base
     model: str = "videocrafter2"  # preset name or model YAML path
     checkpoint: str | None = None
+    motion_adapter: str | None = None  # AnimateDiff: a MotionAdapter folder or an original motion-module file
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False  # torch.compile the U-Net
@@ -113,12 +114,10 @@ def build_run_config(yaml_path: str | Path | None = None, flags: dict[str, Any] 
 
 def preset_guidance(model: str) -> float:
     """The guidance scale a model preset samples with by default (12, the reference's, unless it says)."""
-    from .models.presets import load_model_config
+    from .backends import preset_cfg
 
-    try:
-        return float(load_model_config(model).default_cfg)
-    except (ValueError, OSError):  # an unreadable model config is reported when the model loads
-        return 12.0
+    scale = preset_cfg(model)  # None: an unreadable model config, reported when the model loads
+    return 12.0 if scale is None else scale
 
 
 def parse_value(text: str) -> Any:

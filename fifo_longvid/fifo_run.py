@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .backends.base import Backend
 from .conditioning import CondState, fifo_denoiser, prompt_schedule
 from .config import ConfigError, RunConfig, numerics_hash
 from .diffusion.guidance import cfg_denoiser, unet_network
@@ -27,7 +28,6 @@ from .fifo.state import FifoState, LatentLog, load_state, save_state, state_path
 from .fifo.tail import make_tail_sampler
 from .interrupts import StopFlag, graceful_interrupt
 from .io.video import VideoWriter
-from .models.videocrafter import VideoCrafter
 from .techniques.seeding import frame_image_tokens, seed_image_tokens
 
 Progress = Callable[[str, int, int], None]  # (task, done, total)
@@ -44,17 +44,15 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def checkpoint_id(cfg: RunConfig) -> str:
     """The weights' identity for hashes and sidecars: the file's sha256, or the recipe of random weights."""
-    from .io.sidecar import file_sha256
+    from .backends import weights_id
 
-    if cfg.checkpoint is None:
-        return f"recipe:{cfg.model}"
-    return "sha256:" + file_sha256(cfg.checkpoint)
+    return weights_id(cfg.checkpoint, cfg.motion_adapter, cfg.model)
 
 
 class FifoRun:
     """The state of one FIFO generation; each method is one stage of :meth:`run`."""
 
-    def __init__(self, cfg: RunConfig, model: VideoCrafter, cond_state: CondState, uncond: torch.Tensor,
+    def __init__(self, cfg: RunConfig, model: Backend, cond_state: CondState, uncond: torch.Tensor,
                  lat_hw: tuple[int, int], noise: NoiseSource, techniques: Any, out_path: Path,
                  timings: dict[str, float], progress: Progress | None = None,
                  log: Callable[[str], None] = print, executor: Any = None):

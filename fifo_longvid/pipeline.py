@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from .backends import compile_unet, load_backend
+from .backends.base import Backend
 from .conditioning import CondState, conditioning_info, encode_conditioning
 from .config import ConfigError, RunConfig, to_dict
 from .diffusion.guidance import cfg_denoiser, unet_network
@@ -25,8 +27,6 @@ from .fifo.sizing import check_frame_size, fill_model_defaults, frame_size
 from .fifo_run import FifoRun, Progress, checkpoint_id, dtype_name
 from .io.sidecar import sidecar_path, versions, write_json_atomic
 from .io.video import VideoWriter, check_output_path
-from .models.load import compile_unet, load_model
-from .models.videocrafter import VideoCrafter
 from .outputs import OutputFiles, remove_resumable, remove_stale
 from .techniques import apply_techniques
 from .validation import validate
@@ -49,7 +49,7 @@ def default_output(cfg: RunConfig) -> Path:
     return Path("outputs") / f"{slug}_{cfg.sampling.seed}.mp4"
 
 
-def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progress | None = None,
+def generate(cfg: RunConfig, model: Backend | None = None, progress: Progress | None = None,
              log: Callable[[str], None] = print, executor: Any = None) -> GenerationResult:
     """Run one generation described by ``cfg`` and write the video plus its JSON sidecar.
 
@@ -63,12 +63,12 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
 
     t0 = time.perf_counter()
     if model is None:
-        model = load_model(cfg.model, cfg.checkpoint, cfg.device, cfg.dtype)
+        model = load_backend(cfg.model, cfg.checkpoint, cfg.device, cfg.dtype, cfg.motion_adapter)
     timings["load_s"] = time.perf_counter() - t0
     fill_model_defaults(cfg, model)
     h_px, w_px = frame_size(cfg, model)
-    check_frame_size(h_px, w_px, model.cfg)
-    lat_hw = (h_px // 8, w_px // 8)
+    check_frame_size(h_px, w_px, model)
+    lat_hw = (h_px // model.latent_factor, w_px // model.latent_factor)
     noise = NoiseSource(cfg.sampling.seed, model.device)  # float32 on any model dtype
 
     t0 = time.perf_counter()
@@ -98,7 +98,7 @@ def generate(cfg: RunConfig, model: VideoCrafter | None = None, progress: Progre
         final = out_path.with_name(OutputFiles.of(out_path).partial.name)
     else:  # a finished video leaves only itself, its sidecar and the --save-* outputs
         remove_resumable(out_path)
-    side = _write_sidecar(cfg, final, written, partial, technique_info, timings, runtime)
+    side = _write_sidecar(cfg, final, written, partial, technique_info, timings, runtime, model.describe())
     return GenerationResult(final, written, cfg.sampling.seed, side, timings, partial)  # type: ignore[arg-type]
 
 
@@ -123,11 +123,11 @@ def _prepare_output(cfg: RunConfig, log: Callable[[str], None]) -> Path:
     return out_path
 
 
-def base_clip(cfg: RunConfig, model: VideoCrafter, cond_state: CondState, uncond: torch.Tensor,
+def base_clip(cfg: RunConfig, model: Backend, cond_state: CondState, uncond: torch.Tensor,
               lat_hw: tuple[int, int], noise: NoiseSource, techniques: Any, out_path: Path,
               timings: dict[str, float], progress: Progress | None,
               log: Callable[[str], None] = print) -> tuple[int, bool]:
-    """``--mode base``: one plain VideoCrafter2 clip of ``window`` frames."""
+    """``--mode base``: one plain clip of ``window`` frames."""
     f = cfg.fifo.window
     steps = cfg.sampling.steps or 50
     log(f"{model.device} {dtype_name(model.dtype)}; base clip of {f} frames, {steps} DDIM steps")
@@ -148,7 +148,7 @@ def base_clip(cfg: RunConfig, model: VideoCrafter, cond_state: CondState, uncond
 
 
 def _write_sidecar(cfg: RunConfig, final: Path, written: int, partial: bool, technique_info: Any,
-                   timings: dict[str, float], runtime: dict[str, Any]) -> Path:
+                   timings: dict[str, float], runtime: dict[str, Any], model_info: dict[str, Any]) -> Path:
     """The JSON next to the video: prompt, seed, resolved config, weights id, versions, timings."""
     meta: dict[str, Any] = {
         "prompt": cfg.prompts[0] if len(cfg.prompts) == 1 else cfg.prompts,
@@ -159,6 +159,7 @@ def _write_sidecar(cfg: RunConfig, final: Path, written: int, partial: bool, tec
         "output": str(final),
         "checkpoint": cfg.checkpoint,
         "checkpoint_id": checkpoint_id(cfg),
+        "model": model_info,
         "config": to_dict(cfg),
         "techniques": technique_info,
         "conditioning": conditioning_info(cfg),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .backends import family_of
 from .config import ConfigError, RunConfig
 from .fifo.init import INIT_MODES
 from .fifo.sizing import check_frame_size, parse_max_batch
@@ -28,6 +29,9 @@ def validate(cfg: RunConfig) -> None:
     elif len(cfg.prompts) > 1:
         raise ConfigError("--mode base takes one prompt")
     parse_max_batch(cfg.fifo.max_batch)
+    if cfg.motion_adapter and family_of(cfg.model) != "animatediff":
+        raise ConfigError(f"--motion-adapter is for AnimateDiff (--config animatediff); --config {cfg.model} is a "
+                          "VideoCrafter model")
     _check_conditioning(cfg)
     from .techniques import check_compile
     from .techniques import check_config as check_techniques
@@ -42,8 +46,8 @@ def validate(cfg: RunConfig) -> None:
 
 def _check_sampling(cfg: RunConfig) -> None:
     s = cfg.sampling
-    if s.height is not None or s.width is not None:
-        from .models.presets import load_model_config
+    if (s.height is not None or s.width is not None) and family_of(cfg.model) == "videocrafter":
+        from .models.presets import load_model_config  # (other families' sizes are checked once loaded)
 
         try:
             model_cfg = load_model_config(cfg.model)  # the architecture only: no weights are read
@@ -92,7 +96,7 @@ def _check_conditioning(cfg: RunConfig) -> None:
         from .models.presets import load_model_config
 
         try:
-            has_image = load_model_config(cfg.model).image is not None
+            has_image = family_of(cfg.model) == "videocrafter" and load_model_config(cfg.model).image is not None
         except ValueError:
             has_image = True  # the model config error is reported when loading
         what = "--image" if c.image else "--latent-seed"

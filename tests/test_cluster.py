@@ -190,7 +190,7 @@ def test_sizes_must_fit_every_unet_level_before_any_weights_load(size, ok, monke
     def no_load(*a, **k):
         raise AssertionError("weights loaded before the size check")
 
-    monkeypatch.setattr(pipeline, "load_model", no_load)
+    monkeypatch.setattr(pipeline, "load_backend", no_load)
     r = CliRunner().invoke(app, ["generate", "--prompt", "x", "--height", str(size), "-o", "/nonexistent/x.mp4"])
     assert r.exit_code == 2 and "multiple of 64" in r.output and "Traceback" not in r.output
 

@@ -37,27 +37,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _generate_cmd(out):
-    return [sys.executable, "-m", "fifo_longvid", "generate", "--prompt", "a red fox running", "--config", "tiny",
+def _generate_cmd(out, config="tiny", px=64):
+    return [sys.executable, "-m", "fifo_longvid", "generate", "--prompt", "a red fox running", "--config", config,
             "--num-frames", "2", "--seed", "11", "--device", "cpu", "--max-batch", "4", "--save-latents",
-            "-o", str(out), "fifo.window=4", "fifo.partitions=2", "sampling.height=64", "sampling.width=64"]
+            "-o", str(out), "fifo.window=4", "fifo.partitions=2", f"sampling.height={px}", f"sampling.width={px}"]
 
 
-def test_gloo_two_processes_equal_one_process(tmp_path):
+@pytest.mark.parametrize("config,px,latent", [("tiny", 64, 8), ("tiny_animatediff", 32, 16)])
+def test_gloo_two_processes_equal_one_process(tmp_path, config, px, latent):
     """Lookahead, f=4, n=2: 4 windows x (cond, uncond) = 8 samples per iteration; each rank denoises 2 windows.
-    The reference runs the same chunks in one process (--max-batch 4 = the samples per rank)."""
+    The reference runs the same chunks in one process (--max-batch 4 = the samples per rank). Both families."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     single = tmp_path / "single.mp4"
-    ref = subprocess.Popen(_generate_cmd(single), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ref = subprocess.Popen(_generate_cmd(single, config, px), env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
     dist_out = tmp_path / "dist.mp4"
     port = str(_free_port())
     procs = []
     for rank in range(2):
         e = {**env, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
              "MASTER_PORT": port}
-        procs.append(subprocess.Popen(_generate_cmd(dist_out), env=e, stdout=subprocess.PIPE,
+        procs.append(subprocess.Popen(_generate_cmd(dist_out, config, px), env=e, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT))
     outs = [p.communicate(timeout=240)[0].decode(errors="replace") for p in [ref, *procs]]
     for p, o in zip([ref, *procs], outs, strict=True):
@@ -66,7 +68,7 @@ def test_gloo_two_processes_equal_one_process(tmp_path):
     assert "rank 1: served 6 U-Net calls" in outs[2]  # warm-up 4 + 2 frames: one call per FIFO iteration
     a = load_file(str(single.with_suffix(".latents.safetensors")))["latents"]
     b = load_file(str(dist_out.with_suffix(".latents.safetensors")))["latents"]
-    assert a.shape == (1, 4, 2, 8, 8) and torch.equal(a, b)
+    assert a.shape == (1, 4, 2, latent, latent) and torch.equal(a, b)
     assert np.array_equal(read_video(single), read_video(dist_out))
 
 

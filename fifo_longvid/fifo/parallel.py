@@ -214,7 +214,8 @@ def serve_run(cfg: Any, model: Any) -> int:
     plan = FifoPlan(fc.window, fc.partitions, fc.lookahead)
     sched = model.ddim_schedule(plan.steps, cfg.sampling.eta).to(model.device)
     h_px, w_px = frame_size(cfg, model)
-    max_batch = resolve_max_batch(fc.max_batch, model.device, model, (h_px // 8, w_px // 8), fc.window)
+    f = model.latent_factor
+    max_batch = resolve_max_batch(fc.max_batch, model.device, model, (h_px // f, w_px // f), fc.window)
     techniques = apply_techniques(model.unet, cfg.techniques)
     try:
         techniques.bind(sched)

@@ -18,6 +18,11 @@ def fill_model_defaults(cfg: RunConfig, model: Any) -> None:
     """Unset FIFO sizes come from the model preset (so the tiny test model finishes in seconds)."""
     fc, mc = cfg.fifo, model.cfg
     fc.window = fc.window or mc.default_window or model.temporal_length
+    longest = getattr(model, "max_window", None)
+    if longest is not None and fc.window > longest:
+        raise ConfigError(f"fifo.window={fc.window} is longer than the {longest} frames of the motion modules' "
+                          f"positional table; use a window of at most {longest} (the model was trained on "
+                          f"{model.temporal_length})")
     fc.partitions = fc.partitions or mc.default_partitions
     if fc.num_frames is None:
         fc.num_frames = sum(fc.frames_per_prompt) if fc.frames_per_prompt else mc.default_num_frames
@@ -26,30 +31,41 @@ def fill_model_defaults(cfg: RunConfig, model: Any) -> None:
 
 
 def frame_size(cfg: RunConfig, model: Any) -> tuple[int, int]:
-    """(height, width) in pixels: the run's, else the model's default latent size x 8 (the VAE factor)."""
-    h_px = cfg.sampling.height or model.cfg.latent_size[0] * 8
-    w_px = cfg.sampling.width or model.cfg.latent_size[1] * 8
+    """(height, width) in pixels: the run's, else the model's default latent size x its VAE factor."""
+    f = getattr(model, "latent_factor", 8)
+    h_px = cfg.sampling.height or model.cfg.latent_size[0] * f
+    w_px = cfg.sampling.width or model.cfg.latent_size[1] * f
     return h_px, w_px
 
 
-def size_multiple(model_cfg: Any) -> int:
+def factors(model: Any) -> tuple[int, int]:
+    """(VAE, U-Net) downsampling factors of a loaded backend, or of a VideoCrafter ``ModelConfig``."""
+    if hasattr(model, "latent_factor"):
+        return model.latent_factor, model.unet_factor
+    return 2 ** (len(model.vae.ch_mult) - 1), 2 ** (len(model.unet.channel_mult) - 1)
+
+
+def size_multiple(model: Any) -> int:
     """Frame sides must divide by this many pixels: the VAE downsamples by 2^(its levels - 1) (8) and the U-Net
     by 2^(its levels - 1) more (8 for VideoCrafter2's 4 levels, so 64); otherwise a skip connection and its
     upsampled partner differ in size."""
-    return 2 ** (len(model_cfg.vae.ch_mult) - 1) * 2 ** (len(model_cfg.unet.channel_mult) - 1)
+    vae, unet = factors(model)
+    return vae * unet
 
 
-def check_frame_size(height: int | None, width: int | None, model_cfg: Any) -> None:
-    """Raise a ConfigError naming the nearest valid sizes when a side does not fit the model."""
-    m = size_multiple(model_cfg)
+def check_frame_size(height: int | None, width: int | None, model: Any) -> None:
+    """Raise a ConfigError naming the nearest valid sizes when a side does not fit the model (a loaded backend
+    or a VideoCrafter ``ModelConfig``)."""
+    m = size_multiple(model)
+    vae, unet = factors(model)
+    name_ = model.cfg.name if hasattr(model, "latent_factor") else model.name
     for name, v in (("height", height), ("width", width)):
         if v is not None and (v <= 0 or v % m):
             lo = max(m, v // m * m)
             sizes = f"{lo} or {lo + m}" if v > lo else f"{lo}"
             raise ConfigError(
-                f"--{name} {v} is not a positive multiple of {m}: the {model_cfg.name} model downsamples frames by "
-                f"{2 ** (len(model_cfg.vae.ch_mult) - 1)} (VAE) x {2 ** (len(model_cfg.unet.channel_mult) - 1)} "
-                f"(U-Net levels); try {sizes}")
+                f"--{name} {v} is not a positive multiple of {m}: the {name_} model downsamples frames by "
+                f"{vae} (VAE) x {unet} (U-Net levels); try {sizes}")
 
 
 def parse_max_batch(spec: str | int | None) -> int | None | str:
@@ -70,13 +86,14 @@ def parse_max_batch(spec: str | int | None) -> int | None | str:
 def resolve_max_batch(spec: str | int | None, device: torch.device, model: Any,
                       latent_hw: tuple[int, int], frames: int) -> int | None:
     """Samples per U-Net call of one rank's slice in a multi-process run. ``auto``: everything on CPU; on CUDA
-    the rule of ``autobatch.cuda_rule`` at 77 tokens, the same on every rank (no free-memory reading)."""
+    the rule of ``autobatch.cuda_rule`` at the model's context length, the same on every rank (no free-memory
+    reading)."""
     spec = parse_max_batch(spec)
     if spec != "auto":
         return spec  # type: ignore[return-value]
     if device.type != "cuda":
         return None
-    ctx = torch.zeros(1, 77, model.cfg.unet.context_dim, device=device)
+    ctx = torch.zeros(1, *model.context_shape, device=device)
     return cuda_rule(model.unet, model.cfg.channels, 1 << 30, frames, latent_hw, ctx).value
 
 
@@ -89,4 +106,4 @@ def choose_max_batch(spec: str | int | None, model: Any, latent_hw: tuple[int, i
         return BatchChoice(parsed, f"--max-batch {spec}")  # type: ignore[arg-type]
     if model.device.type == "cuda":
         return cuda_rule(model.unet, model.cfg.channels, rows, frames, latent_hw, context.to(model.device))
-    return cpu_rule(model.cfg.unet.model_channels, rows, frames, latent_hw)
+    return cpu_rule(model.model_channels, rows, frames, latent_hw)

@@ -14,15 +14,12 @@ from pathlib import Path
 
 import torch
 
+from ..backends.base import CheckpointError
 from .presets import RECIPE_PRESETS, SHIPPED_PRESETS, load_model_config
 from .recipe import recipe_for_model
 from .videocrafter import ModelConfig, VideoCrafter
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message says why and what to do."""
 
 
 def _read_torch(path: Path) -> Mapping[str, object]:

@@ -9,87 +9,88 @@ table the FIFO-Diffusion+ fork hard-codes for VideoCrafter2.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
+import torch
 from torch import nn
 
-from .attention import Attention, SpatialTransformer, TemporalTransformer
+from ..backends.base import AttnSite, DeepSplit, Located
+from ..backends.base import mirror_pairs as _mirror_pairs
+from .attention import SpatialTransformer, TemporalTransformer
 from .unet import Downsample, UNet3D, Upsample
 
-
-@dataclass(frozen=True)
-class AttnSite:
-    path: str  # module path inside the U-Net, e.g. "input_blocks.4.2.transformer_blocks.0.attn1"
-    kind: str  # "spatial" | "temporal"
-    role: str  # "attn1" | "attn2"
-    stage: str  # "init" | "input" | "middle" | "output"
-    block: int  # index within input_blocks / output_blocks (0 for init/middle)
-    depth: int  # transformer block index inside its transformer
-    level: int  # resolution level: 0 = full latent resolution, +1 per downsampling
-    heads: int
-    dim_head: int
-
-    @property
-    def target(self) -> str:
-        return f"{self.kind}_{self.role}"
+__all__ = ["AttnSite", "Located", "deep_split", "find_attention_sites", "mirror_pairs"]
 
 
-Located = list[tuple[AttnSite, Attention]]
-
-
-def _transformer_sites(prefix: str, tr: nn.Module, stage: str, block: int, level: int) -> Located:
+def _transformer_sites(prefix: str, tr: nn.Module, stage: str, block: int, level: int, skip: int) -> Located:
     kind = "spatial" if isinstance(tr, SpatialTransformer) else "temporal"
     out = []
     for d, tb in enumerate(tr.transformer_blocks):
         for role in ("attn1", "attn2"):
-            a: Attention = getattr(tb, role)
+            a = getattr(tb, role)
             site = AttnSite(f"{prefix}.transformer_blocks.{d}.{role}", kind, role, stage, block, d, level, a.heads,
-                            a.dim_head)
+                            a.dim_head, skip)
             out.append((site, a))
     return out
 
 
-def _block_sites(prefix: str, block: nn.Module, stage: str, idx: int, level: int) -> Located:
+def _block_sites(prefix: str, block: nn.Module, stage: str, idx: int, level: int, skip: int = -1) -> Located:
     out = []
     for j, layer in enumerate(block):
         if isinstance(layer, (SpatialTransformer, TemporalTransformer)):
-            out += _transformer_sites(f"{prefix}.{j}", layer, stage, idx, level)
+            out += _transformer_sites(f"{prefix}.{j}", layer, stage, idx, level, skip)
     return out
 
 
 def find_attention_sites(unet: UNet3D) -> Located:
-    """Every attention layer of the U-Net with its role, in forward order."""
+    """Every attention layer of the U-Net with its role, in forward order. Input block i produces skip tensor i;
+    output block j consumes skip tensor n_in - 1 - j (the U-Net pops them in reverse)."""
     sites: Located = []
     level = 0
+    n_in = len(unet.input_blocks)
     for i, block in enumerate(unet.input_blocks):
-        sites += _block_sites(f"input_blocks.{i}", block, "input", i, level)
+        sites += _block_sites(f"input_blocks.{i}", block, "input", i, level, i)
         if i == 0 and hasattr(unet, "init_attn"):
             sites += _block_sites("init_attn", unet.init_attn, "init", 0, 0)
         if any(isinstance(layer, Downsample) for layer in block):
             level += 1
     sites += _block_sites("middle_block", unet.middle_block, "middle", 0, level)
     for i, block in enumerate(unet.output_blocks):
-        sites += _block_sites(f"output_blocks.{i}", block, "output", i, level)
+        sites += _block_sites(f"output_blocks.{i}", block, "output", i, level, n_in - 1 - i)
         if any(isinstance(layer, Upsample) for layer in block):
             level -= 1
     return sites
 
 
-def mirror_pairs(unet: UNet3D, target: str = "temporal_attn1") -> dict[AttnSite, AttnSite]:
-    """Decoder site -> encoder site of the same target, level and shape.
+def mirror_pairs(unet: UNet3D | Located, target: str = "temporal_attn1") -> dict[AttnSite, AttnSite]:
+    """Decoder site -> encoder site (``backends.base.mirror_pairs`` over this U-Net's sites)."""
+    sites = find_attention_sites(unet) if isinstance(unet, nn.Module) else unet
+    return _mirror_pairs(sites, target)
 
-    The preferred partner is the transformer of the input block whose features the decoder block
-    receives through its skip connection; when that block has none (a downsampling block or the stem),
-    the nearest input block of the same level that does.
-    """
-    sites = [s for s, _ in find_attention_sites(unet) if s.target == target]
-    encoder = [s for s in sites if s.stage == "input"]
-    n_in = len(unet.input_blocks)
-    pairs = {}
-    for dec in (s for s in sites if s.stage == "output"):
-        skip_src = n_in - 1 - dec.block
-        candidates = [e for e in encoder if e.level == dec.level and e.depth == dec.depth
-                      and (e.heads, e.dim_head) == (dec.heads, dec.dim_head)]
-        if candidates:
-            pairs[dec] = min(candidates, key=lambda e: (abs(e.block - skip_src), -e.block))
-    return pairs
+
+def _placeholder(block: nn.Module, args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
+    """An empty (0, 0, h, w) tensor at the resolution ``block`` would output: the U-Net's skip concatenations
+    (``torch.cat`` along channels) still line up."""
+    x = args[0] if args else kwargs["x"]
+    h, w = x.shape[-2:]
+    if any(isinstance(m, Downsample) for m in block):
+        h, w = (h + 1) // 2, (w + 1) // 2
+    if any(isinstance(m, Upsample) for m in block):
+        h, w = 2 * h, 2 * w
+    return x.new_empty(0, 0, h, w)
+
+
+def deep_split(unet: UNet3D) -> DeepSplit:
+    """DeepCache's split: the shallow blocks are the input blocks before the first downsampling block (plus
+    ``init_attn``) and the output blocks after the last upsampling block; everything else is deep, and the
+    last deep block's output (the upsampled feature entering the first shallow decoder block) is cached."""
+    inputs, outputs = list(unet.input_blocks), list(unet.output_blocks)
+    first_down = next((i for i, b in enumerate(inputs) if any(isinstance(m, Downsample) for m in b)), None)
+    last_up = max((i for i, b in enumerate(outputs) if any(isinstance(m, Upsample) for m in b)), default=None)
+    if first_down is None or last_up is None:
+        raise ValueError("--deepcache needs a U-Net with at least one downsampling and one upsampling level")
+    if first_down != len(outputs) - 1 - last_up:
+        raise ValueError(f"--deepcache: the outermost level has {first_down} input blocks but "
+                         f"{len(outputs) - 1 - last_up} output blocks; their skip connections would not pair up")
+    deep = inputs[first_down:] + [unet.middle_block] + outputs[: last_up + 1]
+    return DeepSplit(deep, outputs[last_up], _placeholder)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..backends.base import expand_timesteps
 from .attention import SpatialTransformer, TemporalTransformer
 
 
@@ -217,26 +218,19 @@ class UNet3D(nn.Module):
 
         self.out = nn.Sequential(GroupNorm32(32, ch), nn.SiLU(), nn.Conv2d(mc, cfg.out_channels, 3, padding=1))
 
-    @staticmethod
-    def expand_timesteps(timesteps: torch.Tensor, b: int, f: int, per_frame: bool = False) -> torch.Tensor:
-        """Any accepted timestep shape -> (B, F): one timestep per (sample, frame)."""
-        t = torch.as_tensor(timesteps)
-        if t.ndim == 2:
-            if tuple(t.shape) != (b, f):
-                raise ValueError(f"per-frame timesteps must be (B, F) = {(b, f)}, got {tuple(t.shape)}")
-            return t
-        if t.ndim == 1 and per_frame:
-            if t.shape[0] != f:
-                raise ValueError(f"per_frame=True needs {f} timesteps (one per frame), got {t.shape[0]}")
-            return t[None].expand(b, f)
-        if t.ndim == 1:
-            if t.shape[0] != b:
-                raise ValueError(
-                    f"timesteps of shape ({t.shape[0]},) for batch {b}: pass (B,), (B, F), or (F,) with "
-                    "per_frame=True"
-                )
-            return t[:, None].expand(b, f)
-        raise ValueError(f"timesteps must be 1-D or 2-D, got shape {tuple(t.shape)}")
+    expand_timesteps = staticmethod(expand_timesteps)
+
+    def attention_sites(self) -> list:
+        """Every attention layer with its role (``models/sites.py``): what techniques select on."""
+        from .sites import find_attention_sites
+
+        return find_attention_sites(self)
+
+    def deep_split(self):  # noqa: ANN201 - backends.base.DeepSplit
+        """The blocks DeepCache may skip (``models/sites.py``)."""
+        from .sites import deep_split
+
+        return deep_split(self)
 
     def _embed(self, timesteps: torch.Tensor, fps: torch.Tensor | int, b: int, f: int,
                per_frame: bool) -> torch.Tensor:

@@ -114,6 +114,38 @@ class VideoCrafter(nn.Module):
     def temporal_length(self) -> int:
         return self.cfg.unet.temporal_length
 
+    # -- the backend seam (backends/base.py): sizes FIFO reads without knowing the family ----------------
+    family = "videocrafter"
+
+    @property
+    def max_window(self) -> int | None:
+        return None  # temporal attention has no positional table: any window runs
+
+    @property
+    def latent_factor(self) -> int:
+        return 2 ** (len(self.cfg.vae.ch_mult) - 1)
+
+    @property
+    def unet_factor(self) -> int:
+        return 2 ** (len(self.cfg.unet.channel_mult) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        return self.latent_factor * self.unet_factor
+
+    @property
+    def context_shape(self) -> tuple[int, int]:
+        return 77, self.cfg.unet.context_dim  # OpenCLIP's 77 text tokens
+
+    @property
+    def model_channels(self) -> int:
+        return self.cfg.unet.model_channels
+
+    def describe(self) -> dict:
+        """The sidecar's record of the model family and its derived sizes."""
+        return {"family": self.family, "name": self.cfg.name, "latent_factor": self.latent_factor,
+                "size_multiple": self.size_multiple, "context": list(self.context_shape)}
+
     def ddim_schedule(self, num_steps: int, eta: float = 0.0) -> DDIMSchedule:
         scale = self.scale_arr if self.cfg.use_scale else None
         return make_ddim_schedule(self.alphas_cumprod, num_steps, eta, scale)

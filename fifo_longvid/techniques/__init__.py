@@ -1,7 +1,8 @@
 """Optional techniques that attach to the U-Net from outside (the model code never names them).
 
-Each technique is one module with a config dataclass and an ``apply`` that installs it (attention
-processors, forward hooks or patches) and returns an object with ``bind(schedule)``,
+Each technique is one module with a config dataclass, a ``check_config``, an installer (attention
+processors, forward hooks or patches) and a ``SPEC`` (``spec.py``) that registers it in ``REGISTRY``; what it
+installs is an object with ``bind(schedule)``,
 ``set_phase("base" | "clip" | "fifo")``, ``remove()`` and ``describe()``. The pipeline installs what the
 run config enables, and removes everything in a ``finally:`` after every video, so no state leaks
 between videos. With every technique disabled nothing is installed at all, and the guidance and network
@@ -23,6 +24,7 @@ import torch
 from ..diffusion.guidance import Denoiser, NetworkFn, cfg_denoiser
 from ..diffusion.schedule import DDIMSchedule
 from . import attn_reuse, cfg_cache, deepcache, hooks, qcache, tgate
+from .spec import TechniqueSpec
 from .store import FrameStore
 
 STATE_PREFIX = "techniques/"
@@ -37,37 +39,45 @@ class TechniquesConfig:
     deepcache: deepcache.DeepCacheConfig = field(default_factory=deepcache.DeepCacheConfig)
 
 
+# install order: Q-cache's processors first, DeepCache's block patches, then the per-site caches, CFG-Cache last
+REGISTRY = (qcache.SPEC, deepcache.SPEC, tgate.SPEC, attn_reuse.SPEC, cfg_cache.SPEC)
 ACCELERATION = ("tgate", "cfg_cache", "attn_reuse", "deepcache")
-FLAGS = {"tgate": "--tgate", "cfg_cache": "--cfg-cache", "attn_reuse": "--attn-reuse", "deepcache": "--deepcache"}
+FLAGS = {spec.name: spec.flag for spec in REGISTRY}
+
+
+def enabled(cfg: TechniquesConfig | None) -> list[TechniqueSpec]:
+    return [] if cfg is None else [spec for spec in REGISTRY if getattr(cfg, spec.name).enabled]
 
 
 def enabled_acceleration(cfg: TechniquesConfig | None) -> list[str]:
-    return [] if cfg is None else [n for n in ACCELERATION if getattr(cfg, n).enabled]
+    return [spec.name for spec in enabled(cfg) if spec.name in ACCELERATION]
 
 
 def check_config(cfg: TechniquesConfig) -> None:
     """Validate every enabled technique and their combination (ValueError naming the option)."""
-    if cfg.qcache.enabled:
-        qcache.check_config(cfg.qcache)
-    for name, mod in (("tgate", tgate), ("cfg_cache", cfg_cache), ("attn_reuse", attn_reuse),
-                      ("deepcache", deepcache)):
-        if getattr(cfg, name).enabled:
-            mod.check_config(getattr(cfg, name))
-    if cfg.qcache.enabled:
-        clash = {"spatial_attn2": "tgate", "spatial_attn1": "attn_reuse"}
-        for target in cfg.qcache.targets:
-            other = clash.get(target)
-            if other and getattr(cfg, other).enabled:
-                raise ValueError(f"--qcache-targets {target} and {FLAGS[other]} both replace the spatial "
-                                 f"{target[-5:]} layers; drop one of them (Q-cache's default target "
-                                 "temporal_attn1 composes with every technique)")
+    on = enabled(cfg)
+    for spec in on:
+        spec.check(getattr(cfg, spec.name))
+    for i, a in enumerate(on):
+        for b in on[i + 1:]:
+            shared = sorted(a.replaces(getattr(cfg, a.name)) & b.replaces(getattr(cfg, b.name)))
+            if shared:
+                name = {"qcache": "--qcache-targets " + ",".join(shared)}
+                raise ValueError(f"{name.get(a.name, a.flag)} and {name.get(b.name, b.flag)} both replace the "
+                                 f"{', '.join(t.replace('_', ' ') for t in shared)} layers; drop one of them "
+                                 "(Q-cache's default target temporal_attn1 composes with every technique)")
+
+
+def _host_deciders(cfg: TechniquesConfig | None) -> str:
+    """Flags of the enabled techniques that decide per frame on the host, in ACCELERATION's order."""
+    on = {spec.name: spec for spec in enabled(cfg) if spec.host_decisions}
+    return ", ".join(on[n].flag for n in ACCELERATION if n in on)
 
 
 def check_distributed(cfg: TechniquesConfig | None) -> None:
     """Multi-process runs compute U-Net rows on other ranks, which do not see the per-frame store."""
-    inside = [n for n in enabled_acceleration(cfg) if n != "cfg_cache"]
-    if inside:
-        flags = ", ".join(FLAGS[n] for n in inside)
+    flags = _host_deciders(cfg)
+    if flags:
         raise ValueError(f"{flags} keep per-frame caches inside the U-Net, which torchrun worker ranks do not "
                          "share; run on one process, or drop " + flags + " (--cfg-cache works multi-process)")
 
@@ -77,9 +87,8 @@ def check_compile(cfg: TechniquesConfig | None) -> None:
     ids, ``.tolist()``): dynamo would break the graph at every site and recompile as the ids move, until its
     recompile limit sends the U-Net back to eager. Q-cache and CFG-Cache compile (tensor maths, or outside the
     U-Net)."""
-    inside = [n for n in enabled_acceleration(cfg) if n != "cfg_cache"]
-    if inside:
-        flags = ", ".join(FLAGS[n] for n in inside)
+    flags = _host_deciders(cfg)
+    if flags:
         raise ValueError(f"--compile cannot be combined with {flags}: their per-frame decisions inside the U-Net "
                          "are host-side Python, which torch.compile would split and recompile as frame ids change; "
                          f"drop --compile (the caches already cut the work) or drop {flags}")
@@ -142,22 +151,16 @@ class TechniqueSet:
 
 
 def apply_techniques(unet: torch.nn.Module, cfg: TechniquesConfig | None) -> TechniqueSet:
+    """Install every enabled technique on ``unet`` (any backend's network: it names its attention sites and
+    levels, ``backends/base.py``); ``TechniqueSet.remove()`` puts the network back exactly as it was."""
     store = FrameStore()
     items: list[Any] = []
     if cfg is None:
         return TechniqueSet(items, store)
     check_config(cfg)
     try:
-        if cfg.qcache.enabled:
-            items.append(qcache.apply(unet, cfg.qcache))
-        if cfg.deepcache.enabled:
-            items.append(deepcache.apply(unet, cfg.deepcache, store))
-        if cfg.tgate.enabled:
-            items.append(tgate.apply(unet, cfg.tgate, store))
-        if cfg.attn_reuse.enabled:
-            items.append(attn_reuse.apply(unet, cfg.attn_reuse, store))
-        if cfg.cfg_cache.enabled:
-            items.append(cfg_cache.apply(cfg.cfg_cache, store))
+        for spec in enabled(cfg):
+            items.append(spec.install(unet, getattr(cfg, spec.name), store))
     except BaseException:
         TechniqueSet(items, store).remove()  # leave the model as it was
         raise

@@ -24,12 +24,13 @@ from typing import Any
 
 import torch
 
+from ..backends.base import AttentionHandle as Attention
+from ..backends.base import AttnSite
 from ..devices import index_tensor
 from ..diffusion.context import COND
 from ..diffusion.schedule import DDIMSchedule
-from ..models.attention import Attention, AttnProcessor
-from ..models.sites import AttnSite, find_attention_sites
-from .hooks import frame_facts
+from .hooks import ProcessorSwap, frame_facts
+from .spec import TechniqueSpec
 from .store import FrameStore
 
 
@@ -58,7 +59,7 @@ def computes(iteration: int, frame_id: int) -> bool:
 
 
 class _ReusedSelfAttention:
-    def __init__(self, site: AttnSite, inner: AttnProcessor, owner: AttnReuse):
+    def __init__(self, site: AttnSite, inner: Any, owner: AttnReuse):
         self.site, self.inner, self.owner = site, inner, owner
         self.ns = {b: (f"attn_reuse/{site.path}/{name}/c0", f"attn_reuse/{site.path}/{name}/c1")
                    for b, name in ((COND, "cond"), (1 - COND, "uncond"))}
@@ -117,13 +118,9 @@ class AttnReuse:
         self.cfg, self.store = cfg, store
         self.active = False
         self.may_reuse = torch.zeros(0, dtype=torch.bool)
-        self._saved: dict[Attention, AttnProcessor] = {}
-        self.sites: list[AttnSite] = []
-        for site, mod in find_attention_sites(unet):
-            if site.target == "spatial_attn1":
-                self._saved[mod] = mod.processor
-                mod.set_processor(_ReusedSelfAttention(site, mod.processor, self))
-                self.sites.append(site)
+        self._swap = ProcessorSwap()
+        self.sites: list[AttnSite] = self._swap.wrap(unet, "spatial_attn1",
+                                                     lambda site, inner: _ReusedSelfAttention(site, inner, self))
 
     def bind(self, schedule: DDIMSchedule) -> None:
         self.may_reuse = schedule.timesteps.cpu() < self.cfg.max_timestep
@@ -132,9 +129,7 @@ class AttnReuse:
         self.active = phase == "fifo"
 
     def remove(self) -> None:
-        for mod, proc in self._saved.items():
-            mod.set_processor(proc)
-        self._saved.clear()
+        self._swap.restore()
 
     def describe(self) -> dict[str, Any]:
         return {"weight": self.cfg.weight, "max_timestep": self.cfg.max_timestep,
@@ -144,3 +139,7 @@ class AttnReuse:
 
 def apply(unet: torch.nn.Module, cfg: AttnReuseConfig, store: FrameStore) -> AttnReuse:
     return AttnReuse(unet, cfg, store)
+
+
+SPEC = TechniqueSpec("attn_reuse", "--attn-reuse", check_config, apply, host_decisions=True,
+                     replaces=lambda cfg: {"spatial_attn1"})

@@ -37,6 +37,7 @@ import torch
 from ..devices import index_tensor, to_device
 from ..diffusion.schedule import DDIMSchedule
 from .hooks import RowFacts
+from .spec import TechniqueSpec
 from .store import FrameStore
 
 NS_LF, NS_HF, NS_W = "cfg_cache/delta_lf", "cfg_cache/delta_hf", "cfg_cache/weights"
@@ -189,3 +190,6 @@ def _committed(facts: RowFacts, rows: list[int]) -> tuple[torch.Tensor, torch.Te
 
 def apply(cfg: CFGCacheConfig, store: FrameStore) -> CFGCache:
     return CFGCache(cfg, store)
+
+
+SPEC = TechniqueSpec("cfg_cache", "--cfg-cache", check_config, lambda net, cfg, store: apply(cfg, store))

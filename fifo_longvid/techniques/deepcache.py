@@ -4,8 +4,9 @@ DeepCache (Ma et al., 2023) observes that a U-Net's deep features change slowly 
 pass caches the feature that enters the shallowest decoder blocks, and the next K-1 steps run only the
 shallow encoder and decoder blocks, splicing the cached deep feature in.
 
-Derived from the architecture, not hard-coded: the *shallow* blocks are the input blocks before the first
-downsampling block (plus ``init_attn``) and the output blocks after the last upsampling block; all other
+Derived from the architecture by the network's ``deep_split()`` (``backends/base.py``), not hard-coded: the
+*shallow* blocks form the outermost resolution level (for VideoCrafter the input blocks before the first
+downsampling block, plus ``init_attn``, and the output blocks after the last upsampling block); all other
 blocks are *deep*. The cached feature is the output of the last deep block (the upsampled feature that
 enters the first shallow decoder block), per frame.
 
@@ -30,8 +31,8 @@ from torch import nn
 from ..devices import index_tensor
 from ..diffusion.context import COND, publish, rows_for
 from ..diffusion.guidance import NetworkFn
-from ..models.unet import Downsample, Upsample
 from .hooks import ForwardPatch, facts_of, frame_facts
+from .spec import TechniqueSpec
 from .store import FrameStore
 
 
@@ -52,27 +53,9 @@ def full_turn(iteration: int, window: int, every: int) -> bool:
 
 
 def split_levels(unet: nn.Module) -> tuple[list[nn.Module], nn.Module]:
-    """(deep blocks in forward order, the last of them) of a U-Net with input/middle/output blocks."""
-    inputs, outputs = list(unet.input_blocks), list(unet.output_blocks)
-    first_down = next((i for i, b in enumerate(inputs) if any(isinstance(m, Downsample) for m in b)), None)
-    last_up = max((i for i, b in enumerate(outputs) if any(isinstance(m, Upsample) for m in b)), default=None)
-    if first_down is None or last_up is None:
-        raise ValueError("--deepcache needs a U-Net with at least one downsampling and one upsampling level")
-    if first_down != len(outputs) - 1 - last_up:
-        raise ValueError(f"--deepcache: the outermost level has {first_down} input blocks but "
-                         f"{len(outputs) - 1 - last_up} output blocks; their skip connections would not pair up")
-    deep = inputs[first_down:] + [unet.middle_block] + outputs[: last_up + 1]
-    return deep, outputs[last_up]
-
-
-def _placeholder(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """An empty (0, 0, h, w) tensor at the resolution ``block`` would output: skip concatenations still work."""
-    h, w = x.shape[-2:]
-    if any(isinstance(m, Downsample) for m in block):
-        h, w = (h + 1) // 2, (w + 1) // 2
-    if any(isinstance(m, Upsample) for m in block):
-        h, w = 2 * h, 2 * w
-    return x.new_empty(0, 0, h, w)
+    """(deep blocks in forward order, the last of them), as the network's ``deep_split()`` names them."""
+    split = unet.deep_split()
+    return split.deep, split.last
 
 
 class DeepCache:
@@ -83,15 +66,16 @@ class DeepCache:
         self.cfg, self.store = cfg, store
         self.active = False
         self.shallow = False  # True while a shallow call runs
-        deep, last = split_levels(unet)
-        self.num_deep = len(deep)
-        self._patches = [ForwardPatch(b, self._deep_forward(b, b is last)) for b in deep]
+        split = unet.deep_split()
+        self.placeholder = split.placeholder
+        self.num_deep = len(split.deep)
+        self._patches = [ForwardPatch(b, self._deep_forward(b, b is split.last)) for b in split.deep]
 
     def _deep_forward(self, block: nn.Module, is_last: bool):  # noqa: ANN202 - a forward patch
-        def forward(original, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        def forward(original, *args: Any, **kwargs: Any) -> Any:
             if self.shallow:
-                return self._cached(x) if is_last else _placeholder(block, x)
-            out = original(x, *args, **kwargs)
+                return self._cached() if is_last else self.placeholder(block, args, kwargs)
+            out = original(*args, **kwargs)
             if is_last and self.active:
                 self._record(out)
             return out
@@ -114,7 +98,7 @@ class DeepCache:
                 self.store.put(self._ns(b), [ids[r] for r in keep],
                                out.index_select(0, index_tensor(keep, out.device)))
 
-    def _cached(self, x: torch.Tensor) -> torch.Tensor:
+    def _cached(self) -> torch.Tensor:
         ctx = rows_for(self._rows)
         facts = facts_of(ctx)
         ids = facts.frame_ids.reshape(-1).tolist()
@@ -188,3 +172,6 @@ class DeepCache:
 
 def apply(unet: nn.Module, cfg: DeepCacheConfig, store: FrameStore) -> DeepCache:
     return DeepCache(unet, cfg, store)
+
+
+SPEC = TechniqueSpec("deepcache", "--deepcache", check_config, apply, host_decisions=True)

@@ -1,5 +1,6 @@
 """Small plumbing shared by the acceleration techniques: forward patches and host views of the step context.
 
+* ``ProcessorSwap`` installs attention processors on a network's sites by target and restores the old ones.
 * ``ForwardPatch`` swaps one module instance's ``forward`` (as diffusers' hook registry does) and puts the
   previous one back on ``remove()``; patches stack and unstack in reverse order.
 * ``row_facts(n)`` gives the current ``StepContext`` (published by the sampler, republished by guidance,
@@ -18,6 +19,35 @@ import torch
 from torch import nn
 
 from ..diffusion.context import COND, StepContext, current, rows_for
+
+
+class ProcessorSwap:
+    """Attention processors a technique installs, and the ones they replaced: ``restore()`` puts those back.
+
+    Sites come from the network (``attention_sites()``, any backend), so a technique names a target
+    (``spatial_attn2``...) and a processor factory, never a module path.
+    """
+
+    def __init__(self) -> None:
+        self._saved: dict[Any, Any] = {}
+
+    def set(self, handle: Any, processor: Any) -> None:
+        self._saved.setdefault(handle, handle.processor)
+        handle.set_processor(processor)
+
+    def wrap(self, net: nn.Module, target: str, make: Callable[[Any, Any], Any]) -> list[Any]:
+        """Every site of ``target`` gets ``make(site, its current processor)``; returns those sites."""
+        sites = []
+        for site, handle in net.attention_sites():
+            if site.target == target:
+                self.set(handle, make(site, handle.processor))
+                sites.append(site)
+        return sites
+
+    def restore(self) -> None:
+        for handle, processor in self._saved.items():
+            handle.set_processor(processor)
+        self._saved.clear()
 
 
 class ForwardPatch:

@@ -22,11 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..backends.base import AttentionHandle as Attention
+from ..backends.base import AttnSite, expand_timesteps, mirror_pairs
 from ..diffusion.context import rows_for
 from ..diffusion.schedule import DDIMSchedule
-from ..models.attention import Attention, AttnProcessor
-from ..models.sites import AttnSite, find_attention_sites, mirror_pairs
-from ..models.unet import UNet3D
+from .hooks import ProcessorSwap
+from .spec import TechniqueSpec
 
 TARGETS = ("temporal_attn1", "temporal_attn2", "spatial_attn1", "spatial_attn2")
 
@@ -157,7 +158,7 @@ def check_config(cfg: QCacheConfig) -> VSchedule:
 class QCache:
     name = "qcache"
 
-    def __init__(self, unet: UNet3D, cfg: QCacheConfig):
+    def __init__(self, unet: nn.Module, cfg: QCacheConfig):
         self.vs = check_config(cfg)
         self.cfg = cfg
         self.unet = unet
@@ -165,17 +166,16 @@ class QCache:
         self.active = True
         self._index_of_timestep: torch.Tensor | None = None  # lookup table: timestep -> schedule index
         self._v_table: torch.Tensor | None = None
-        modules = {s: m for s, m in find_attention_sites(unet)}
-        self._saved: dict[Attention, AttnProcessor] = {}
+        located = unet.attention_sites()
+        modules = {s: m for s, m in located}
+        self._swap = ProcessorSwap()
         self.pairs: dict[AttnSite, AttnSite] = {}
         for target in cfg.targets:
-            self.pairs.update(mirror_pairs(unet, target))
+            self.pairs.update(mirror_pairs(located, target))
         for dec, enc in self.pairs.items():
             for site, proc in ((enc, _Recorder(enc, self.state)),
                                (dec, _Blender(dec, enc, self.state))):
-                mod = modules[site]
-                self._saved.setdefault(mod, mod.processor)
-                mod.set_processor(proc)
+                self._swap.set(modules[site], proc)
         self._hooks = [
             unet.register_forward_pre_hook(self._pre_forward, with_kwargs=True),
             unet.register_forward_hook(lambda *a, **k: self.state.clear()),
@@ -196,9 +196,7 @@ class QCache:
     def remove(self) -> None:
         for h in self._hooks:
             h.remove()
-        for mod, proc in self._saved.items():
-            mod.set_processor(proc)
-        self._saved.clear()
+        self._swap.restore()
         self.state.clear()
 
     def describe(self) -> dict[str, Any]:
@@ -224,11 +222,15 @@ class QCache:
             idx = step.step_idx
         else:
             t = args[1] if len(args) > 1 else kwargs["timesteps"]
-            t = UNet3D.expand_timesteps(t, b, f, bool(kwargs.get("per_frame", False)))
+            t = expand_timesteps(t, b, f, bool(kwargs.get("per_frame", False)))
             idx = self._index_of_timestep[t.to(self._index_of_timestep.device)]
         self.state.v = self._v_table[idx].to(x.device)
 
 
-def apply(unet: UNet3D, cfg: QCacheConfig) -> QCache:
+def apply(unet: nn.Module, cfg: QCacheConfig) -> QCache:
     """Install the Q-cache on ``unet``; ``.remove()`` restores it exactly."""
     return QCache(unet, cfg)
+
+
+SPEC = TechniqueSpec("qcache", "--qcache", check_config, lambda net, cfg, store: apply(net, cfg),
+                     replaces=lambda cfg: set(cfg.targets))

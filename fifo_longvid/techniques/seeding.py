@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from ..models.videocrafter import VideoCrafter
+from ..backends.base import Backend
 
 
-def i2v_uncond(model: VideoCrafter, uncond_text: torch.Tensor) -> torch.Tensor:
+def i2v_uncond(model: Backend, uncond_text: torch.Tensor) -> torch.Tensor:
     """The reference's unconditional context for any I2V model: "" tokens + tokens of a mid-grey image."""
     if not model.has_image_encoder:
         return uncond_text
@@ -21,12 +21,12 @@ def i2v_uncond(model: VideoCrafter, uncond_text: torch.Tensor) -> torch.Tensor:
     return torch.cat([uncond_text, model.encode_image(grey)], dim=1)
 
 
-def seed_image_tokens(model: VideoCrafter, queue_latents: torch.Tensor) -> torch.Tensor:
+def seed_image_tokens(model: Backend, queue_latents: torch.Tensor) -> torch.Tensor:
     """Tokens of the decoded head slot (slot 0) of the initial queue; the decode is not clamped."""
     frame = model.decode_latents(queue_latents[:, :, :1])[:, :, 0]
     return model.encode_image(frame)
 
 
-def frame_image_tokens(model: VideoCrafter, frame: torch.Tensor) -> torch.Tensor:
+def frame_image_tokens(model: Backend, frame: torch.Tensor) -> torch.Tensor:
     """Tokens of one decoded output frame (3, H, W), for periodic re-seeding."""
     return model.encode_image(frame[None])

@@ -24,12 +24,13 @@ from typing import Any
 
 import torch
 
+from ..backends.base import AttentionHandle as Attention
+from ..backends.base import AttnSite
 from ..devices import index_tensor
 from ..diffusion.context import COND
 from ..diffusion.schedule import DDIMSchedule
-from ..models.attention import Attention, AttnProcessor
-from ..models.sites import AttnSite, find_attention_sites
-from .hooks import RowFacts, frame_facts
+from .hooks import ProcessorSwap, RowFacts, frame_facts
+from .spec import TechniqueSpec
 from .store import FrameStore
 
 
@@ -63,7 +64,7 @@ def cond_only_rows(step_idx: torch.Tensor, gate_at: int) -> list[bool]:
 class _CachedCrossAttention:
     """attn2 processor: rows of frames past the gate read the frame's record; the rest compute (and record)."""
 
-    def __init__(self, site: AttnSite, inner: AttnProcessor, owner: TGate):
+    def __init__(self, site: AttnSite, inner: Any, owner: TGate):
         self.site, self.inner, self.owner = site, inner, owner
         self.ns = {COND: f"tgate/{site.path}/cond", 1 - COND: f"tgate/{site.path}/uncond"}
 
@@ -124,13 +125,9 @@ class TGate:
         self.active = False
         self.gate_at = 0
         self.num_steps = 0
-        self._saved: dict[Attention, AttnProcessor] = {}
-        self.sites: list[AttnSite] = []
-        for site, mod in find_attention_sites(unet):
-            if site.target == "spatial_attn2":
-                self._saved[mod] = mod.processor
-                mod.set_processor(_CachedCrossAttention(site, mod.processor, self))
-                self.sites.append(site)
+        self._swap = ProcessorSwap()
+        self.sites: list[AttnSite] = self._swap.wrap(unet, "spatial_attn2",
+                                                     lambda site, inner: _CachedCrossAttention(site, inner, self))
 
     def bind(self, schedule: DDIMSchedule) -> None:
         self.num_steps = schedule.num_steps
@@ -143,9 +140,7 @@ class TGate:
         return cond_only_rows(facts.step_idx, self.gate_at) if self.active else [False] * facts.rows
 
     def remove(self) -> None:
-        for mod, proc in self._saved.items():
-            mod.set_processor(proc)
-        self._saved.clear()
+        self._swap.restore()
 
     def describe(self) -> dict[str, Any]:
         return {"gate": self.cfg.gate, "gate_steps": "round(gate * S) noisiest steps compute cross-attention",
@@ -155,3 +150,7 @@ class TGate:
 
 def apply(unet: torch.nn.Module, cfg: TGateConfig, store: FrameStore) -> TGate:
     return TGate(unet, cfg, store)
+
+
+SPEC = TechniqueSpec("tgate", "--tgate", check_config, apply, host_decisions=True,
+                     replaces=lambda cfg: {"spatial_attn2"})
