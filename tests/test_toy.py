@@ -126,7 +126,7 @@ def _fifo_scores(model, prompt: str, out, seed: int = 0, frames: int = 24, **fla
 
 
 
-# Mean colour accuracy of two 24-frame FIFO videos: the shipped model (3549 U-Net steps) draws the prompted colour,
+# Mean colour accuracy of two 24-frame FIFO videos: the shipped model (6982 U-Net steps) draws the prompted colour,
 # the same run with a random U-Net draws none (README "The toy model": shape and motion are not learned well yet).
 COLOUR_THRESHOLD = 0.6
 
