@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # AnimateDiff = an SD-1.5 base + a motion adapter (diffusers folders): only the files the backend reads
 ANIMATEDIFF = {
@@ -15,6 +16,20 @@ ANIMATEDIFF = {
                        ["config.json", "diffusion_pytorch_model.safetensors"]),
 }
 MODELS = ("videocrafter2", "videocrafter1_i2v", "animatediff")
+
+
+def from_hub(what: str, manual: str, fetch: Callable[[Any], Any]) -> Any:
+    """``fetch(huggingface_hub)``; any failure (not installed, offline, DNS, HTTP) becomes one RuntimeError that ends
+    with ``manual``, the by-hand way to get ``what``."""
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise RuntimeError(f"huggingface_hub is not installed; {manual}") from None
+    try:
+        return fetch(huggingface_hub)
+    except Exception as e:  # noqa: BLE001 - offline, DNS, HTTP errors: all need the same advice
+        raise RuntimeError(f"could not download {what} ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}).\n  Without network: {manual}") from None
 
 
 def download(model: str, dest: str | Path = "checkpoints", log: Callable[[str], None] = print) -> Path:
@@ -30,14 +45,7 @@ def download(model: str, dest: str | Path = "checkpoints", log: Callable[[str], 
         folder = target / sub
         manual = (f"download the diffusers folder https://huggingface.co/{repo} (files {', '.join(patterns)}) by hand "
                   f"into {folder}/")
-        try:
-            from huggingface_hub import snapshot_download
-        except ImportError:
-            raise RuntimeError(f"huggingface_hub is not installed; {manual}") from None
         log(f"fetching {repo} -> {folder} (resumes if interrupted)")
-        try:
-            snapshot_download(repo_id=repo, allow_patterns=patterns, local_dir=str(folder))
-        except Exception as e:  # noqa: BLE001 - offline, DNS, HTTP errors: all need the same advice
-            raise RuntimeError(f"could not download {repo} ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''}).\n  Without network: {manual}") from None
+        from_hub(repo, manual, lambda hub, repo=repo, patterns=patterns, folder=folder: hub.snapshot_download(
+            repo_id=repo, allow_patterns=patterns, local_dir=str(folder)))
     return target

@@ -25,14 +25,9 @@ def download_checkpoint(model: str, dest: str | Path = "checkpoints",
         return final
     manual = (f"download https://huggingface.co/{repo}/resolve/main/{filename} (about 5.5 GB) by hand and "
               f"put it at {final}, then pass --checkpoint {final} (or run from this folder: it is the default)")
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        raise RuntimeError(f"huggingface_hub is not installed; {manual}") from None
+    from ..backends.download import from_hub
+
     log(f"fetching {repo}/{filename} -> {final} (resumes if interrupted)")
-    try:
-        path = hf_hub_download(repo_id=repo, filename=filename, local_dir=str(target))
-    except Exception as e:  # noqa: BLE001 - offline, DNS, HTTP errors: all need the same advice
-        raise RuntimeError(f"could not download {repo}/{filename} ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''}).\n  Without network: {manual}") from None
+    path = from_hub(f"{repo}/{filename}", manual,
+                    lambda hub: hub.hf_hub_download(repo_id=repo, filename=filename, local_dir=str(target)))
     return Path(path)

@@ -31,8 +31,7 @@ class MotionUNet(nn.Module):
         if getattr(motion.config, "addition_embed_type", None) or getattr(motion, "encoder_hid_proj", None):
             raise ValueError("this UNetMotionModel has added embeddings (SDXL or IP-adapter); the AnimateDiff backend "
                              "supports SD-1.5 motion U-Nets")
-        self._sites: Located | None = None
-        self._sites = self._find_sites()
+        self._sites = self._find_sites()  # once: each site's handle holds its current processor
 
     @property
     def dtype(self) -> torch.dtype:
@@ -80,7 +79,7 @@ class MotionUNet(nn.Module):
 
     # -- what the techniques select on -----------------------------------------------------------------
     def attention_sites(self) -> Located:
-        return list(self._sites or [])
+        return list(self._sites)
 
     def _find_sites(self) -> Located:
         """Every attention layer in forward order. Skip tensors are numbered as the forward stacks them:
