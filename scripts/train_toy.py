@@ -41,6 +41,12 @@ def parse_args() -> argparse.Namespace:
                    help="largest timestep gap between neighbouring frames of a diagonal batch (FIFO: 999/(f*n-1))")
     p.add_argument("--ema-decay", type=float, default=0.998)
     p.add_argument("--lr", type=float, default=8e-4, help="U-Net (and text tower) AdamW learning rate")
+    p.add_argument("--lr-decay-steps", type=int, default=0,
+                   help="cosine-decay the U-Net learning rate to --lr-floor x lr over this many steps (0: constant)")
+    p.add_argument("--lr-floor", type=float, default=0.1)
+    p.add_argument("--text-aux", type=float, default=0.0,
+                   help="weight of a colour/shape/motion classification loss on the text tower's contexts, so that "
+                        "every caption word moves the context (the head is not shipped); 0: off")
     p.add_argument("--frozen-text", action="store_true",
                    help="keep the seeded text tower frozen (default: train it with the U-Net and ship it)")
     p.add_argument("--export-only", action="store_true",
@@ -165,7 +171,8 @@ def main() -> None:
     if not args.init_from:
         text.load_state_dict(recipe_for_model(text, TOY_TEXT_SEED))
     um = UNetModule(model.unet, text, model.alphas_cumprod, diag_p=args.diag_p, diag_max_step=args.diag_max_step,
-                    lr=args.lr, ema_decay=args.ema_decay, train_text=not args.frozen_text)
+                    lr=args.lr, ema_decay=args.ema_decay, train_text=not args.frozen_text,
+                    decay_steps=args.lr_decay_steps, lr_floor=args.lr_floor, text_aux=args.text_aux)
     if args.export_only:
         ckpt = torch.load(out / "unet" / "last.ckpt", map_location="cpu", weights_only=True)
         um.load_state_dict(ckpt["state_dict"])

@@ -10,12 +10,12 @@ import random
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
 from ..models.text import OpenCLIPTextEncoder
 from ..models.unet import UNet3D
 from ..models.vae import AutoencoderKL
 from .data import ShapeClips, render, sample_video
+from .objectives import CaptionHead, cosine_lr
 
 FPS = 8  # the fps conditioning used in training; fifo-gen's default
 
@@ -108,7 +108,8 @@ class UNetModule(pl.LightningModule):
 
     def __init__(self, unet: UNet3D, text: OpenCLIPTextEncoder, alphas_cumprod: torch.Tensor, lr: float = 5e-4,
                  drop_p: float = 0.1, diag_p: float = 0.5, diag_max_step: float = 70.0, ema_decay: float = 0.995,
-                 warmup: int = 100, train_text: bool = False) -> None:
+                 warmup: int = 100, train_text: bool = False, decay_steps: int = 0, lr_floor: float = 0.1,
+                 text_aux: float = 0.0) -> None:
         super().__init__()
         self.unet = unet
         self.train_text = train_text
@@ -125,6 +126,12 @@ class UNetModule(pl.LightningModule):
         self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
         self.lr, self.drop_p, self.diag_p, self.diag_max_step = lr, drop_p, diag_p, diag_max_step
         self.ema_decay, self.warmup = ema_decay, warmup
+        self.decay_steps, self.lr_floor = decay_steps, lr_floor
+        self.text_aux = text_aux
+        if text_aux:
+            if not train_text:
+                raise ValueError("text_aux trains the text tower: it needs train_text")
+            self.caption_head = CaptionHead(text.model.ln_final.normalized_shape[0])
         self._ctx_cache: dict[str, torch.Tensor] = {}
 
     def context(self, captions: list[str]) -> torch.Tensor:
@@ -149,8 +156,17 @@ class UNetModule(pl.LightningModule):
         a = self.alphas_cumprod[t].view(b, 1, f, 1, 1)
         eps = torch.randn_like(x0)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        loss = F.mse_loss(self.unet(xt, t, ctx, fps=FPS), eps)
-        self.log("loss", loss, prog_bar=True)
+        err = (self.unet(xt, t, ctx, fps=FPS) - eps) ** 2
+        loss = err.mean()
+        logs = {"mse": loss.detach()}
+        if self.text_aux:
+            keep = [i for i, c in enumerate(captions) if c]
+            if keep:
+                aux = self.caption_head.loss(ctx[keep], [captions[i] for i in keep])
+                logs["text_aux"] = aux.detach()
+                loss = loss + self.text_aux * aux
+        logs["loss"] = loss
+        self.log_dict(logs, prog_bar=True)
         return loss
 
     def ema_pairs(self) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
@@ -170,6 +186,10 @@ class UNetModule(pl.LightningModule):
         params = list(self.unet.parameters())
         if self.train_text:
             params += [p for p in self.text_model.parameters() if p.requires_grad]
+        if self.text_aux:
+            params += list(self.caption_head.parameters())
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / self.warmup))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: cosine_lr(s, self.warmup, self.decay_steps, self.lr_floor))
         return [opt], [{"scheduler": sched, "interval": "step"}]
+
