@@ -44,6 +44,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr-decay-steps", type=int, default=0,
                    help="cosine-decay the U-Net learning rate to --lr-floor x lr over this many steps (0: constant)")
     p.add_argument("--lr-floor", type=float, default=0.1)
+    p.add_argument("--anchor-p", type=float, default=0.0,
+                   help="share of U-Net batches with one or two nearly clean frames at one end and the rest noised "
+                        "(taken from both other kinds), so that placing the rest needs the caption's direction")
     p.add_argument("--text-aux", type=float, default=0.0,
                    help="weight of a colour/shape/motion classification loss on the text tower's contexts, so that "
                         "every caption word moves the context (the head is not shipped); 0: off")
@@ -172,7 +175,8 @@ def main() -> None:
         text.load_state_dict(recipe_for_model(text, TOY_TEXT_SEED))
     um = UNetModule(model.unet, text, model.alphas_cumprod, diag_p=args.diag_p, diag_max_step=args.diag_max_step,
                     lr=args.lr, ema_decay=args.ema_decay, train_text=not args.frozen_text,
-                    decay_steps=args.lr_decay_steps, lr_floor=args.lr_floor, text_aux=args.text_aux)
+                    decay_steps=args.lr_decay_steps, lr_floor=args.lr_floor, text_aux=args.text_aux,
+                    anchor_p=args.anchor_p)
     if args.export_only:
         ckpt = torch.load(out / "unet" / "last.ckpt", map_location="cpu", weights_only=True)
         um.load_state_dict(ckpt["state_dict"])

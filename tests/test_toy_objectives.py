@@ -10,7 +10,7 @@ from fifo_longvid.models.presets import TOY_TEXT_SEED, toy
 from fifo_longvid.models.recipe import recipe_for_model
 from fifo_longvid.models.text import OpenCLIPTextEncoder
 from fifo_longvid.toy.data import MOTIONS, caption_of
-from fifo_longvid.toy.objectives import CaptionHead, cosine_lr
+from fifo_longvid.toy.objectives import CaptionHead, anchored_timesteps, cosine_lr
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -67,3 +67,19 @@ def test_cosine_lr_warms_up_then_decays_to_the_floor():
     assert all(a >= b for a, b in zip(f[10:-1], f[11:], strict=True))  # never rises after the warm-up
     assert math.isclose(f[100], 0.1) and math.isclose(f[129], 0.1)
     assert math.isclose(f[55], 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.55)))
+
+
+def test_anchored_timesteps_leave_one_or_two_clean_frames_at_one_end():
+    torch.manual_seed(0)
+    t = anchored_timesteps(256, 8, clean_max=100, noisy_min=300)
+    clean = t < 100
+    assert ((t < 100) | (t >= 300)).all() and (t < 1000).all()
+    counts = clean.sum(1)
+    assert set(counts.tolist()) == {1, 2}
+    front = clean[:, 0]
+    back = clean[:, -1]
+    assert (front ^ back).all()  # exactly one end holds the clean frames
+    assert 0.3 < front.float().mean() < 0.7
+    for row, c in zip(t, counts, strict=True):  # the clean frames are contiguous from that end
+        ends = row[: int(c)] if row[0] < 100 else row[-int(c):]
+        assert (ends < 100).all() and len(set(ends.tolist())) == 1

@@ -15,7 +15,7 @@ from ..models.text import OpenCLIPTextEncoder
 from ..models.unet import UNet3D
 from ..models.vae import AutoencoderKL
 from .data import ShapeClips, render, sample_video
-from .objectives import CaptionHead, cosine_lr
+from .objectives import CaptionHead, anchored_timesteps, cosine_lr
 
 FPS = 8  # the fps conditioning used in training; fifo-gen's default
 
@@ -109,7 +109,7 @@ class UNetModule(pl.LightningModule):
     def __init__(self, unet: UNet3D, text: OpenCLIPTextEncoder, alphas_cumprod: torch.Tensor, lr: float = 5e-4,
                  drop_p: float = 0.1, diag_p: float = 0.5, diag_max_step: float = 70.0, ema_decay: float = 0.995,
                  warmup: int = 100, train_text: bool = False, decay_steps: int = 0, lr_floor: float = 0.1,
-                 text_aux: float = 0.0) -> None:
+                 text_aux: float = 0.0, anchor_p: float = 0.0) -> None:
         super().__init__()
         self.unet = unet
         self.train_text = train_text
@@ -127,7 +127,7 @@ class UNetModule(pl.LightningModule):
         self.lr, self.drop_p, self.diag_p, self.diag_max_step = lr, drop_p, diag_p, diag_max_step
         self.ema_decay, self.warmup = ema_decay, warmup
         self.decay_steps, self.lr_floor = decay_steps, lr_floor
-        self.text_aux = text_aux
+        self.text_aux, self.anchor_p = text_aux, anchor_p
         if text_aux:
             if not train_text:
                 raise ValueError("text_aux trains the text tower: it needs train_text")
@@ -152,6 +152,9 @@ class UNetModule(pl.LightningModule):
         t = torch.randint(0, self.alphas_cumprod.shape[0], (b, 1)).expand(b, f)
         diag = torch.rand(b, 1) < self.diag_p
         t = torch.where(diag, diagonal_timesteps(b, f, self.diag_max_step, self.alphas_cumprod.shape[0]), t)
+        if self.anchor_p:
+            anchored = torch.rand(b, 1) < self.anchor_p
+            t = torch.where(anchored, anchored_timesteps(b, f, self.alphas_cumprod.shape[0]), t)
         t = t.to(x0.device)
         a = self.alphas_cumprod[t].view(b, 1, f, 1, 1)
         eps = torch.randn_like(x0)
