@@ -34,6 +34,7 @@ from fifo_longvid.toy.data import (  # noqa: E402
 )
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+TRAIN_FPS = 8  # toy/training.py FPS (that module needs Lightning)
 
 
 def clips(model, pool: Path | None, n: int, frames: int, seed: int) -> tuple[torch.Tensor, list[str]]:
@@ -110,7 +111,7 @@ def main() -> None:
         a = ac[tt].view(b, 1, f, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
         with torch.no_grad():
-            mse = [float(((model.unet(xt, tt, c, fps=8) - eps) ** 2).mean()) for c in ctx.values()]
+            mse = [float(((model.unet(xt, tt, c, fps=TRAIN_FPS) - eps) ** 2).mean()) for c in ctx.values()]
         print(f"| {t} | " + " | ".join(f"{m:.5f}" for m in mse) + " |")
 
 

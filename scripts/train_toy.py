@@ -175,11 +175,13 @@ def main() -> None:
         text.load_state_dict(recipe_for_model(text, TOY_TEXT_SEED))
     um = UNetModule(model.unet, text, model.alphas_cumprod, diag_p=args.diag_p, diag_max_step=args.diag_max_step,
                     lr=args.lr, ema_decay=args.ema_decay, train_text=not args.frozen_text,
-                    decay_steps=args.lr_decay_steps, lr_floor=args.lr_floor, text_aux=args.text_aux,
+                    decay_steps=args.lr_decay_steps, lr_floor=args.lr_floor,
+                    text_aux=0.0 if args.export_only else args.text_aux,
                     anchor_p=args.anchor_p)
     if args.export_only:
         ckpt = torch.load(out / "unet" / "last.ckpt", map_location="cpu", weights_only=True)
-        um.load_state_dict(ckpt["state_dict"])
+        # the caption head is not exported: a run trained with --text-aux exports with or without the flag
+        um.load_state_dict({k: v for k, v in ckpt["state_dict"].items() if not k.startswith("caption_head.")})
         um.trainer_step = int(ckpt["global_step"])
         export(um, vae, scale, out, args, 0.0)
         return

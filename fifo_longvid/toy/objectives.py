@@ -1,5 +1,5 @@
-"""Training objectives of the toy model that need no Lightning: the text tower's caption classifier and the
-learning-rate schedule (``training.py`` wires them into the Lightning modules)."""
+"""Training objectives of the toy model that need no Lightning: the text tower's caption classifier, the
+learning-rate schedule and anchored timesteps (``training.py`` wires them into the Lightning modules)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class CaptionHead(torch.nn.Module):
     """Cosine classifiers of colour, shape and motion on the token-mean context, to train the text tower only.
 
     A real text tower arrives pretrained; the toy's is seeded noise, and trained by the diffusion loss alone it
-    maps "moving left" and "moving right" to contexts 0.7 % apart (colours: 86 %), so no prompt can steer motion.
+    maps "moving left" and "moving right" to contexts 0.7 % apart (colours: 88 %), so no prompt can steer motion.
     Unit-norm features at a fixed temperature can only be classified by pulling the captions apart. Not shipped.
     """
 
@@ -54,7 +54,7 @@ def anchored_timesteps(b: int, f: int, timesteps: int = 1000, clean_max: int = 1
     """(B, F) timesteps with one or two nearly clean frames at one end of the clip and the rest heavily noised.
 
     With every frame at one t, the frames themselves show the direction by the time the position is resolved,
-    so the motion word buys the epsilon loss nothing: trained that way the toy's loss was the same to five
+    so the motion word buys the epsilon loss nothing: trained that way the toy's loss was the same to four
     digits under "moving left" and "moving right". When one clean frame fixes the position and the rest are
     noise, the rest can only be placed by the caption's direction, and the loss pays for reading it."""
     k = torch.randint(1, max_anchor + 1, (b, 1))
@@ -64,4 +64,3 @@ def anchored_timesteps(b: int, f: int, timesteps: int = 1000, clean_max: int = 1
     clean = torch.randint(0, clean_max, (b, 1)).expand(b, f)
     noisy = torch.randint(noisy_min, timesteps, (b, 1)).expand(b, f)
     return torch.where(anchor, clean, noisy)
-

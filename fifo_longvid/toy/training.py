@@ -195,4 +195,3 @@ class UNetModule(pl.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: cosine_lr(s, self.warmup, self.decay_steps, self.lr_floor))
         return [opt], [{"scheduler": sched, "interval": "step"}]
-
