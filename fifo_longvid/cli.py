@@ -29,7 +29,8 @@ from .interrupts import EXIT_INTERRUPTED, ignore_stop_signals, terminate_as_inte
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="Generate arbitrarily long videos from text with FIFO-Diffusion on VideoCrafter2.\n\n"
+    help="Generate arbitrarily long videos from text with FIFO-Diffusion on VideoCrafter2, AnimateDiff and Wan2.1."
+    "\n\n"
     "Run `fifo-gen --prompt \"...\"` (same as `fifo-gen generate --prompt ...`). "
     "The `tiny` config runs anywhere without weights: add `--config tiny`.",
 )
@@ -41,12 +42,15 @@ def generate(
                                               "video (with --frames-per-prompt).")] = [],  # noqa: B006
     config: Annotated[str, typer.Option("--config", "-c", help="Model preset or a model YAML path. VideoCrafter: "
                                         "videocrafter2, videocrafter1_i2v, toy (trained, shipped), tiny. AnimateDiff: "
-                                        "animatediff (needs --checkpoint), tiny_animatediff (no weights).")
+                                        "animatediff (needs --checkpoint), tiny_animatediff (no weights). Wan: wan "
+                                        "(Wan2.1-T2V-1.3B or SkyReels-V2-DF-1.3B folder), tiny_wan (no weights).")
                       ] = "videocrafter2",
     checkpoint: Annotated[Path | None, typer.Option(help="Weights. VideoCrafter: a .ckpt or .safetensors (default "
                                                     "checkpoints/videocrafter2/model.ckpt). AnimateDiff: a diffusers "
                                                     "AnimateDiffPipeline folder, an SD-1.5 folder or a single-file "
-                                                    "SD-1.5 .safetensors (the last two with --motion-adapter).")
+                                                    "SD-1.5 .safetensors (the last two with --motion-adapter). Wan: a "
+                                                    "diffusers WanPipeline or SkyReelsV2DiffusionForcingPipeline "
+                                                    "folder (default checkpoints/wan/).")
                           ] = None,
     motion_adapter: Annotated[Path | None, typer.Option(help="AnimateDiff motion modules for an SD-1.5 checkpoint: a "
                                                         "diffusers MotionAdapter folder or an original "
@@ -54,7 +58,8 @@ def generate(
     mode: Annotated[str, typer.Option(help="fifo: long video (FIFO-Diffusion). base: one plain clip of the "
                                       "model.")] = "fifo",
     num_frames: Annotated[int | None, typer.Option("--num-frames", "-l", help="Output length in frames "
-                                                   "(FIFO).")] = None,
+                                                   "(FIFO). Wan: output frames; the queue counts latent frames, 4 "
+                                                   "frames each after the first.")] = None,
     partitions: Annotated[int | None, typer.Option("--partitions", "-n", help="FIFO partitions n; DDIM "
                                                    "steps = window x n.")] = None,
     lookahead: Annotated[bool | None, typer.Option("--lookahead/--no-lookahead", help="Lookahead denoising "
@@ -112,8 +117,13 @@ def generate(
     seed: Annotated[int | None, typer.Option(help="Random seed (default: random, printed and recorded).")] = None,
     steps: Annotated[int | None, typer.Option(help="DDIM steps. FIFO: must equal window x partitions "
                                               "(default). Base: default 50.")] = None,
-    cfg: Annotated[float | None, typer.Option("--cfg", help="Classifier-free guidance scale (default 12).")] = None,
-    eta: Annotated[float | None, typer.Option(help="DDIM eta, 0 = deterministic (default 1.0).")] = None,
+    cfg: Annotated[float | None, typer.Option("--cfg", help="Classifier-free guidance scale (default: the model's; "
+                                              "12 for VideoCrafter2, 7.5 AnimateDiff, 5 Wan).")] = None,
+    negative_prompt: Annotated[str | None, typer.Option(
+        help="What the unconditional (guidance) branch encodes instead of the empty prompt (default \"\": the "
+        "empty prompt, as the reference and diffusers' pipelines do without one). Every family supports it.")] = None,
+    eta: Annotated[float | None, typer.Option(help="DDIM eta, 0 = deterministic (default 1.0; flow-matching models "
+                                              "(Wan) have no eta: their Euler step is deterministic).")] = None,
     height: Annotated[int | None, typer.Option(help="Frame height in pixels: a multiple of 8 x 2^(U-Net levels - 1), "
                                                "64 for VideoCrafter2 and tiny.")] = None,
     width: Annotated[int | None, typer.Option(help="Frame width in pixels, the same multiple as --height.")] = None,
@@ -273,8 +283,11 @@ batch = app.command("batch")(_with_generate_options(batch_command))
 @app.command()
 def download(
     model: Annotated[str, typer.Option(help="Which weights: videocrafter2 (text-to-video), videocrafter1_i2v "
-                                       "(image-to-video, for --image and --latent-seed) or animatediff (an SD-1.5 "
-                                       "base and a motion adapter, for --config animatediff).")] = "videocrafter2",
+                                       "(image-to-video, for --image and --latent-seed), animatediff (an SD-1.5 "
+                                       "base and a motion adapter, for --config animatediff), wan "
+                                       "(Wan-AI/Wan2.1-T2V-1.3B-Diffusers) or skyreels-df "
+                                       "(Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers), both for --config wan.")
+                      ] = "videocrafter2",
     dest: Annotated[Path, typer.Option(help="Target folder.")] = Path("checkpoints"),
 ) -> None:
     """Fetch the model checkpoint from the Hugging Face Hub (resumable)."""

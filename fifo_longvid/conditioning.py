@@ -37,9 +37,10 @@ class CondState:
 
 def encode_conditioning(cfg: RunConfig, model: Backend, frame_hw: tuple[int, int]) -> tuple[CondState,
                                                                                                  torch.Tensor]:
-    """(context per prompt, unconditional context): text, plus the ``--image`` tokens when given."""
+    """(context per prompt, unconditional context): text, plus the ``--image`` tokens when given. The
+    unconditional context encodes ``--negative-prompt`` (default "": the empty prompt)."""
     cond_state = CondState(model.encode_text(cfg.prompts))
-    uncond = i2v_uncond(model, model.encode_text([""]))
+    uncond = i2v_uncond(model, model.encode_text([cfg.sampling.negative_prompt]))
     if cfg.conditioning.image:
         img = load_image(cfg.conditioning.image, *frame_hw).to(model.device)
         cond_state.image = model.encode_image(img)

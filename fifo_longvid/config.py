@@ -24,7 +24,8 @@ from .techniques import TechniquesConfig
 class SamplingConfig:
     steps: int | None = None  # DDIM steps; FIFO requires f*n (the default), base mode defaults to 50
     cfg: float | None = None  # classifier-free guidance scale; None: the model preset's (12; toy: its own)
-    eta: float = 1.0  # DDIM eta (1.0 = stochastic, as the reference's default)
+    eta: float | None = None  # DDIM eta; None: 1.0 (stochastic, the reference's) for DDIM, 0 for flow matching
+    negative_prompt: str = ""  # what the unconditional branch encodes ("": the empty prompt, as before)
     fps: int = 8  # fps conditioning of the U-Net
     height: int | None = None  # pixels; default from the model (320 for VideoCrafter2)
     width: int | None = None
@@ -109,6 +110,8 @@ def build_run_config(yaml_path: str | Path | None = None, flags: dict[str, Any] 
     assert isinstance(cfg, RunConfig)
     if cfg.sampling.cfg is None:  # resolved here, before anything hashes the config: 12.0 hashes as it always did
         cfg.sampling.cfg = preset_guidance(cfg.model)
+    if cfg.sampling.eta is None:  # likewise: 1.0 hashes as it always did
+        cfg.sampling.eta = default_eta(cfg.model)
     return cfg
 
 
@@ -118,6 +121,13 @@ def preset_guidance(model: str) -> float:
 
     scale = preset_cfg(model)  # None: an unreadable model config, reported when the model loads
     return 12.0 if scale is None else scale
+
+
+def default_eta(model: str) -> float:
+    """1.0 for DDIM families (the reference's stochastic default); 0 for flow matching (its Euler step has none)."""
+    from .backends import family_for
+
+    return 0.0 if family_for(model).schedule == "flow" else 1.0
 
 
 def parse_value(text: str) -> Any:
@@ -162,6 +172,8 @@ def numerics_hash(cfg: RunConfig, checkpoint_id: str) -> str:
     prune_tail_settings(d)
     d.pop("device")
     d.pop("compile")  # like the device and max_batch, it changes float rounding only
+    if not d["sampling"]["negative_prompt"]:  # the default: hashes from before --negative-prompt stay valid
+        d["sampling"].pop("negative_prompt")
     d["checkpoint"] = checkpoint_id
     if cfg.conditioning.image:
         from .io.sidecar import file_sha256

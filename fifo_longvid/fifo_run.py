@@ -19,7 +19,7 @@ from .conditioning import CondState, fifo_denoiser, prompt_schedule
 from .config import ConfigError, RunConfig, numerics_hash
 from .diffusion.guidance import cfg_denoiser, unet_network
 from .diffusion.noise import NoiseSource
-from .diffusion.sampling import check_finite, sample_ddim
+from .diffusion.sampling import check_finite, sample_clip
 from .fifo.init import init_queue, warmup_iterations
 from .fifo.queue import FifoPlan, FrameQueue
 from .fifo.sampler import FifoStepper, WindowDenoiser
@@ -68,7 +68,7 @@ class FifoRun:
                 f"{self.window} x {fc.partitions} = {self.plan.steps}: every queue slot sits at its own DDIM "
                 "step. Drop --steps or change --partitions."
             )
-        self.sched = model.ddim_schedule(self.plan.steps, cfg.sampling.eta).to(model.device)
+        self.sched = model.schedule(self.plan.steps, cfg.sampling.eta).to(model.device)
         techniques.bind(self.sched)
         if fc.tail.mode == "rescheduled" and fc.tail.window is None:
             fc.tail.window = self.window  # the default period, recorded in the sidecar
@@ -77,7 +77,9 @@ class FifoRun:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         self.warmup = warmup_iterations(self.plan, fc.init)  # type: ignore[arg-type]
-        self.total_iters = self.warmup + fc.num_frames  # type: ignore[operator]
+        self.latent_count = model.latent_frames(fc.num_frames)  # type: ignore[arg-type]
+        self.total_iters = self.warmup + self.latent_count
+        self.decoder = model.frame_decoder()  # streams: a causal VAE keeps its cache from frame to frame
         self.chash = numerics_hash(cfg, checkpoint_id(cfg))
         self.max_batch: int | None = None  # chosen in run(): a resumed run keeps the value it saved
         self.runtime: dict[str, Any] = {}  # how this run computes (device, dtype, compile, max-batch): the sidecar
@@ -87,7 +89,8 @@ class FifoRun:
         self.frames_dir = out_path.parent / f"{out_path.stem}_frames" if cfg.output.save_frames else None
         self.queue: FrameQueue | None = None
         self.iteration = 0
-        self.emitted = 0
+        self.emitted = 0  # latent frames out of the queue (= output frames unless the VAE compresses time)
+        self.written = 0  # output frames written
         self.consistent = True  # queue, RNG and latent log agree (safe to save for --resume)
         self.phase = "setup"
 
@@ -99,8 +102,9 @@ class FifoRun:
         mb = "all" if self.max_batch is None else str(self.max_batch)
         n = torch.get_num_threads()
         threads = f" ({n} thread{'s' if n != 1 else ''})" if self.model.device.type == "cpu" else ""
+        kind = "DDIM" if self.sched.kind == "ddim" else "flow-matching"
         return (f"{self.model.device}{threads} {dtype_name(self.model.dtype)}; FIFO window {p.f} x {p.n} "
-                f"partition{'s' if p.n != 1 else ''} = {p.steps} DDIM steps, lookahead "
+                f"partition{'s' if p.n != 1 else ''} = {p.steps} {kind} steps, lookahead "
                 f"{'on' if p.lookahead else 'off'}, init {fc.init}; {self.total_iters} iterations for "
                 f"{fc.num_frames} frame{'s' if fc.num_frames != 1 else ''}; {self.samples_per_iteration} samples "
                 f"per iteration, max-batch {fc.max_batch} -> {mb}")
@@ -192,7 +196,7 @@ class FifoRun:
                            cfg.sampling.cfg)
         x_T = self.noise.randn((1, model.cfg.channels, self.window, *self.lat_hw))
         progress = self.progress
-        return sample_ddim(den, x_T, self.sched, use_scale=model.cfg.use_scale, noise=self.noise,
+        return sample_clip(den, x_T, self.sched, use_scale=model.cfg.use_scale, noise=self.noise,
                            callback=(lambda d, n: progress("base clip", d, n)) if progress else None)
 
     def choose_max_batch(self, saved: int | None) -> None:
@@ -227,14 +231,25 @@ class FifoRun:
                              self.executor, self.techniques)
 
     def open_writer(self) -> VideoWriter:
-        """The streaming writer, with the frames of an interrupted run re-decoded from the latent log."""
+        """The streaming writer, with the frames of an interrupted run re-decoded from the latent log (which also
+        rebuilds a causal VAE's cache)."""
         out = self.cfg.output
         writer = VideoWriter(self.out_path, out.output_fps, overwrite=out.overwrite or out.resume)
         self.latents_log.open(keep=self.emitted)
+        self.decoder.reset()
+        self.written = 0
         for k in range(self.emitted):  # rebuild the video written before the interruption
             z = self.latents_log.read(k, k + 1)[0].to(self.model.device)
-            write_frame(writer, self.model.decode_latents(z)[0, :, 0], k, self.frames_dir)
+            self.write_frames(writer, self.decoder.decode(z))
         return writer
+
+    def write_frames(self, writer: VideoWriter, frames: torch.Tensor) -> None:
+        """Append the output frames one latent frame decoded to (B, 3, k, H, W), up to ``--num-frames``."""
+        for i in range(frames.shape[2]):
+            if self.written >= self.cfg.fifo.num_frames:  # type: ignore[operator]
+                return
+            write_frame(writer, frames[0, :, i], self.written, self.frames_dir)
+            self.written += 1
 
     def iterate(self, denoise: WindowDenoiser, writer: VideoWriter, stop: StopFlag) -> None:
         """The diagonal loop: each iteration past the warm-up logs, decodes and writes one frame."""
@@ -258,12 +273,12 @@ class FifoRun:
             if out:
                 self.latents_log.append(z)
                 self.emitted += 1
-                frame = self.model.decode_latents(z)[0, :, 0]
+                frames = self.decoder.decode(z)
                 if reseed_every and self.emitted % reseed_every == 0:  # fresh tokens, same context length
-                    self.cond_state.image = frame_image_tokens(self.model, frame)
+                    self.cond_state.image = frame_image_tokens(self.model, frames[0, :, -1])
             self.consistent = True
             if out:
-                write_frame(writer, frame, self.emitted - 1, self.frames_dir)
+                self.write_frames(writer, frames)
                 every = cfg.output.checkpoint_every
                 if every and self.emitted % every == 0:
                     save_state(self.resume_file, self.snapshot())
@@ -293,20 +308,20 @@ class FifoRun:
             self.log(f"stopped mid-iteration; {self.resume_file} holds the last checkpoint")
         if isinstance(e, KeyboardInterrupt):
             part = writer.close_partial()
-            n = self.emitted
+            n = self.written
             if part is None:
                 self.log(f"interrupted during the warm-up, before the first output frame (iteration {self.iteration})")
             else:
                 self.log(f"interrupted: {n} frame{'' if n == 1 else 's'} kept in {part}")
             self.timings["fifo_s"] = time.perf_counter() - t0
-            return self.emitted, True
+            return self.written, True
         writer.abort()
         raise e
 
     def finish(self, writer: VideoWriter, t0: float) -> tuple[int, bool]:
         """Publish the video, save ``--save-latents``, and delete the resume state and the latent log."""
         self.timings["fifo_s"] = time.perf_counter() - t0 - self.timings.get("compile_warmup_s", 0.0)
-        self.timings["s_per_frame"] = self.timings["fifo_s"] / max(1, self.emitted)
+        self.timings["s_per_frame"] = self.timings["fifo_s"] / max(1, self.written)
         self.latents_log.close()
         writer.close()
         if self.cfg.output.save_latents:
@@ -316,7 +331,7 @@ class FifoRun:
             save_file({"latents": z_all}, str(self.out_path.with_suffix(".latents.safetensors")))
         self.log_path.unlink(missing_ok=True)
         self.resume_file.unlink(missing_ok=True)
-        return self.emitted, False
+        return self.written, False
 
 
 def write_frame(writer: VideoWriter, frame: torch.Tensor, k: int, frames_dir: Path | None) -> None:

@@ -22,7 +22,7 @@ from .conditioning import CondState, conditioning_info, encode_conditioning
 from .config import ConfigError, RunConfig, to_dict
 from .diffusion.guidance import cfg_denoiser, unet_network
 from .diffusion.noise import NoiseSource
-from .diffusion.sampling import sample_ddim
+from .diffusion.sampling import sample_clip
 from .fifo.sizing import check_frame_size, fill_model_defaults, frame_size
 from .fifo_run import FifoRun, Progress, checkpoint_id, dtype_name
 from .io.sidecar import sidecar_path, versions, write_json_atomic
@@ -127,24 +127,25 @@ def base_clip(cfg: RunConfig, model: Backend, cond_state: CondState, uncond: tor
               lat_hw: tuple[int, int], noise: NoiseSource, techniques: Any, out_path: Path,
               timings: dict[str, float], progress: Progress | None,
               log: Callable[[str], None] = print) -> tuple[int, bool]:
-    """``--mode base``: one plain clip of ``window`` frames."""
+    """``--mode base``: one plain clip of ``window`` (latent) frames."""
     f = cfg.fifo.window
     steps = cfg.sampling.steps or 50
-    log(f"{model.device} {dtype_name(model.dtype)}; base clip of {f} frames, {steps} DDIM steps")
-    sched = model.ddim_schedule(steps, cfg.sampling.eta).to(model.device)
+    sched = model.schedule(steps, cfg.sampling.eta).to(model.device)
+    kind = "DDIM" if sched.kind == "ddim" else "flow-matching"
+    log(f"{model.device} {dtype_name(model.dtype)}; base clip of {f} latent frames, {steps} {kind} steps")
     techniques.bind(sched)
     techniques.set_phase("clip")
     x_T = noise.randn((1, model.cfg.channels, f, *lat_hw))
     den = cfg_denoiser(unet_network(model.unet, cfg.sampling.fps), cond_state.conds(), uncond, cfg.sampling.cfg)
     t0 = time.perf_counter()
-    z = sample_ddim(den, x_T, sched, use_scale=model.cfg.use_scale,
+    z = sample_clip(den, x_T, sched, use_scale=model.cfg.use_scale,
                     noise=noise, callback=(lambda d, n: progress("base clip", d, n)) if progress else None)
     timings["sample_s"] = time.perf_counter() - t0
     with VideoWriter(out_path, cfg.output.output_fps, cfg.output.overwrite) as writer:
         frames = model.decode_latents(z)
         for i in range(frames.shape[2]):
             writer.append(frames[0, :, i])
-    return f, False  # type: ignore[return-value]
+    return frames.shape[2], False
 
 
 def _write_sidecar(cfg: RunConfig, final: Path, written: int, partial: bool, technique_info: Any,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .backends import family_of
+from .backends import Family, family_for
 from .config import ConfigError, RunConfig
 from .fifo.init import INIT_MODES
-from .fifo.sizing import check_frame_size, parse_max_batch
+from .fifo.sizing import parse_max_batch
 from .fifo.tail import check_tail_config
 from .io.prompts import MAX_PROMPT_CHARS
 
@@ -23,42 +23,43 @@ def validate(cfg: RunConfig) -> None:
         if len(p) > MAX_PROMPT_CHARS:
             raise ConfigError(f"prompt is {len(p)} characters (at most {MAX_PROMPT_CHARS}; the text encoder reads "
                               f"only its first 77 tokens anyway): {p[:40]}...")
-    _check_sampling(cfg)
+    _check_sampling(cfg, family_for(cfg.model, cfg.checkpoint))
     if cfg.mode == "fifo":
         _check_fifo(cfg)
     elif len(cfg.prompts) > 1:
         raise ConfigError("--mode base takes one prompt")
     parse_max_batch(cfg.fifo.max_batch)
-    if cfg.motion_adapter and family_of(cfg.model) != "animatediff":
+    family = family_for(cfg.model, cfg.checkpoint)  # asked once: everything below reads its answers
+    if cfg.motion_adapter and "motion_adapter" not in family.provides:
         raise ConfigError(f"--motion-adapter is for AnimateDiff (--config animatediff); --config {cfg.model} is a "
-                          "VideoCrafter model")
-    _check_conditioning(cfg)
-    from .techniques import check_compile
+                          f"{family.name} model")
+    _check_conditioning(cfg, family)
+    from .techniques import check_compile, check_family
     from .techniques import check_config as check_techniques
 
     try:
         check_techniques(cfg.techniques)  # every enabled technique and their combination
+        check_family(cfg.techniques, family.name, family.provides,
+                     " (a DiT: one stack of transformer blocks)" if family.schedule == "flow" else "")
         if cfg.compile:
             check_compile(cfg.techniques)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
 
-def _check_sampling(cfg: RunConfig) -> None:
+def _check_sampling(cfg: RunConfig, family: Family) -> None:
     s = cfg.sampling
-    if (s.height is not None or s.width is not None) and family_of(cfg.model) == "videocrafter":
-        from .models.presets import load_model_config  # (other families' sizes are checked once loaded)
-
-        try:
-            model_cfg = load_model_config(cfg.model)  # the architecture only: no weights are read
-        except ValueError:
-            model_cfg = None  # the model config error is reported when loading
-        if model_cfg is not None:
-            check_frame_size(s.height, s.width, model_cfg)
+    if (s.height is not None or s.width is not None) and family.check_size is not None:
+        family.check_size(cfg.model, s.height, s.width)  # the architecture only (others are checked once loaded)
     if s.cfg < 0:
         raise ConfigError(f"--cfg must be >= 0, got {s.cfg}")
-    if not 0.0 <= s.eta <= 1.0:
+    if s.eta is not None and not 0.0 <= s.eta <= 1.0:
         raise ConfigError(f"--eta must be in [0, 1], got {s.eta}")
+    if family.schedule == "flow" and s.eta:
+        raise ConfigError(f"--eta {s.eta}: the {family.name} family samples with flow matching's deterministic Euler "
+                          "step, which has no eta; drop --eta (or set --eta 0)")
+    if s.negative_prompt and not family.negative_prompt:
+        raise ConfigError(f"--negative-prompt: the {family.name} family has no negative-prompt branch")
 
 
 def _check_fifo(cfg: RunConfig) -> None:
@@ -90,13 +91,11 @@ def _check_fifo(cfg: RunConfig) -> None:
         raise ConfigError(str(e)) from None
 
 
-def _check_conditioning(cfg: RunConfig) -> None:
+def _check_conditioning(cfg: RunConfig, family: Family) -> None:
     c = cfg.conditioning
     if c.image or c.latent_seed:
-        from .models.presets import load_model_config
-
         try:
-            has_image = family_of(cfg.model) == "videocrafter" and load_model_config(cfg.model).image is not None
+            has_image = family.has_image_encoder(cfg.model)
         except ValueError:
             has_image = True  # the model config error is reported when loading
         what = "--image" if c.image else "--latent-seed"

@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import load_note, print_table  # noqa: E402
 
+from fifo_longvid.backends.videocrafter.load import load_model  # noqa: E402
 from fifo_longvid.config import build_run_config  # noqa: E402
-from fifo_longvid.models.load import load_model  # noqa: E402
 from fifo_longvid.pipeline import generate  # noqa: E402
 from fifo_longvid.toy.data import DIRECTIONS, caption_of, sample_shape  # noqa: E402
 from fifo_longvid.toy.metrics import drift_curve, score_video, summarize  # noqa: E402

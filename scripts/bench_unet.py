@@ -26,9 +26,9 @@ import torch
 from einops import rearrange
 from torch.utils.flop_counter import FlopCounterMode
 
-from fifo_longvid.models.attention import Attention
-from fifo_longvid.models.presets import tiny
-from fifo_longvid.models.unet import UNet3D, UNetConfig
+from fifo_longvid.backends.videocrafter.attention import Attention
+from fifo_longvid.backends.videocrafter.presets import tiny
+from fifo_longvid.backends.videocrafter.unet import UNet3D, UNetConfig
 
 # The compute-bound stand-in for VideoCrafter2 (model_channels 320, ctx 1024): same layout, 0.4x width.
 MEDIUM_UNET = UNetConfig(model_channels=128, channel_mult=(1, 2, 2, 2), num_head_channels=64, context_dim=256)

@@ -4,7 +4,8 @@
     python scripts/gpu_toy.py --device cpu --out OUT --smoke   # seconds: checks that the step runs
 
 Training exports ``toy.safetensors`` into OUT (it comes back from the device machine); then copy it to
-``fifo_longvid/models/data/`` and update the sha256 in ``models/shipped.py`` (README "The toy model").
+``fifo_longvid/backends/videocrafter/data/`` and update the sha256 in ``backends/videocrafter/shipped.py``
+(README "The toy model").
 With the weights shipped, it runs ``bench_quality.py``'s FIFO and fifo_fast rows on the device.
 """
 
@@ -27,7 +28,7 @@ def main() -> None:
     p.add_argument("--smoke", action="store_true", help="a few steps / frames only")
     p.add_argument("--minutes", type=float, default=1.5, help="U-Net training time when training (0: no limit)")
     args = p.parse_args()
-    from fifo_longvid.models.shipped import SHIPPED
+    from fifo_longvid.backends.videocrafter.shipped import SHIPPED
 
     args.out.mkdir(parents=True, exist_ok=True)
     if not SHIPPED["toy"].path.exists():

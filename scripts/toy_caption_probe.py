@@ -88,7 +88,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.weights:
         use_weights(args.weights)
-    from fifo_longvid.models.load import load_model
+    from fifo_longvid.backends.videocrafter.load import load_model
 
     model = load_model("toy", device="cpu").eval()
     separation(model)

@@ -30,7 +30,7 @@ from fifo_longvid.toy.metrics import score_video, summarize  # noqa: E402
 
 def use_weights(path: Path) -> None:
     """Make ``load_model("toy")`` read ``path`` (an export of scripts/train_toy.py) in this process."""
-    from fifo_longvid.models import shipped
+    from fifo_longvid.backends.videocrafter import shipped
 
     entry = shipped.SHIPPED["toy"]
     shipped.SHIPPED["toy"] = shipped.ShippedWeights(path, shipped.file_digest(path), entry.text_seed)
@@ -51,7 +51,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.weights:
         use_weights(args.weights)
-    from fifo_longvid.models.load import load_model
+    from fifo_longvid.backends.videocrafter.load import load_model
 
     overrides = dict(kv.split("=", 1) for kv in args.overrides)
     t_start = time.perf_counter()

@@ -2,7 +2,8 @@
 
     pip install -e .[train]
     python scripts/train_toy.py --out runs/toy            # resumable: rerun the same command to continue
-    python scripts/train_toy.py --out runs/toy2 --seed 1 --init-from fifo_longvid/models/data/toy.safetensors
+    python scripts/train_toy.py --out runs/toy2 --seed 1 \
+        --init-from fifo_longvid/backends/videocrafter/data/toy.safetensors
                                                           # continue from the shipped weights (new data order)
 
 Stages (each skipped when its output exists): VAE -> latent scale -> latent pool -> U-Net -> export
@@ -131,9 +132,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import pytorch_lightning as pl
 
-    from fifo_longvid.models.load import build_model
-    from fifo_longvid.models.presets import TOY_TEXT_SEED, toy
-    from fifo_longvid.models.recipe import recipe_for_model
+    from fifo_longvid.backends.videocrafter.load import build_model
+    from fifo_longvid.backends.videocrafter.presets import TOY_TEXT_SEED, toy
+    from fifo_longvid.backends.videocrafter.recipe import recipe_for_model
     from fifo_longvid.toy.data import ShapeClips
     from fifo_longvid.toy.training import LatentPool, UNetModule, VAEModule, encode_pool, latent_std
 
@@ -215,7 +216,7 @@ def export(um, vae, scale: float, out: Path, args: argparse.Namespace, seconds: 
     """fp16 safetensors of the U-Net EMA and the VAE under the VideoCrafter checkpoint's key names."""
     from safetensors.torch import save_file
 
-    from fifo_longvid.models.presets import TOY_TEXT_SEED
+    from fifo_longvid.backends.videocrafter.presets import TOY_TEXT_SEED
 
     sd = {f"model.diffusion_model.{k}": v for k, v in um.ema.state_dict().items()}
     sd.update({f"first_stage_model.{k}": v for k, v in vae.state_dict().items()})

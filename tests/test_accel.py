@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from fifo_longvid.backends.videocrafter.attention import SDPAProcessor
+from fifo_longvid.backends.videocrafter.sites import find_attention_sites
 from fifo_longvid.diffusion.guidance import unet_network
 from fifo_longvid.diffusion.noise import NoiseSource
 from fifo_longvid.fifo.init import init_queue
 from fifo_longvid.fifo.queue import FifoPlan, FrameQueue
 from fifo_longvid.fifo.sampler import fifo_iteration
 from fifo_longvid.fifo.state import FifoState, load_state, save_state
-from fifo_longvid.models.attention import SDPAProcessor
-from fifo_longvid.models.sites import find_attention_sites
 from fifo_longvid.techniques import TechniquesConfig, apply_techniques
 
 PLAN = FifoPlan(4, 2, lookahead=True)  # S = 8, 4 windows, 10 slots

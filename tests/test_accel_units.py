@@ -167,8 +167,8 @@ def test_store_state_dict_round_trip_is_exact():
 
 
 def test_deep_and_shallow_levels_are_derived_from_the_architecture(tiny_model):
-    from fifo_longvid.models.load import build_model
-    from fifo_longvid.models.presets import videocrafter2
+    from fifo_longvid.backends.videocrafter.load import build_model
+    from fifo_longvid.backends.videocrafter.presets import videocrafter2
 
     full = build_model(videocrafter2(), "meta").unet
     for unet in (full, tiny_model.unet):

@@ -56,7 +56,7 @@ def test_unet_goldens_on_cuda(cuda_model, exact_fp32):
 
 @torch.no_grad()
 def test_vae_golden_on_cuda(cuda_model, exact_fp32):
-    from fifo_longvid.models.vae import decode_video
+    from fifo_longvid.backends.videocrafter.vae import decode_video
 
     g = _cuda(golden("golden_vae_decode"))
     torch.testing.assert_close(decode_video(cuda_model.first_stage_model, g["z"]), g["out"], atol=1e-4, rtol=1e-4)
@@ -184,7 +184,7 @@ def test_resume_is_bitwise_on_cuda(tmp_path):
 
 def test_chunked_attention_past_the_grid_limit_on_cuda():
     """70,000 rows (> 65,535, the grid limit of pytorch#142228) in fp16: equal to two half-size calls."""
-    from fifo_longvid.models.attention import MAX_ATTENTION_BATCH, sdpa
+    from fifo_longvid.backends.videocrafter.attention import MAX_ATTENTION_BATCH, sdpa
 
     torch.manual_seed(0)
     n = MAX_ATTENTION_BATCH + 4465

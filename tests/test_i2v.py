@@ -11,6 +11,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fifo_longvid import load_model
+from fifo_longvid.backends.videocrafter.image import clip_preprocess
+from fifo_longvid.backends.videocrafter.load import build_model
+from fifo_longvid.backends.videocrafter.presets import load_model_config, tiny_i2v, videocrafter1_i2v
+from fifo_longvid.backends.videocrafter.recipe import verify_against
 from fifo_longvid.cli import app
 from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
 from fifo_longvid.diffusion.sampling import sample_ddim
@@ -18,10 +22,6 @@ from fifo_longvid.fifo.init import init_queue
 from fifo_longvid.fifo.queue import FifoPlan
 from fifo_longvid.fifo.sampler import fifo_iteration
 from fifo_longvid.io.images import load_image
-from fifo_longvid.models.image import clip_preprocess
-from fifo_longvid.models.load import build_model
-from fifo_longvid.models.presets import load_model_config, tiny_i2v, videocrafter1_i2v
-from fifo_longvid.models.recipe import verify_against
 from fifo_longvid.techniques.seeding import i2v_uncond, seed_image_tokens
 
 from .conftest import REF, fifo_replay_noise, golden

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 from fifo_longvid import load_model
-from fifo_longvid.models.convert import convert_checkpoint
-from fifo_longvid.models.load import CheckpointError, read_checkpoint
+from fifo_longvid.backends.videocrafter.convert import convert_checkpoint
+from fifo_longvid.backends.videocrafter.load import CheckpointError, read_checkpoint
 
 
 @pytest.fixture(scope="module")

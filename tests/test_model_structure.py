@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from fifo_longvid.models.load import build_model
-from fifo_longvid.models.presets import load_model_config, tiny, videocrafter2
-from fifo_longvid.models.recipe import verify_against
+from fifo_longvid.backends.videocrafter.load import build_model
+from fifo_longvid.backends.videocrafter.presets import load_model_config, tiny, videocrafter2
+from fifo_longvid.backends.videocrafter.recipe import verify_against
 
 from .conftest import REF
 

@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from fifo_longvid import load_model
 from fifo_longvid.backends import sdpa as attention  # the chunked SDPA every backend's attention uses
+from fifo_longvid.backends.videocrafter.convert import convert_checkpoint
 from fifo_longvid.config import build_run_config
 from fifo_longvid.diffusion.context import current
 from fifo_longvid.diffusion.noise import NoiseSource
@@ -17,7 +18,6 @@ from fifo_longvid.diffusion.schedule import ddim_coeffs, make_ddim_schedule
 from fifo_longvid.fifo.init import init_queue
 from fifo_longvid.fifo.queue import FifoPlan
 from fifo_longvid.fifo.sampler import FifoStepper
-from fifo_longvid.models.convert import convert_checkpoint
 from fifo_longvid.pipeline import generate
 
 
@@ -186,7 +186,7 @@ def test_compiled_unet_matches_eager(tmp_path, monkeypatch):
     Dynamo's "eager" backend (the captured graphs, run without code generation) keeps this affordable on a
     CPU; inductor's C++ build of the same graphs takes many minutes here (scripts/bench_gpu.py mode d)."""
     from fifo_longvid import pipeline
-    from fifo_longvid.models.load import compile_unet
+    from fifo_longvid.backends.videocrafter.load import compile_unet
 
     torch._dynamo.reset()
     monkeypatch.setattr(pipeline, "compile_unet", lambda m: compile_unet(m, backend="eager"))

@@ -8,16 +8,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from fifo_longvid.backends.videocrafter.attention import SDPAProcessor
+from fifo_longvid.backends.videocrafter.load import build_model
+from fifo_longvid.backends.videocrafter.presets import videocrafter2
+from fifo_longvid.backends.videocrafter.sites import find_attention_sites, mirror_pairs
+from fifo_longvid.backends.videocrafter.unet import UNet3D, UNetConfig
 from fifo_longvid.cli import app
 from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
 from fifo_longvid.fifo.init import init_queue
 from fifo_longvid.fifo.queue import FifoPlan
 from fifo_longvid.fifo.sampler import fifo_iteration
-from fifo_longvid.models.attention import SDPAProcessor
-from fifo_longvid.models.load import build_model
-from fifo_longvid.models.presets import videocrafter2
-from fifo_longvid.models.sites import find_attention_sites, mirror_pairs
-from fifo_longvid.models.unet import UNet3D, UNetConfig
 from fifo_longvid.techniques.qcache import QCacheConfig, VSchedule, apply
 
 from .conftest import fifo_replay_noise, golden

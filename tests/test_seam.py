@@ -11,7 +11,7 @@ import fifo_longvid
 from fifo_longvid.techniques import REGISTRY, TechniquesConfig
 
 PACKAGE = Path(fifo_longvid.__file__).parent
-FAMILIES = ("fifo_longvid.models", "fifo_longvid.backends.animatediff")
+FAMILIES = ("fifo_longvid.backends.videocrafter", "fifo_longvid.backends.animatediff")
 
 
 def _imports(path: Path) -> list[str]:

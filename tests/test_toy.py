@@ -57,9 +57,9 @@ def _export_random_toy(path):
     """A toy-architecture file laid out exactly like the shipped one (random weights), and its ShippedWeights."""
     from safetensors.torch import save_file
 
-    from fifo_longvid.models.load import build_model
-    from fifo_longvid.models.presets import TOY_TEXT_SEED, toy
-    from fifo_longvid.models.shipped import ShippedWeights, file_digest, stored_keys
+    from fifo_longvid.backends.videocrafter.load import build_model
+    from fifo_longvid.backends.videocrafter.presets import TOY_TEXT_SEED, toy
+    from fifo_longvid.backends.videocrafter.shipped import ShippedWeights, file_digest, stored_keys
 
     cfg = toy()
     model = build_model(cfg, "cpu")
@@ -72,8 +72,8 @@ def _export_random_toy(path):
 def test_shipped_weights_load_strictly_and_check_sha256(tmp_path, monkeypatch):
     from safetensors.torch import load_file, save_file
 
-    from fifo_longvid.models import shipped
-    from fifo_longvid.models.load import CheckpointError, load_model
+    from fifo_longvid.backends.videocrafter import shipped
+    from fifo_longvid.backends.videocrafter.load import CheckpointError, load_model
 
     entry = _export_random_toy(tmp_path / "toy.safetensors")
     monkeypatch.setitem(shipped.SHIPPED, "toy", entry)
@@ -101,7 +101,7 @@ def test_shipped_weights_load_strictly_and_check_sha256(tmp_path, monkeypatch):
 
 
 def _shipped_toy_present() -> bool:
-    from fifo_longvid.models.shipped import SHIPPED
+    from fifo_longvid.backends.videocrafter.shipped import SHIPPED
 
     return SHIPPED["toy"].path.exists()
 
@@ -137,7 +137,7 @@ def test_toy_fifo_video_scores_above_random_weights(toy_model, tmp_path):
     """Trained weights draw the prompted colour in FIFO videos; the same runs with a random U-Net do not."""
     import copy
 
-    from fifo_longvid.models.recipe import recipe_for_model
+    from fifo_longvid.backends.videocrafter.recipe import recipe_for_model
 
     def colour(model, tag):
         return sum(_fifo_scores(model, p, tmp_path / f"{tag}{i}.mp4", seed=i).colour_acc

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from fifo_longvid.models.presets import TOY_TEXT_SEED, toy
-from fifo_longvid.models.recipe import recipe_for_model
-from fifo_longvid.models.text import OpenCLIPTextEncoder
+from fifo_longvid.backends.videocrafter.presets import TOY_TEXT_SEED, toy
+from fifo_longvid.backends.videocrafter.recipe import recipe_for_model
+from fifo_longvid.backends.videocrafter.text import OpenCLIPTextEncoder
 from fifo_longvid.toy.data import MOTIONS, caption_of
 from fifo_longvid.toy.objectives import CaptionHead, anchored_timesteps, cosine_lr
 

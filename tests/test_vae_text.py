@@ -10,9 +10,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from fifo_longvid.models.recipe import recipe_state_dict, verify_against
-from fifo_longvid.models.text import OpenCLIPTextEncoder, TextEncoderConfig
-from fifo_longvid.models.vae import AutoencoderKL, VAEConfig, decode_video, encode_video
+from fifo_longvid.backends.videocrafter.recipe import recipe_state_dict, verify_against
+from fifo_longvid.backends.videocrafter.text import OpenCLIPTextEncoder, TextEncoderConfig
+from fifo_longvid.backends.videocrafter.vae import AutoencoderKL, VAEConfig, decode_video, encode_video
 
 REF = Path(__file__).parent / "reference"
 PROMPTS = ["a person swimming in ocean, high quality, 4K resolution.", ""]

@@ -1,5 +1,9 @@
-"""Model families behind one seam (``base.py``): VideoCrafter (``fifo_longvid.models``) and AnimateDiff
-(``backends/animatediff``, through diffusers). ``load_backend`` is the only place that picks a family."""
+"""Model families behind one seam (``base.py``), side by side: ``videocrafter/``, ``animatediff/`` and ``wan/``.
+
+``FAMILIES`` is the one registry (``family.py``): the CLI, validation, presets and loading ask it which family a
+``--config`` belongs to, once, and nothing else in the package branches on a family's name. ``fifo/``,
+``diffusion/`` and ``techniques/`` import no family.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,37 @@ from typing import Any
 
 import torch
 
+from .animatediff.family import FAMILY as ANIMATEDIFF
 from .base import Backend, CheckpointError
+from .family import Family
+from .videocrafter.family import FAMILY as VIDEOCRAFTER
+from .wan.family import FAMILY as WAN
 
-__all__ = ["Backend", "CheckpointError", "compile_unet", "convert_checkpoint", "family_of", "has_image_encoder",
-           "load_backend", "preset_cfg", "weights_id"]
+__all__ = ["FAMILIES", "Backend", "CheckpointError", "Family", "compile_unet", "convert_checkpoint", "family_for",
+           "family_of", "has_image_encoder", "load_backend", "preset_cfg", "weights_id"]
+
+# in the order they are asked; VideoCrafter last: it takes any YAML path and reports unknown names
+FAMILIES: tuple[Family, ...] = (ANIMATEDIFF, WAN, VIDEOCRAFTER)
+
+
+def family_for(config: Any, checkpoint: str | Path | None = None) -> Family:
+    """The family whose ``matches`` claims this ``--config`` (and ``--checkpoint``)."""
+    return next(f for f in FAMILIES if f.matches(config, checkpoint))
+
+
+def family_of(config: Any) -> str:
+    """The family's name for a ``--config`` value (a preset name or a model YAML)."""
+    return family_for(config).name
+
+
+def all_presets() -> list[str]:
+    """Every preset name, for ``--help`` and error messages."""
+    return [p for f in FAMILIES for p in f.presets]
 
 
 def convert_checkpoint(src: str | Path, dst: str | Path, half: bool = False, overwrite: bool = False) -> Path:
-    """``fifo-gen convert``: a VideoCrafter-style .ckpt/.pt -> safetensors (``models/convert.py``)."""
-    from ..models.convert import convert_checkpoint as convert
+    """``fifo-gen convert``: a VideoCrafter-style .ckpt/.pt -> safetensors (``videocrafter/convert.py``)."""
+    from .videocrafter.convert import convert_checkpoint as convert
 
     return convert(src, dst, half=half, overwrite=overwrite)
 
@@ -27,63 +53,21 @@ def compile_unet(model: Any, backend: str = "inductor") -> None:
     model.unet.compile(backend=backend)
 
 
-def has_image_encoder(config: str | Path | Any) -> bool:
+def has_image_encoder(config: Any) -> bool:
     """Whether ``--config`` names a model with an image branch (I2V: ``--image``, ``--latent-seed``)."""
-    if family_of(config) != "videocrafter":
-        return False
-    from ..models.presets import load_model_config
-
-    return load_model_config(config).image is not None
+    return family_for(config).has_image_encoder(config)
 
 
-def family_of(config: str | Path | Any) -> str:
-    """``animatediff`` or ``videocrafter`` for a ``--config`` value (a preset name or a model YAML)."""
-    from .animatediff.load import is_animatediff
-
-    return "animatediff" if isinstance(config, (str, Path)) and is_animatediff(config) else "videocrafter"
-
-
-def preset_cfg(config: str | Path | Any) -> float | None:
+def preset_cfg(config: Any) -> float | None:
     """The guidance scale a preset samples with when --cfg is not given (None: not known without loading)."""
-    if family_of(config) == "animatediff":
-        from .animatediff.load import preset_config
-
-        return preset_config(str(config)).default_cfg
-    from ..models.presets import load_model_config
-
-    try:
-        return float(load_model_config(config).default_cfg)
-    except (ValueError, OSError):
-        return None
+    return family_for(config).preset_cfg(config)
 
 
-def load_backend(config: str | Path | Any = "videocrafter2", checkpoint: str | Path | None = None,
+def load_backend(config: Any = "videocrafter2", checkpoint: str | Path | None = None,
                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                  motion_adapter: str | Path | None = None) -> Any:
     """Build and load the model of ``--config``, ready for inference on ``device`` in ``dtype``."""
-    from ..models.load import load_model, resolve_device, resolve_dtype
-
-    if family_of(config) == "videocrafter":
-        if motion_adapter is not None:
-            raise CheckpointError(f"--motion-adapter is for AnimateDiff (--config animatediff); --config {config} is "
-                                  "a VideoCrafter model")
-        return load_model(config, checkpoint, device, dtype)
-    from diffusers.utils import logging as diffusers_logging
-
-    from .animatediff.load import load_animatediff
-
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()  # its load-time notices are not the user's business
-    try:
-        model = load_animatediff(str(config), checkpoint, motion_adapter)
-    finally:
-        diffusers_logging.set_verbosity(level)
-    for part in (model.unet, model.vae):  # nn.Module.to: the U-Net and the VAE in the run's dtype
-        torch.nn.Module.to(part, dt)
-    torch.nn.Module.to(model.text_encoder, torch.float32)  # runs once per prompt: precision costs nothing
-    return torch.nn.Module.to(model, dev).eval().requires_grad_(False)
+    return family_for(config, checkpoint).load(config, checkpoint, device, dtype, motion_adapter)
 
 
 def weights_id(checkpoint: str | Path | None, motion_adapter: str | Path | None, recipe: str) -> str:

@@ -2,8 +2,10 @@
 
 ``fifo/``, ``diffusion/``, ``techniques/`` and the CLI see models only through these protocols:
 
-* a :class:`Backend` turns text into context, runs VAE decode/encode, builds its DDIM schedule, and holds
-  its default sizes; its ``unet`` is a :class:`Network`;
+* a :class:`Backend` turns text into context, runs VAE decode/encode, builds its schedule (DDIM or flow
+  matching: ``schedule``), and holds its default sizes; its ``unet`` is a :class:`Network`;
+* a backend whose VAE compresses time (``temporal_factor`` > 1, Wan's causal VAE) streams its decode: FIFO
+  hands each dequeued latent frame to ``frame_decoder().decode`` and writes the frames it returns;
 * a :class:`Network` is called as ``net(x (B, C, F, h, w), t (B, F) per-frame timesteps, context (B, L, D))``
   and names its attention sites (:class:`AttnSite`) and its resolution levels (:class:`DeepSplit`), so
   techniques select layers by role, never by a family's module paths.
@@ -120,7 +122,11 @@ class Backend(Protocol):
     def model_channels(self) -> int: ...
     @property
     def has_image_encoder(self) -> bool: ...
-    def ddim_schedule(self, num_steps: int, eta: float = 0.0) -> Any: ...
+    @property
+    def temporal_factor(self) -> int: ...  # output frames per latent frame (after the first)
+    def schedule(self, num_steps: int, eta: float = 0.0) -> Any: ...  # a DDIMSchedule or a FlowSchedule
+    def latent_frames(self, num_frames: int) -> int: ...  # latent frames that make num_frames output frames
+    def frame_decoder(self) -> Any: ...  # .decode(z (B, C, 1, h, w)) -> (B, 3, k, H, W), in stream order
     def encode_text(self, prompts: list[str]) -> torch.Tensor: ...
     def encode_image(self, images: torch.Tensor) -> torch.Tensor: ...
     def decode_latents(self, z: torch.Tensor, chunk: int = 1) -> torch.Tensor: ...
@@ -170,3 +176,16 @@ def mirror_pairs(sites: Located | list[AttnSite], target: str = "temporal_attn1"
         if candidates:
             pairs[dec] = min(candidates, key=lambda e: (abs(e.skip - dec.skip), -e.skip))
     return pairs
+
+
+class FrameByFrame:
+    """The frame decoder of a VAE that decodes every latent frame on its own (one output frame each)."""
+
+    def __init__(self, decode_latents: Callable[[torch.Tensor], torch.Tensor]):
+        self._decode = decode_latents
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self._decode(z)
+
+    def reset(self) -> None:
+        pass

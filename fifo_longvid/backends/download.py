@@ -15,7 +15,7 @@ ANIMATEDIFF = {
     "motion_adapter": ("guoyww/animatediff-motion-adapter-v1-5-2",
                        ["config.json", "diffusion_pytorch_model.safetensors"]),
 }
-MODELS = ("videocrafter2", "videocrafter1_i2v", "animatediff")
+MODELS = ("videocrafter2", "videocrafter1_i2v", "animatediff", "wan", "skyreels-df")
 
 
 def from_hub(what: str, manual: str, fetch: Callable[[Any], Any]) -> Any:
@@ -36,8 +36,12 @@ def download(model: str, dest: str | Path = "checkpoints", log: Callable[[str], 
     """Download ``model`` into ``dest/<model>/``; a RuntimeError says what to do by hand when offline."""
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; downloadable: {', '.join(MODELS)}")
+    if model in ("wan", "skyreels-df"):
+        from .wan.load import download_wan
+
+        return download_wan(model, Path(dest) / "wan", log)
     if model != "animatediff":
-        from ..models.download import download_checkpoint
+        from .videocrafter.download import download_checkpoint
 
         return download_checkpoint(model, dest, log)
     target = Path(dest) / model

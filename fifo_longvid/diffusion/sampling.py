@@ -1,4 +1,5 @@
-"""Plain DDIM sampling of one clip (VideoCrafter's base sampler) over a denoiser callable."""
+"""Plain sampling of one clip over a denoiser callable: DDIM (VideoCrafter's base sampler) or flow matching's
+Euler, whichever the schedule is (it supplies the per-step coefficients and the update)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from .context import StepContext, publish
 from .guidance import Denoiser
 from .noise import NoiseSource
-from .schedule import DDIMSchedule, ddim_step
+from .schedule import DDIMSchedule
 
 
 class NonFiniteError(FloatingPointError):
@@ -24,7 +25,7 @@ def check_finite(x: torch.Tensor, where: str) -> None:
         )
 
 
-def sample_ddim(
+def sample_clip(
     denoise: Denoiser,
     x_T: torch.Tensor,
     schedule: DDIMSchedule,
@@ -32,10 +33,11 @@ def sample_ddim(
     noise: NoiseSource | None = None,
     callback: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Denoise ``x_T`` (B, C, F, H, W) through every DDIM step, noisiest first; returns clean latents.
+    """Denoise ``x_T`` (B, C, F, H, W) through every step of ``schedule``, noisiest first; returns clean latents.
 
-    Matches the reference ``DDIMSampler.sample`` (with VideoCrafter2's ``use_scale``). ``noise`` is
-    required when the schedule has eta > 0.
+    With a DDIM schedule this matches the reference ``DDIMSampler.sample`` (with VideoCrafter2's ``use_scale``);
+    with a flow schedule it is diffusers' flow-matching Euler loop. ``noise`` is required when the schedule has
+    eta > 0.
     """
     x = x_T.float()
     b, _, f = x.shape[:3]
@@ -44,14 +46,17 @@ def sample_ddim(
     steps = schedule.num_steps
     ts = schedule.timestep_list or tuple(int(v) for v in schedule.timesteps.cpu())
     for n, i in enumerate(reversed(range(steps))):
-        t = torch.full((b, f), ts[i], dtype=torch.long, device=x.device)
+        t = torch.full((b, f), ts[i], dtype=schedule.timesteps.dtype, device=x.device)
         idx = torch.full((b, f), i, dtype=torch.long, device=x.device)
         with publish(StepContext(phase="base", iteration=n, step_idx=idx)):
             eps = denoise(x, t)
         z = noise.randn(x.shape) if schedule.stochastic else None
-        x, _ = ddim_step(x, eps, schedule, i, noise=z, use_scale=use_scale)
+        x, _ = schedule.coeffs(i, x, use_scale).update(x, eps, z)
         if callback is not None or n == steps - 1:  # the progress callback syncs anyway
             check_finite(x, f"base sampling step {n + 1}/{steps} (t={ts[i]})")
         if callback is not None:
             callback(n + 1, steps)
     return x
+
+
+sample_ddim = sample_clip  # the name VideoCrafter's callers know

@@ -8,7 +8,9 @@ per frame (FIFO) as easily as one per sample (k-diffusion style broadcasting).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -66,6 +68,7 @@ class DDIMSchedule:
     scale_arr_prev: torch.Tensor | None = None
     timestep_list: tuple[int, ...] = ()
     stochastic: bool = False  # eta > 0: every step draws noise
+    kind: ClassVar[str] = "ddim"
 
     @property
     def num_steps(self) -> int:
@@ -78,6 +81,19 @@ class DDIMSchedule:
     def to(self, device: torch.device | str) -> DDIMSchedule:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return DDIMSchedule(**moved)
+
+    # the schedule interface FIFO, the samplers and the tails use (flow matching has the same three)
+    def coeffs(self, idx: torch.Tensor | int, like: torch.Tensor, use_scale: bool = False) -> DDIMCoeffs:
+        return ddim_coeffs(self, idx, like, use_scale)
+
+    def add_noise(self, x0: torch.Tensor, idx: torch.Tensor | int, noise: torch.Tensor) -> torch.Tensor:
+        return q_sample(x0, self, idx, noise)
+
+    def renoise(self) -> tuple[float, float]:
+        """(keep, fresh): one jump from the level the noisiest slot steps to (alphas_prev[-1]) up to the tail's
+        (alphas[-1]), ``sqrt(a_T / a_src) x + sqrt(1 - a_T / a_src) eps``."""
+        ratio = min(1.0, float(self.alphas[-1]) / float(self.alphas_prev[-1]))
+        return math.sqrt(ratio), math.sqrt(1.0 - ratio)
 
 
 def make_ddim_schedule(alphas_cumprod: torch.Tensor, num_steps: int, eta: float = 0.0,
@@ -138,6 +154,10 @@ class DDIMCoeffs:
     dir_coef: torch.Tensor  # sqrt(1 - alpha_prev - sigma^2), clamped at 0
     sigma: torch.Tensor
     scale: torch.Tensor | None = None  # scale_arr at the current index (scaled steps only)
+
+    def update(self, x: torch.Tensor, eps: torch.Tensor,
+               noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return ddim_update(x, eps, self, noise)
 
 
 def ddim_coeffs(schedule: DDIMSchedule, idx: torch.Tensor | int, like: torch.Tensor,

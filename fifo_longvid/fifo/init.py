@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 
 from ..diffusion.noise import NoiseSource
-from ..diffusion.schedule import DDIMSchedule, q_sample
+from ..diffusion.schedule import DDIMSchedule
 from .queue import FifoPlan, FrameQueue
 
 InitMode = Literal["first", "uniform", "noise"]
@@ -38,7 +38,8 @@ def init_queue(plan: FifoPlan, schedule: DDIMSchedule, noise: NoiseSource, mode:
                base: torch.Tensor | None = None, shape: tuple[int, ...] | None = None) -> FrameQueue:
     """Fill the queue. ``base`` is the clean clip (B, C, >=f, h, w) for ``first``/``uniform``.
 
-    Noise is drawn one slot at a time in slot order (the reference's ``prepare_latents`` order).
+    Noise is drawn one slot at a time in slot order (the reference's ``prepare_latents`` order); each slot is
+    forward-noised by the schedule (DDIM's ``q_sample``, or flow matching's ``(1 - sigma) x0 + sigma eps``).
     """
     if mode not in INIT_MODES:
         raise ValueError(f"unknown init mode {mode!r}; choose one of {', '.join(INIT_MODES)}")
@@ -54,9 +55,9 @@ def init_queue(plan: FifoPlan, schedule: DDIMSchedule, noise: NoiseSource, mode:
         raise ValueError(f"base clip has {base.shape[2]} frames, the window needs {plan.f}")
     slots = []
     for _ in range(plan.num_lookahead):
-        slots.append(q_sample(base[:, :, :1], schedule, 0, noise.randn(base[:, :, :1].shape)))
+        slots.append(schedule.add_noise(base[:, :, :1], 0, noise.randn(base[:, :, :1].shape)))
     for i in range(plan.steps):
         j = base_frame_for_slot(i, plan, mode)
         frame = base[:, :, j : j + 1]
-        slots.append(q_sample(frame, schedule, i, noise.randn(frame.shape)))
+        slots.append(schedule.add_noise(frame, i, noise.randn(frame.shape)))
     return FrameQueue.create(torch.cat(slots, dim=2), plan)

@@ -1,6 +1,7 @@
 """The diagonal FIFO loop over a window denoiser (knows nothing about U-Nets or techniques).
 
-Each iteration denoises every window by one DDIM step at per-frame timesteps, dequeues the clean
+Each iteration denoises every window by one step (DDIM, or flow matching's Euler: the schedule supplies the
+coefficients and the update, so the loop never asks which) at per-frame timesteps, dequeues the clean
 head frame and enqueues fresh noise at the tail. When the windows of an iteration are independent
 (always, for the reference layouts) they go through the denoiser as ONE batch; the result equals
 the reference's sequential window loop.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -22,7 +24,7 @@ from ..devices import resolve_device, same_device
 from ..diffusion.context import StepContext, publish
 from ..diffusion.noise import NoiseSource
 from ..diffusion.sampling import check_finite
-from ..diffusion.schedule import DDIMCoeffs, DDIMSchedule, ddim_coeffs, ddim_update
+from ..diffusion.schedule import DDIMSchedule
 from .queue import FifoPlan, FrameQueue, Window
 
 FULL_CHECK_EVERY = 16  # iterations between finite checks of the whole queue (the head is checked by the caller)
@@ -53,7 +55,7 @@ class _Group:
     step_idx: torch.Tensor  # (W*B, f)
     slot_offsets: torch.Tensor  # (W*B, f) logical slot of each frame (frame id = first_id + slot)
     slot_offsets_host: torch.Tensor  # the same on the CPU, for the context's host mirror
-    coeffs: DDIMCoeffs
+    coeffs: Any  # the schedule's per-frame step factors (DDIMCoeffs or FlowCoeffs), with .update()
     context: StepContext  # everything but the frame ids, which move every iteration
 
 
@@ -80,7 +82,7 @@ class FifoStepper:
             commit_mask = torch.zeros(len(g) * plan.f, dtype=torch.bool)
             commit_mask[local] = True
             dev = self.device
-            coeffs = ddim_coeffs(schedule, idx.to(schedule.device), like, use_scale)
+            coeffs = schedule.coeffs(idx.to(schedule.device), like, use_scale)
             host = StepContext(
                 phase="fifo", iteration=0, step_idx=idx,
                 commit=commit_mask.view(len(g), plan.f).repeat_interleave(batch, dim=0),
@@ -105,7 +107,7 @@ class FifoStepper:
             with publish(replace(g.context, iteration=iteration, frame_ids=ids, host=host)):
                 eps = denoise(WindowBatch(x, g.t, g.step_idx, ids))
             z = noise.randn(x.shape) if self.schedule.stochastic else None
-            x_prev, _ = ddim_update(x, eps, g.coeffs, z)
+            x_prev, _ = g.coeffs.update(x, eps, z)
             b, c, f, h, w = x_prev.shape
             frames = x_prev.view(len(g.windows), self.batch, c, f, h, w).permute(1, 2, 0, 3, 4, 5)
             frames = frames.reshape(self.batch, c, len(g.windows) * f, h, w)

@@ -170,14 +170,12 @@ class CoherentTail:
     noise level of schedule index ``S-2``. It is forward-diffused to the tail's level in one jump,
     ``x_T = sqrt(a_T / a_src) x + sqrt(1 - a_T / a_src) eps`` (the demo code walks the DDPM betas one by
     one: the same distribution, ``prod(1 - beta) = a_T / a_src``), then mixed with fresh noise ``eta``:
-    ``tail = IFFT(LPF * FFT(x_T) + HPF * FFT(eta))`` over (frames=1, h, w).
+    ``tail = IFFT(LPF * FFT(x_T) + HPF * FFT(eta))`` over (frames=1, h, w). Under flow matching the jump is the
+    interpolant's own (``FlowSchedule.renoise``); the schedule supplies (keep, fresh) either way.
     """
 
     def __init__(self, schedule: DDIMSchedule, d_s: float = 0.25, d_t: float = 1.0, mix: str = "preserve"):
-        a_tail = float(schedule.alphas[-1])  # noisiest index: where the tail enters
-        a_src = float(schedule.alphas_prev[-1])  # the last slot after its DDIM step
-        ratio = min(1.0, a_tail / a_src)
-        self.keep, self.fresh = math.sqrt(ratio), math.sqrt(1.0 - ratio)
+        self.keep, self.fresh = schedule.renoise()  # from the last slot's level after its step to the tail's
         self.d_s, self.d_t, self.mix = float(d_s), float(d_t), mix
         self._filters: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 

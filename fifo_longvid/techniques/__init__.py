@@ -68,6 +68,21 @@ def check_config(cfg: TechniquesConfig) -> None:
                                  "(Q-cache's default target temporal_attn1 composes with every technique)")
 
 
+NEEDS_WORDS = {"mirror": "encoder layers that mirror its decoder layers (a U-Net)",
+               "levels": "U-Net resolution levels"}
+
+
+def check_family(cfg: TechniquesConfig | None, family: str, provides: frozenset[str], note: str = "") -> None:
+    """Refuse a technique whose needs the model family does not provide, in one sentence naming both."""
+    for spec in enabled(cfg):
+        missing = sorted(spec.needs - provides)
+        if missing:
+            what = " and ".join(NEEDS_WORDS.get(m, m) for m in missing)
+            usable = ", ".join(s.flag for s in REGISTRY if not s.needs - provides)
+            raise ValueError(f"{spec.flag} needs {what}; the {family} family has none{note}. Drop {spec.flag} "
+                             f"({usable} work on it)")
+
+
 def _host_deciders(cfg: TechniquesConfig | None) -> str:
     """Flags of the enabled techniques that decide per frame on the host, in ACCELERATION's order."""
     on = {spec.name: spec for spec in enabled(cfg) if spec.host_decisions}

@@ -174,4 +174,4 @@ def apply(unet: nn.Module, cfg: DeepCacheConfig, store: FrameStore) -> DeepCache
     return DeepCache(unet, cfg, store)
 
 
-SPEC = TechniqueSpec("deepcache", "--deepcache", check_config, apply, host_decisions=True)
+SPEC = TechniqueSpec("deepcache", "--deepcache", check_config, apply, host_decisions=True, needs=frozenset({"levels"}))

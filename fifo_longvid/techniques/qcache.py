@@ -233,4 +233,4 @@ def apply(unet: nn.Module, cfg: QCacheConfig) -> QCache:
 
 
 SPEC = TechniqueSpec("qcache", "--qcache", check_config, lambda net, cfg, store: apply(net, cfg),
-                     replaces=lambda cfg: set(cfg.targets))
+                     replaces=lambda cfg: set(cfg.targets), needs=frozenset({"mirror"}))

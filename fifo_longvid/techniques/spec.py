@@ -3,7 +3,8 @@
 A technique is one module with a config dataclass, a ``check_config`` and an installer; its ``SPEC`` says
 what the shared checks need to know: the CLI flag that names it in messages, whether it makes per-frame
 decisions on the host inside the U-Net (then ``--compile`` and torchrun worker ranks cannot carry it), and
-which attention processors it replaces (two techniques may not replace the same ones).
+which attention processors it replaces (two techniques may not replace the same ones), and which structures of
+the network it needs (a family declares what it provides; the registry refuses a mismatch).
 """
 
 from __future__ import annotations
@@ -36,3 +37,4 @@ class TechniqueSpec:
     install: Callable[[Any, Any, FrameStore], Technique]  # (network, config, shared store) -> installed
     host_decisions: bool = False  # per-frame host-side choices inside the U-Net
     replaces: Callable[[Any], set[str]] = field(default=lambda cfg: set())  # attention targets it takes over
+    needs: frozenset[str] = frozenset()  # network structures it needs: "mirror" (encoder/decoder), "levels"

@@ -11,9 +11,9 @@ import random
 import pytorch_lightning as pl
 import torch
 
-from ..models.text import OpenCLIPTextEncoder
-from ..models.unet import UNet3D
-from ..models.vae import AutoencoderKL
+from ..backends.videocrafter.text import OpenCLIPTextEncoder
+from ..backends.videocrafter.unet import UNet3D
+from ..backends.videocrafter.vae import AutoencoderKL
 from .data import ShapeClips, render, sample_video
 from .objectives import CaptionHead, anchored_timesteps, cosine_lr
 

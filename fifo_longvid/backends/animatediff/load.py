@@ -70,7 +70,7 @@ def load_motion_adapter(path: str | Path) -> Any:
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from ...models.load import read_checkpoint  # safe reading (no pickle execution), readable errors
+    from ..videocrafter.load import read_checkpoint  # safe reading (no pickle execution), readable errors
 
     return read_checkpoint(path)
 

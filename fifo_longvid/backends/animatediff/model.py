@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ...diffusion.schedule import DDIMSchedule
+from ..base import FrameByFrame
 from .network import MotionUNet
 
 FAMILY = "animatediff"
@@ -151,6 +152,15 @@ class AnimateDiff(nn.Module):
     # -- the model's work ------------------------------------------------------------------------------
     def ddim_schedule(self, num_steps: int, eta: float = 0.0) -> DDIMSchedule:
         return ddim_schedule_from_config(self.scheduler_config, num_steps, eta)
+
+    schedule = ddim_schedule
+    temporal_factor = 1  # one output frame per latent frame
+
+    def latent_frames(self, num_frames: int) -> int:
+        return num_frames
+
+    def frame_decoder(self) -> FrameByFrame:
+        return FrameByFrame(self.decode_latents)
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:

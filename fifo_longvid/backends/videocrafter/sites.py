@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..backends.base import AttnSite, DeepSplit, Located
-from ..backends.base import mirror_pairs as _mirror_pairs
+from ..base import AttnSite, DeepSplit, Located
+from ..base import mirror_pairs as _mirror_pairs
 from .attention import SpatialTransformer, TemporalTransformer
 from .unet import Downsample, UNet3D, Upsample
 

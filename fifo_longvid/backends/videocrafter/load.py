@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..backends.base import CheckpointError
+from ..base import CheckpointError
 from .presets import RECIPE_PRESETS, SHIPPED_PRESETS, load_model_config
 from .recipe import recipe_for_model
 from .videocrafter import ModelConfig, VideoCrafter

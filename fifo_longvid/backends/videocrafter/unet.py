@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..backends.base import expand_timesteps
+from ..base import expand_timesteps
 from .attention import SpatialTransformer, TemporalTransformer
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..backends.sdpa import MAX_ATTENTION_BATCH, sdpa  # noqa: F401 - re-exported: tests and scripts use them
+from ..sdpa import MAX_ATTENTION_BATCH, sdpa  # noqa: F401 - re-exported: tests and scripts use them
 
 
 class AttnProcessor(Protocol):

@@ -25,7 +25,7 @@ def download_checkpoint(model: str, dest: str | Path = "checkpoints",
         return final
     manual = (f"download https://huggingface.co/{repo}/resolve/main/{filename} (about 5.5 GB) by hand and "
               f"put it at {final}, then pass --checkpoint {final} (or run from this folder: it is the default)")
-    from ..backends.download import from_hub
+    from ..download import from_hub
 
     log(f"fetching {repo}/{filename} -> {final} (resumes if interrupted)")
     path = from_hub(f"{repo}/{filename}", manual,

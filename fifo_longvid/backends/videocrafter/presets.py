@@ -50,7 +50,7 @@ def tiny() -> ModelConfig:
 
 
 def toy() -> ModelConfig:
-    """The trained toy model (weights: models/shipped.py): VideoCrafter2's architecture at 64x64 px.
+    """The trained toy model (weights: shipped.py): VideoCrafter2's architecture at 64x64 px.
 
     Trained by ``scripts/train_toy.py`` on procedural shape videos (``fifo_longvid.toy.data``); its text
     tower is the ``tiny_openclip`` architecture, trained with the U-Net from the seeded recipe (its token table
@@ -94,7 +94,7 @@ PRESETS = {"videocrafter2": videocrafter2, "tiny": tiny, "toy": toy, "videocraft
 
 # Presets whose weights, when no checkpoint is given, come from the seeded recipe (preset -> seed).
 RECIPE_PRESETS = {"tiny": 0, "tiny_i2v": 2}
-# Presets whose trained weights ship inside the package (models/shipped.py).
+# Presets whose trained weights ship inside the package (shipped.py).
 SHIPPED_PRESETS = ("toy",)
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..diffusion.schedule import DDIMSchedule, make_ddim_schedule, scale_array, train_schedule
+from ...diffusion.schedule import DDIMSchedule, make_ddim_schedule, scale_array, train_schedule
+from ..base import FrameByFrame
 from .image import ImageConfig, OpenCLIPImageEmbedder, Resampler
 from .text import OpenCLIPTextEncoder, TextEncoderConfig
 from .unet import UNet3D, UNetConfig
@@ -149,6 +150,15 @@ class VideoCrafter(nn.Module):
     def ddim_schedule(self, num_steps: int, eta: float = 0.0) -> DDIMSchedule:
         scale = self.scale_arr if self.cfg.use_scale else None
         return make_ddim_schedule(self.alphas_cumprod, num_steps, eta, scale)
+
+    schedule = ddim_schedule
+    temporal_factor = 1  # one output frame per latent frame
+
+    def latent_frames(self, num_frames: int) -> int:
+        return num_frames
+
+    def frame_decoder(self) -> FrameByFrame:
+        return FrameByFrame(self.decode_latents)
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:

@@ -1,0 +1,38 @@
+"""The AnimateDiff family: an SD-1.5 U-Net with motion modules, through diffusers (``--config animatediff``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..family import Family
+from .load import PRESETS, is_animatediff, preset_config
+
+
+def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, motion_adapter: Any = None) -> Any:
+    import torch
+
+    from ..quiet import quiet_diffusers
+    from ..videocrafter.load import resolve_device, resolve_dtype
+    from .load import load_animatediff
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    with quiet_diffusers():
+        model = load_animatediff(str(config), checkpoint, motion_adapter)
+    for part in (model.unet, model.vae):  # nn.Module.to: the U-Net and the VAE in the run's dtype
+        torch.nn.Module.to(part, dt)
+    torch.nn.Module.to(model.text_encoder, torch.float32)  # runs once per prompt: precision costs nothing
+    return torch.nn.Module.to(model, dev).eval().requires_grad_(False)
+
+
+FAMILY = Family(
+    name="animatediff",
+    presets=PRESETS,
+    matches=lambda config, checkpoint: isinstance(config, (str, Path)) and is_animatediff(config),
+    load=_load,
+    preset_cfg=lambda config: preset_config(str(config)).default_cfg,
+    provides=frozenset({"mirror", "levels", "motion_adapter"}),
+    schedule="ddim",
+    summary="AnimateDiff (SD-1.5 + motion adapter, 512x512, DDIM) through diffusers; tiny_animatediff needs no weights",
+)

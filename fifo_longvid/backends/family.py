@@ -1,0 +1,44 @@
+"""What a model family tells the rest of the package, so that nothing else asks "which family is this?".
+
+Each family module (``videocrafter/family.py``, ``animatediff/family.py``, ``wan/family.py``) exposes one
+:class:`Family`; ``backends/__init__.py`` keeps them in one ordered registry and answers every question from it.
+Family modules import their heavy parts (diffusers, transformers, the models) only when asked to load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ConfigArg = Any  # a --config value: a preset name, a YAML path, or a family's own config object
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: how to recognise, load and describe it.
+
+    ``provides`` names the structures techniques may need (``techniques/spec.py`` ``needs``): ``mirror`` (encoder
+    layers that mirror decoder layers, Q-cache), ``levels`` (U-Net resolution levels, DeepCache),
+    ``motion_adapter`` (``--motion-adapter``). ``schedule`` is ``ddim`` (epsilon prediction) or ``flow`` (velocity,
+    flow matching).
+    """
+
+    name: str
+    presets: tuple[str, ...]
+    matches: Callable[[ConfigArg, str | Path | None], bool]  # is this --config (and --checkpoint) ours?
+    load: Callable[..., Any]  # (config, checkpoint, device, dtype, motion_adapter) -> a loaded Backend
+    preset_cfg: Callable[[ConfigArg], float | None]  # the guidance scale when --cfg is not given
+    has_image_encoder: Callable[[ConfigArg], bool] = lambda config: False
+    check_size: Callable[[ConfigArg, int | None, int | None], None] | None = None  # before any weights load
+    provides: frozenset[str] = frozenset()
+    schedule: str = "ddim"
+    negative_prompt: bool = True  # the unconditional branch encodes --negative-prompt
+    summary: str = ""
+
+    def capabilities(self, config: ConfigArg = None) -> dict[str, Any]:
+        """The sidecar's and ``--help``'s view of what the family can do."""
+        return {"family": self.name, "schedule": self.schedule, "provides": sorted(self.provides),
+                "image_branch": bool(config is not None and self.has_image_encoder(config)),
+                "negative_prompt": self.negative_prompt}

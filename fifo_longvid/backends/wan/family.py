@@ -1,0 +1,54 @@
+"""The Wan family: Wan2.1 T2V and SkyReels-V2 diffusion forcing, DiTs with flow matching, through diffusers.
+
+A DiT has no encoder/decoder mirror and no resolution levels, so it provides neither: the registry refuses
+``--qcache`` and ``--deepcache`` on it with one sentence, before anything is loaded or written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..family import Family
+
+PRESETS = ("wan", "tiny_wan")
+
+
+def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, motion_adapter: Any = None) -> Any:
+    import torch
+
+    from ..base import CheckpointError
+    from ..quiet import quiet_diffusers
+    from ..videocrafter.load import resolve_device, resolve_dtype
+    from .load import load_wan
+
+    if motion_adapter is not None:
+        raise CheckpointError(f"--motion-adapter is for AnimateDiff (--config animatediff); --config {config} is a "
+                              "Wan model")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    with quiet_diffusers():
+        model = load_wan(str(config), checkpoint)
+    for part in (model.unet, model.vae):  # the DiT and the VAE in the run's dtype
+        torch.nn.Module.to(part, dt)
+    torch.nn.Module.to(model.text_encoder, torch.float32)  # runs once per prompt: precision costs nothing
+    return torch.nn.Module.to(model, dev).eval().requires_grad_(False)
+
+
+def _preset_cfg(config: Any) -> float | None:
+    from .load import preset_config
+
+    return preset_config(str(config)).default_cfg
+
+
+FAMILY = Family(
+    name="wan",
+    presets=PRESETS,
+    matches=lambda config, checkpoint: isinstance(config, (str, Path)) and str(config) in PRESETS,
+    load=_load,
+    preset_cfg=_preset_cfg,
+    provides=frozenset(),
+    schedule="flow",
+    summary="Wan2.1-T2V-1.3B or SkyReels-V2-DF-1.3B (DiT, flow matching, 480x832) through diffusers; tiny_wan needs "
+            "no weights",
+)
