@@ -171,17 +171,35 @@ def test_wan_per_token_equals_skyreels_per_frame(inputs):
     assert rel(b, a) < 1e-5
 
 
-def test_skyreels_fps_embedding():
+def test_frame_modulation_equals_diffusers_forward(model, inputs):
+    """The per-frame modulation forward equals diffusers' per-token (Wan) and diffusion-forcing (SkyReels) paths."""
+    x, ctx, table = inputs
+    sky = WanNetwork(raw_transformer("skyreels-df"))
+    with torch.no_grad():
+        for net in (model.unet, sky):
+            assert rel(net(x, table, ctx), net.forward_diffusers(x, table, ctx)) < 1e-6
+            assert rel(net(x, 321.0, ctx), net.forward_diffusers(x, 321.0, ctx)) < 1e-6
+
+
+def test_skyreels_fps_embedding_and_batches():
     from diffusers import SkyReelsV2Transformer3DModel
 
     torch.manual_seed(0)
     net = WanNetwork(SkyReelsV2Transformer3DModel(**TINY_TRANSFORMER, inject_sample_info=True,
                                                   num_frame_per_block=2))
     assert net.transformer.config.num_frame_per_block == 1  # bidirectional windows
-    x, ctx, t = torch.randn(1, C, 2, H, W), torch.randn(1, 16, 32), torch.tensor([[500.0, 200.0]])
+    g = torch.Generator().manual_seed(4)
+    x, ctx, t = torch.randn(2, C, 2, H, W, generator=g), torch.randn(2, 16, 32, generator=g), \
+        torch.tensor([[500.0, 200.0], [10.0, 900.0]])
     with torch.no_grad():
-        assert torch.equal(net(x, t, ctx), net(x, t, ctx, fps=24))  # the pipeline's default
-        assert rel(net(x, t, ctx, fps=16), net(x, t, ctx, fps=24)) > 1e-4
+        one = [net.forward_diffusers(x[i : i + 1], t[i : i + 1], ctx[i : i + 1], fps=16 if i else 24)
+               for i in range(2)]  # diffusers' own forward: one sample at a time
+        with pytest.raises(RuntimeError):  # diffusers repeats the fps table by frames: batches > 1 fail
+            net.forward_diffusers(x, t, ctx)
+        both = net(x, t, ctx, fps=torch.tensor([24, 16]))
+        assert rel(both, torch.cat(one)) < 1e-6
+        assert torch.equal(net(x[:1], t[:1], ctx[:1]), net(x[:1], t[:1], ctx[:1], fps=24))  # 24 fps by default
+        assert rel(net(x[:1], t[:1], ctx[:1], fps=16), net(x[:1], t[:1], ctx[:1])) > 1e-4
 
 
 # -- text and VAE ----------------------------------------------------------------------------------------

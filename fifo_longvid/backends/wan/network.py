@@ -1,5 +1,10 @@
 """diffusers' Wan2.1 / SkyReels-V2 transformer under FIFO's network call: one timestep per (sample, frame).
 
+:meth:`WanNetwork.forward` runs the transformer's own modules with the timestep modulation kept per frame
+(``blocks.frame_forward``), for both classes: the same numbers as diffusers' per-token paths without their
+(B, seq, 6, D) copies, and SkyReels with a batch > 1. :meth:`WanNetwork.forward_diffusers` is diffusers' own
+forward, the reference the tests hold it to:
+
 * ``WanTransformer3DModel`` accepts a (B, seq_len) timestep table, one per token (Wan2.2 TI2V uses it). Tokens
   are the patch embedding flattened over (F', H', W'), so each frame's h'*w' tokens are contiguous: the (B, F)
   table becomes per-token by repeating each frame's timestep h'*w' times (frame-major). With equal timesteps
@@ -22,6 +27,7 @@ from torch import nn
 
 from ..base import AttnSite, DeepSplit, Located, expand_timesteps
 from .attention import WanAttentionHandle
+from .blocks import frame_forward
 
 DEFAULT_FPS = 24  # SkyReelsV2DiffusionForcingPipeline's default; any fps but 16 embeds as index 1
 
@@ -73,28 +79,42 @@ class WanNetwork(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.transformer.patch_embedding.weight.dtype
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                fps: int | torch.Tensor | None = None, per_frame: bool = False) -> torch.Tensor:
-        """Velocity for ``x`` (B, C, F, h, w). ``timesteps``: (B,), (B, F), or (F,) with ``per_frame``; float
-        (flow matching feeds sigma * 1000). ``context``: (B, L, D) text tokens. ``fps``: SkyReels only."""
+    def _inputs(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                per_frame: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, _, f, h, w = x.shape
         if context.shape[0] != b:
             raise ValueError(f"context batch {context.shape[0]} != latent batch {b}")
         if h % self.patch[1] or w % self.patch[2]:
             raise ValueError(f"latent size {h}x{w} is not a multiple of the patch {self.patch[1:]}")
-        dtype = self.dtype
-        t = expand_timesteps(timesteps, b, f, per_frame).to(x.device, torch.float32)
+        t = expand_timesteps(timesteps, b, f, per_frame).to(x.device, torch.float32).contiguous()
         for _, handle in self._sites:
             handle.frames = f
-        hidden, ctx = x.to(dtype), context.to(dtype)
+        return x.to(self.dtype), t, context.to(self.dtype)
+
+    def _fps(self, fps: int | torch.Tensor | None, b: int) -> list[int] | None:
+        return fps_index(fps, b) if getattr(self.transformer.config, "inject_sample_info", False) else None
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                fps: int | torch.Tensor | None = None, per_frame: bool = False) -> torch.Tensor:
+        """Velocity for ``x`` (B, C, F, h, w). ``timesteps``: (B,), (B, F), or (F,) with ``per_frame``; float
+        (flow matching feeds sigma * 1000). ``context``: (B, L, D) text tokens. ``fps``: SkyReels only."""
+        hidden, t, ctx = self._inputs(x, timesteps, context, per_frame)
+        out = frame_forward(self.transformer, hidden, t, ctx, self._fps(fps, x.shape[0]),
+                            skyreels=self.variant == "skyreels-df")
+        return out.to(x.dtype)
+
+    def forward_diffusers(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                          fps: int | torch.Tensor | None = None, per_frame: bool = False) -> torch.Tensor:
+        """The same through diffusers' own forward (per-token table / diffusion forcing): the reference."""
+        b, _, f, h, w = x.shape
+        hidden, t, ctx = self._inputs(x, timesteps, context, per_frame)
         tr = self.transformer
         if self.variant == "wan":
             table = token_table(t, (h // self.patch[1]) * (w // self.patch[2]))
             out = tr(hidden_states=hidden, timestep=table, encoder_hidden_states=ctx, return_dict=False)[0]
         else:
-            fps_ids = fps_index(fps, b) if tr.config.inject_sample_info else None
-            out = tr(hidden_states=hidden, timestep=t.contiguous(), encoder_hidden_states=ctx,
-                     enable_diffusion_forcing=True, fps=fps_ids, return_dict=False)[0]
+            out = tr(hidden_states=hidden, timestep=t, encoder_hidden_states=ctx, enable_diffusion_forcing=True,
+                     fps=self._fps(fps, b), return_dict=False)[0]
         return out.to(x.dtype)
 
     # -- what the techniques select on -----------------------------------------------------------------
