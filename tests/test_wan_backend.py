@@ -323,3 +323,20 @@ def test_cross_attention_rows_are_independent_and_self_attention_refuses_subsets
 def test_deep_split_is_refused(model):
     with pytest.raises(ValueError, match="--deepcache needs a U-Net with resolution levels; Wan is a DiT"):
         model.unet.deep_split()
+
+
+def test_cast_keeps_diffusers_float32_modules(inputs):
+    m = load_wan("tiny_wan")
+    rope_dtype = m.unet.transformer.rope.freqs_cos.dtype
+    m.cast(torch.bfloat16, vae_dtype=torch.float32)
+    tr = m.unet.transformer
+    assert m.dtype == torch.bfloat16 and tr.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
+    assert tr.scale_shift_table.dtype == tr.blocks[0].scale_shift_table.dtype == torch.float32
+    assert next(tr.condition_embedder.time_embedder.parameters()).dtype == torch.float32
+    assert tr.rope.freqs_cos.dtype == rope_dtype  # rotary tables untouched
+    assert m.vae.dtype == torch.float32 and m.text_encoder.dtype == torch.float32
+    x, ctx, table = inputs
+    with torch.no_grad():
+        y = m.unet(x, table, ctx)
+        assert y.dtype == torch.float32 and rel(y, m.unet.forward_diffusers(x, table, ctx)) < 1e-6
+    assert m.encode_text(["a cat"]).dtype == torch.bfloat16

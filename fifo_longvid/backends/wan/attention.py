@@ -7,7 +7,8 @@ decide per (sample, frame) row: they look up the step context with ``frame_facts
 (S = h'*w' tokens per frame; a free view, since Wan orders tokens frame-major), and folds the result back:
 
 * cross-attention (attn2) is row-wise in its queries: each frame row attends to its sample's text, repeated per
-  frame. Exact for any subset of rows, so TGATE can reuse it per frame.
+  frame. Exact for any subset of rows, so TGATE can reuse it per frame; called with all rows and the bridge's own
+  context it attends per sample to the unrepeated text (no F-fold key/value projections).
 * self-attention (attn1) attends over every token of every frame: ``attend_and_project`` folds the rows back into
   samples, applies the rotary embedding, attends, and unfolds. Exact for the full row set (no technique, or a
   wrapper that passes all rows); a processor that computes a *subset* of frame rows (attention reuse computing
@@ -65,10 +66,11 @@ class _Bridge:
         if encoder_hidden_states is not None:
             ctx = encoder_hidden_states.repeat_interleave(f, dim=0)
         h._call = (b, f, rotary_emb)
+        h._context = (ctx, encoder_hidden_states)
         try:
             out = h.processor(h, rows, ctx)
         finally:
-            h._call = None
+            h._call, h._context = None, None
         return out.reshape(b, n, out.shape[-1])
 
 
@@ -100,6 +102,7 @@ class WanAttentionHandle:
         self.processor: Any = PlainProcessor()
         self.frames = 0  # set by the network before each forward
         self._call: tuple[int, int, Any] | None = None  # (B, F, rotary_emb) during a call
+        self._context: tuple[Any, Any] | None = None  # (context in frame rows, the sample's context) during a call
         mod.set_processor(_Bridge(self))
 
     def set_processor(self, processor: Any) -> None:
@@ -117,13 +120,28 @@ class WanAttentionHandle:
         out = out.transpose(1, 2).flatten(2, 3).type_as(q)
         return self.mod.to_out[1](self.mod.to_out[0](out))
 
+    def _cross(self, q: torch.Tensor, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """Cross-attention. All rows with the bridge's own context: the frames of a sample attend together to
+        its context, once (as diffusers does); otherwise row by row (any subset of rows gives the same rows)."""
+        mod = self.mod
+        call, ctx = self._call, self._context
+        if call is not None and ctx is not None and context is ctx[0] and x.shape[0] == call[0] * call[1]:
+            b, f, _ = call
+            s = x.shape[1]
+            qs = q.reshape(b, f, self.heads, s, self.dim_head).transpose(1, 2).reshape(b, self.heads, f * s, -1)
+            k = self.split_heads(mod.norm_k(mod.to_k(ctx[1])))
+            v = self.split_heads(mod.to_v(ctx[1]))
+            out = self._merge(sdpa(qs, k, v), qs)
+            return out.reshape(b * f, s, out.shape[-1])
+        ctx_rows = x if context is None else context
+        k = self.split_heads(mod.norm_k(mod.to_k(ctx_rows)))
+        v = self.split_heads(mod.to_v(ctx_rows))
+        return self._merge(sdpa(q, k, v), q)
+
     def attend_and_project(self, q: torch.Tensor, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         mod = self.mod
         if not self.self_attention:
-            ctx = x if context is None else context
-            k = self.split_heads(mod.norm_k(mod.to_k(ctx)))
-            v = self.split_heads(mod.to_v(ctx))
-            return self._merge(sdpa(q, k, v), q)
+            return self._cross(q, x, context)
         if self._call is None:
             raise RuntimeError(f"{self.path}: self-attention handles are driven by the network's forward only")
         b, f, rotary = self._call

@@ -39,8 +39,8 @@ class WanConfig:
 
 def cast_transformer(transformer: nn.Module, dtype: torch.dtype) -> nn.Module:
     """Parameters to ``dtype`` except those diffusers keeps in float32 (``_keep_in_fp32_modules``: time embedder,
-    modulation tables, norms); buffers (the float64 rotary tables) untouched. ``nn.Module.to(dtype)`` would cast
-    them all."""
+    modulation tables, norms); buffers (the rotary tables) untouched. ``nn.Module.to(dtype)`` would cast them
+    all."""
     keep = set(getattr(transformer, "_keep_in_fp32_modules", None) or [])
     for name, p in transformer.named_parameters():
         want = torch.float32 if keep.intersection(name.split(".")) else dtype
@@ -192,8 +192,8 @@ class Wan(nn.Module):
         """The transformer in ``dtype`` (its float32 modules kept), the VAE in ``vae_dtype`` (default: ``dtype``),
         the text encoder in float32 (it runs once per prompt)."""
         cast_transformer(self.unet.transformer, dtype)
-        self.vae.to(vae_dtype or dtype)
-        self.text_encoder.to(torch.float32)
+        nn.Module.to(self.vae, vae_dtype or dtype)  # (ModelMixin.to warns about fp32 modules the VAE has none of)
+        nn.Module.to(self.text_encoder, torch.float32)
         return self
 
     def describe(self) -> dict[str, Any]:
