@@ -340,3 +340,60 @@ def test_cast_keeps_diffusers_float32_modules(inputs):
         y = m.unet(x, table, ctx)
         assert y.dtype == torch.float32 and rel(y, m.unet.forward_diffusers(x, table, ctx)) < 1e-6
     assert m.encode_text(["a cat"]).dtype == torch.bfloat16
+
+
+class Counting:
+    """Innermost processor that counts the frame rows it computes."""
+
+    def __init__(self, inner, rows):
+        self.inner, self.rows = inner, rows
+
+    def __call__(self, attn, x, context):
+        self.rows.append(x.shape[0])
+        return self.inner(attn, x, context)
+
+
+def test_tgate_caches_wan_cross_attention_per_frame(inputs):
+    """TGATE, unchanged, drives Wan's attn2 sites in frame rows: records at the gate, reuses past it, per frame."""
+    from types import SimpleNamespace
+
+    from fifo_longvid.diffusion.context import StepContext, publish
+    from fifo_longvid.techniques.hooks import ProcessorSwap, forget
+    from fifo_longvid.techniques.store import FrameStore
+    from fifo_longvid.techniques.tgate import TGate, TGateConfig
+
+    x, ctx, _ = inputs
+    m = load_wan("tiny_wan")
+    rows: list[int] = []
+    counter = ProcessorSwap()
+    counter.wrap(m.unet, "spatial_attn2", lambda site, inner: Counting(inner, rows))
+    store = FrameStore()
+    tgate = TGate(m.unet, TGateConfig(enabled=True, gate=0.5), store)
+    assert [s.path for s in tgate.sites] == ["blocks.0.attn2", "blocks.1.attn2"]
+    tgate.bind(SimpleNamespace(num_steps=4))  # gate at schedule index 2
+    tgate.set_phase("fifo")
+    ids = torch.arange(B * F).reshape(B, F)
+
+    def step(iteration: int, idx: list[list[int]]) -> torch.Tensor:
+        c = StepContext("fifo", iteration, torch.tensor(idx), frame_ids=ids, commit=torch.ones(B, F, dtype=torch.bool),
+                        window=torch.arange(B), branch=torch.zeros(B, dtype=torch.long))
+        rows.clear()
+        with publish(c), torch.no_grad():
+            out = m.unet(x, torch.tensor(idx, dtype=torch.float32) * 250.0, ctx)
+        store.end_iteration()
+        forget()
+        return out
+
+    at_gate = step(0, [[2] * F] * B)  # every frame computes and records
+    assert rows == [B * F] * 2 and len(store.ids("tgate/blocks.0.attn2/cond")) == B * F
+    past = step(1, [[1] * F] * B)  # every frame past the gate: cross-attention read from the records
+    assert rows == []
+    mixed = step(2, [[1] * F, [3] * F])  # sample 1 not yet at the gate: only its 4 frame rows compute
+    assert rows == [F, F]
+    tgate.remove()
+    counter.restore()
+    with torch.no_grad():
+        plain = m.unet(x, torch.tensor([[1.0] * F] * B) * 250.0, ctx)
+    assert torch.isfinite(past).all() and torch.isfinite(mixed).all() and at_gate.shape == x.shape
+    assert rel(past, plain) > 1e-4  # the records (from t=500) replaced this step's cross-attention
+    assert torch.equal(mixed[:1], past[:1])  # sample 0 reuses the same records in both steps
