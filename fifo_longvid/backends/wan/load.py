@@ -1,0 +1,161 @@
+"""Reading Wan weights: diffusers ``WanPipeline`` and ``SkyReelsV2DiffusionForcingPipeline`` folders, and the tiny
+preset.
+
+The two layouts are told apart by ``model_index.json``'s ``_class_name`` (never by the path); any other pipeline
+(image-to-video, Wan2.2 two-expert folders...) is refused with what was found and what is expected. Every
+component is read by its diffusers / transformers class's ``from_pretrained`` from safetensors
+(``use_safetensors=True``: no pickle is executed). ``accelerate`` is needed because the transformer keeps some
+modules in float32 when loading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..base import CheckpointError
+from .model import Wan, WanConfig
+from .tiny import write_tiny_folder
+
+__all__ = ["DEFAULT_DIR", "HUB_REPOS", "PRESETS", "download_wan", "is_wan", "load_wan", "pipeline_kind",
+           "preset_config", "write_tiny_folder"]
+
+PRESETS = ("wan", "tiny_wan")
+DEFAULT_DIR = Path("checkpoints") / "wan"
+HUB_REPOS = {"wan": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "skyreels-df": "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers"}
+PIPELINES = {"WanPipeline": "wan", "SkyReelsV2DiffusionForcingPipeline": "skyreels-df"}
+TRANSFORMERS = {"wan": "WanTransformer3DModel", "skyreels-df": "SkyReelsV2Transformer3DModel"}
+HUB_FILES = ["model_index.json", "scheduler/*", "tokenizer/*", "text_encoder/*.json", "text_encoder/*.safetensors",
+             "transformer/*.json", "transformer/*.safetensors", "vae/*.json", "vae/*.safetensors"]
+
+
+def is_wan(config: Any) -> bool:
+    return isinstance(config, (str, Path)) and str(config) in PRESETS
+
+
+def preset_config(name: str) -> WanConfig:
+    if name == "tiny_wan":
+        return WanConfig(name=name, latent_size=(4, 4), default_window=4, default_partitions=2, default_num_frames=21)
+    if name != "wan":
+        raise ValueError(f"unknown Wan preset {name!r}; one of {', '.join(PRESETS)}")
+    return WanConfig(name=name)
+
+
+def pipeline_kind(folder: str | Path) -> str:
+    """``"wan"`` or ``"skyreels-df"`` from the folder's ``model_index.json``; a CheckpointError otherwise."""
+    folder = Path(folder)
+    expected = " or ".join(PIPELINES)
+    advice = (f"pass --checkpoint with a diffusers {expected} folder; `fifo-gen download --model wan` fetches "
+              f"{HUB_REPOS['wan']} and `--model skyreels-df` {HUB_REPOS['skyreels-df']} (into {DEFAULT_DIR}/). "
+              "(`--config tiny_wan` needs no weights.)")
+    if not folder.exists():
+        raise CheckpointError(f"Wan checkpoint not found: {folder}\n  {advice}")
+    index = folder / "model_index.json"
+    if not folder.is_dir() or not index.is_file():
+        raise CheckpointError(f"{folder}: no model_index.json, so this is not a diffusers pipeline folder\n  {advice}")
+    try:
+        name = json.loads(index.read_text()).get("_class_name")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise CheckpointError(f"{index} is not valid JSON ({e}); re-download the folder") from None
+    if name not in PIPELINES:
+        raise CheckpointError(f"{folder} is a {name} folder; the Wan backend takes text-to-video {expected} folders "
+                              f"(no image-to-video or two-expert pipelines)\n  {advice}")
+    return PIPELINES[name]
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """diffusers' and transformers' load-time notices are not the user's business."""
+    from diffusers.utils import logging as d_log
+    from transformers.utils import logging as t_log
+
+    levels = d_log.get_verbosity(), t_log.get_verbosity()
+    bars = d_log.is_progress_bar_enabled(), t_log.is_progress_bar_enabled()
+    d_log.set_verbosity_error()
+    t_log.set_verbosity_error()
+    d_log.disable_progress_bar()
+    t_log.disable_progress_bar()
+    try:
+        yield
+    finally:
+        d_log.set_verbosity(levels[0])
+        t_log.set_verbosity(levels[1])
+        if bars[0]:
+            d_log.enable_progress_bar()
+        if bars[1]:
+            t_log.enable_progress_bar()
+
+
+def load_components(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(components for :class:`Wan`, a record of the source for the sidecar), in float32 on the CPU."""
+    import diffusers
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    folder = Path(folder)
+    kind = pipeline_kind(folder)
+    for sub in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"):
+        if not (folder / sub).is_dir():
+            raise CheckpointError(f"{folder} has no {sub}/ folder: it is not a complete diffusers pipeline folder")
+    tr_cls = getattr(diffusers, TRANSFORMERS[kind])
+    try:
+        with quiet_loading():
+            parts = {"transformer": tr_cls.from_pretrained(str(folder / "transformer"), use_safetensors=True),
+                     "vae": diffusers.AutoencoderKLWan.from_pretrained(str(folder / "vae"), use_safetensors=True),
+                     "text_encoder": UMT5EncoderModel.from_pretrained(str(folder / "text_encoder"),
+                                                                      use_safetensors=True),
+                     "tokenizer": AutoTokenizer.from_pretrained(str(folder / "tokenizer")),
+                     "scheduler_config": json.loads((folder / "scheduler" / "scheduler_config.json").read_text())}
+    except (OSError, ValueError, FileNotFoundError) as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"{folder}: could not load the {kind} pipeline's components ({type(e).__name__}: "
+                              f"{first})") from None
+    source = {"checkpoint": str(folder), "layout": f"{kind} diffusers folder",
+              "pipeline": next(k for k, v in PIPELINES.items() if v == kind)}
+    return parts, source
+
+
+def load_wan(name: str = "wan", checkpoint: str | Path | None = None) -> Wan:
+    """The backend on the CPU in float32 (the caller moves it and sets dtypes, e.g. with ``Wan.cast``)."""
+    cfg = preset_config(name)
+    if checkpoint is None and name == "tiny_wan":
+        from .tiny import tiny_components
+
+        c = tiny_components("wan")
+        parts = {k: c[k] for k in ("transformer", "vae", "text_encoder", "tokenizer")}
+        parts["scheduler_config"] = dict(c["scheduler"].config)
+        source: dict[str, Any] = {"checkpoint": None, "layout": "tiny_wan recipe (seeded random weights)",
+                                  "pipeline": "WanPipeline"}
+    elif checkpoint is None:
+        if not (DEFAULT_DIR / "model_index.json").is_file():
+            raise CheckpointError(f"--config {name} needs weights: pass --checkpoint DIR (a diffusers WanPipeline or "
+                                  "SkyReelsV2DiffusionForcingPipeline folder), or run `fifo-gen download --model wan` "
+                                  f"or `fifo-gen download --model skyreels-df` (into {DEFAULT_DIR}/). "
+                                  "(`--config tiny_wan` needs none.)")
+        parts, source = load_components(DEFAULT_DIR)
+    else:
+        parts, source = load_components(checkpoint)
+    parts["scheduler_config"] = {k: v for k, v in parts["scheduler_config"].items() if k != "_diffusers_version"}
+    try:
+        return Wan(cfg, parts["transformer"], parts["vae"], parts["text_encoder"], parts["tokenizer"],
+                   parts["scheduler_config"], source).eval().requires_grad_(False)
+    except ValueError as e:
+        raise CheckpointError(f"{checkpoint}: {e}") from None
+
+
+def download_wan(kind: str, dest: str | Path = DEFAULT_DIR, log: Callable[[str], None] = print) -> Path:
+    """Fetch ``kind`` (``"wan"`` or ``"skyreels-df"``) from the Hub into ``dest``; offline, a RuntimeError says what
+    to download by hand."""
+    from ..download import from_hub
+
+    if kind not in HUB_REPOS:
+        raise ValueError(f"unknown Wan model {kind!r}; downloadable: {', '.join(HUB_REPOS)}")
+    repo, folder = HUB_REPOS[kind], Path(dest)
+    manual = (f"download the diffusers folder https://huggingface.co/{repo} (files {', '.join(HUB_FILES)}) by hand "
+              f"into {folder}/")
+    log(f"fetching {repo} -> {folder} (resumes if interrupted)")
+    from_hub(repo, manual, lambda hub: hub.snapshot_download(repo_id=repo, allow_patterns=HUB_FILES,
+                                                             local_dir=str(folder)))
+    return folder

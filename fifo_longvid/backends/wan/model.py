@@ -1,0 +1,207 @@
+"""The Wan2.1 / SkyReels-V2-DF backend: UMT5 text -> context, the DiT, the causal VAE, the flow schedule.
+
+Sizes come from the loaded configs, never from constants: channels and patch from the transformer, the spatial and
+temporal compression from the VAE, the context width from the text encoder, the flow shift from the folder's
+scheduler config. Text is encoded by diffusers' own ``WanPipeline.encode_prompt`` (prompt cleaning, padding to
+the context length, embeddings past each prompt's length zeroed), so parity with diffusers is by construction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .network import WanNetwork, describe_network
+from .vae import StreamDecoder, normalise, unnormalise
+
+FAMILY = "wan"
+MAX_SEQUENCE_LENGTH = 512  # WanPipeline's max_sequence_length: the context length Wan2.1 was trained with
+
+
+@dataclass
+class WanConfig:
+    """Run defaults of a Wan model (the fields FIFO and the pipeline read from any backend)."""
+
+    name: str = "wan"
+    channels: int = 16
+    latent_size: tuple[int, int] = (60, 104)  # 480x832 px
+    default_window: int | None = 20  # longest even window within the 21 latent frames Wan2.1 trained on
+    default_partitions: int = 4
+    default_cfg: float = 5.0  # WanPipeline's example guidance
+    default_num_frames: int = 81  # output frames: 21 latent frames
+    use_scale: bool = False
+    default_negative_prompt: str = ""
+
+
+def cast_transformer(transformer: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Parameters to ``dtype`` except those diffusers keeps in float32 (``_keep_in_fp32_modules``: time embedder,
+    modulation tables, norms); buffers (the rotary tables) untouched. ``nn.Module.to(dtype)`` would cast them
+    all."""
+    keep = set(getattr(transformer, "_keep_in_fp32_modules", None) or [])
+    for name, p in transformer.named_parameters():
+        want = torch.float32 if keep.intersection(name.split(".")) else dtype
+        if p.dtype != want:
+            p.data = p.data.to(want)
+    return transformer
+
+
+class Wan(nn.Module):
+    """A loaded Wan2.1 T2V or SkyReels-V2 DF model as a FIFO backend (``backends.base.Backend``)."""
+
+    family = FAMILY
+
+    def __init__(self, cfg: WanConfig, transformer: nn.Module, vae: nn.Module, text_encoder: nn.Module,
+                 tokenizer: Any, scheduler_config: dict[str, Any], source: dict[str, Any] | None = None):
+        super().__init__()
+        self.unet = WanNetwork(transformer)
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.scheduler_config = dict(scheduler_config)
+        self.source = source or {}
+        cfg.channels = int(transformer.config.in_channels)
+        self.cfg = cfg
+        self._check_compatible()
+
+    def _check_compatible(self) -> None:
+        tr = self.unet.transformer.config
+        hidden = int(self.text_encoder.config.d_model)
+        if int(tr.text_dim) != hidden:
+            raise ValueError(f"the text encoder gives {hidden}-dim tokens but the transformer embeds {tr.text_dim}: "
+                             "the folder mixes components of different models")
+        if int(self.vae.config.z_dim) != self.cfg.channels:
+            raise ValueError(f"the VAE has {self.vae.config.z_dim} latent channels, the transformer "
+                             f"{self.cfg.channels}")
+        pred = self.scheduler_config.get("prediction_type", "flow_prediction")
+        flow = pred == "flow_prediction" or "shift" in self.scheduler_config
+        if not flow:
+            raise ValueError(f"scheduler prediction_type {pred!r}: Wan is a flow-matching (velocity) model")
+
+    # -- sizes ----------------------------------------------------------------------------------------
+    @property
+    def variant(self) -> str:
+        return self.unet.variant
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.transformer.patch_embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def temporal_length(self) -> int:
+        """Latent frames of the training clip length (21 for Wan2.1's 81 frames)."""
+        return self.latent_frames(self.cfg.default_num_frames)
+
+    @property
+    def max_window(self) -> int | None:
+        return None  # rotary positions, no learned table: any window runs (quality is best within training)
+
+    @property
+    def latent_factor(self) -> int:
+        c = self.vae.config
+        return int(getattr(c, "scale_factor_spatial", None) or 2 ** len(c.temperal_downsample))
+
+    @property
+    def temporal_factor(self) -> int:
+        c = self.vae.config
+        return int(getattr(c, "scale_factor_temporal", None) or 2 ** sum(c.temperal_downsample))
+
+    @property
+    def size_multiple(self) -> int:
+        return self.latent_factor * self.unet.patch[1]
+
+    @property
+    def context_shape(self) -> tuple[int, int]:
+        length = min(MAX_SEQUENCE_LENGTH, int(self.tokenizer.model_max_length))
+        return length, int(self.text_encoder.config.d_model)
+
+    @property
+    def model_channels(self) -> int:
+        c = self.unet.transformer.config
+        return int(c.num_attention_heads) * int(c.attention_head_dim)
+
+    @property
+    def has_image_encoder(self) -> bool:
+        return False
+
+    @property
+    def flow_shift(self) -> float:
+        c = self.scheduler_config
+        return float(c.get("flow_shift", c.get("shift", 1.0)))
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames for ``num_frames`` output frames: the first latent gives 1 frame, each later one 4."""
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        return 1 + math.ceil((num_frames - 1) / self.temporal_factor)
+
+    def output_frames(self, latents: int) -> int:
+        return 1 + self.temporal_factor * (latents - 1)
+
+    # -- the model's work ------------------------------------------------------------------------------
+    def schedule(self, num_steps: int, eta: float = 0.0) -> Any:
+        """The flow-matching schedule of the folder's scheduler config (``diffusion.flow``)."""
+        if eta != 0:
+            raise ValueError(f"--eta {eta}: Wan samples by flow matching, which is deterministic; use --eta 0")
+        from ...diffusion.flow import flow_schedule_from_config
+
+        return flow_schedule_from_config(self.scheduler_config, num_steps)
+
+    def ddim_schedule(self, num_steps: int, eta: float = 0.0) -> Any:
+        raise ValueError("Wan is a flow-matching model: it has no DDIM schedule (use schedule())")
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """(N, L, D) UMT5 tokens exactly as ``WanPipeline.encode_prompt`` gives them, in the model's dtype."""
+        from diffusers import WanPipeline
+
+        pipe = WanPipeline(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=None, scheduler=None)
+        embeds, _ = pipe.encode_prompt(list(prompts), do_classifier_free_guidance=False,
+                                       max_sequence_length=self.context_shape[0], device=self.text_encoder.device,
+                                       dtype=self.text_encoder.dtype)
+        return embeds.to(self.dtype)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        raise ValueError("the Wan backend has no image encoder: --image and --latent-seed need a VideoCrafter1 I2V "
+                         "model (--config videocrafter1_i2v)")
+
+    @torch.no_grad()
+    def decode_latents(self, z: torch.Tensor, chunk: int = 1) -> torch.Tensor:
+        """(B, C, F, h, w) model latents -> (B, 3, 1 + 4(F-1), H, W) frames in [-1, 1], in one causal decode
+        (``chunk`` is accepted for the interface: the causal VAE decodes the whole clip in order)."""
+        return self.vae.decode(unnormalise(self.vae, z), return_dict=False)[0].float()
+
+    def frame_decoder(self) -> StreamDecoder:
+        """A streamed decoder for FIFO's dequeued latents (constant memory, see ``vae.py``)."""
+        return StreamDecoder(self.vae)
+
+    @torch.no_grad()
+    def encode_frames(self, x: torch.Tensor, chunk: int = 1) -> torch.Tensor:
+        """(B, 3, F, H, W) frames in [-1, 1] -> normalised latents (posterior mean)."""
+        z = self.vae.encode(x.to(self.vae.dtype)).latent_dist.mean
+        return normalise(self.vae, z)
+
+    def cast(self, dtype: torch.dtype, vae_dtype: torch.dtype | None = None) -> Wan:
+        """The transformer in ``dtype`` (its float32 modules kept), the VAE in ``vae_dtype`` (default: ``dtype``),
+        the text encoder in float32 (it runs once per prompt)."""
+        cast_transformer(self.unet.transformer, dtype)
+        nn.Module.to(self.vae, vae_dtype or dtype)  # (ModelMixin.to warns about fp32 modules the VAE has none of)
+        nn.Module.to(self.text_encoder, torch.float32)
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        """The sidecar's record of the model: what was loaded and the sizes derived from its configs."""
+        keep = ("_class_name", "flow_shift", "shift", "num_train_timesteps", "prediction_type", "use_flow_sigmas")
+        return {"family": FAMILY, "variant": self.variant, **self.source, "transformer": describe_network(self.unet),
+                "vae": type(self.vae).__name__, "text_encoder": type(self.text_encoder).__name__,
+                "latent_factor": self.latent_factor, "temporal_factor": self.temporal_factor,
+                "size_multiple": self.size_multiple, "temporal_length": self.temporal_length,
+                "context": list(self.context_shape),
+                "scheduler": {k: self.scheduler_config[k] for k in keep if k in self.scheduler_config}}
