@@ -142,4 +142,4 @@ def apply(unet: torch.nn.Module, cfg: AttnReuseConfig, store: FrameStore) -> Att
 
 
 SPEC = TechniqueSpec("attn_reuse", "--attn-reuse", check_config, apply, host_decisions=True,
-                     replaces=lambda cfg: {"spatial_attn1"})
+                     replaces=lambda cfg: {"spatial_attn1"}, needs=frozenset({"frame_attention"}))

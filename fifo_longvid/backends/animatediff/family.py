@@ -32,7 +32,7 @@ FAMILY = Family(
     matches=lambda config, checkpoint: isinstance(config, (str, Path)) and is_animatediff(config),
     load=_load,
     preset_cfg=lambda config: preset_config(str(config)).default_cfg,
-    provides=frozenset({"mirror", "levels", "motion_adapter"}),
+    provides=frozenset({"mirror", "levels", "frame_attention", "motion_adapter"}),
     schedule="ddim",
     summary="AnimateDiff (SD-1.5 + motion adapter, 512x512, DDIM) through diffusers; tiny_animatediff needs no weights",
 )

@@ -57,7 +57,7 @@ FAMILY = Family(
     preset_cfg=_preset_cfg,
     has_image_encoder=_has_image_encoder,
     check_size=_check_size,
-    provides=frozenset({"mirror", "levels"}),
+    provides=frozenset({"mirror", "levels", "frame_attention"}),
     schedule="ddim",
     summary="VideoCrafter2 / VideoCrafter1 3D U-Net (320x512, DDIM); tiny, tiny_i2v, toy need no weights",
 )

@@ -29,9 +29,7 @@ def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, m
     dt = resolve_dtype(dtype, dev)
     with quiet_diffusers():
         model = load_wan(str(config), checkpoint)
-    for part in (model.unet, model.vae):  # the DiT and the VAE in the run's dtype
-        torch.nn.Module.to(part, dt)
-    torch.nn.Module.to(model.text_encoder, torch.float32)  # runs once per prompt: precision costs nothing
+    model.cast(dt)  # diffusers' float32 modules stay float32; the text encoder runs in float32 (once per prompt)
     return torch.nn.Module.to(model, dev).eval().requires_grad_(False)
 
 
@@ -47,7 +45,7 @@ FAMILY = Family(
     matches=lambda config, checkpoint: isinstance(config, (str, Path)) and str(config) in PRESETS,
     load=_load,
     preset_cfg=_preset_cfg,
-    provides=frozenset(),
+    provides=frozenset(),  # no mirror, no levels; self-attention spans every frame of a window (no frame rows)
     schedule="flow",
     summary="Wan2.1-T2V-1.3B or SkyReels-V2-DF-1.3B (DiT, flow matching, 480x832) through diffusers; tiny_wan needs "
             "no weights",

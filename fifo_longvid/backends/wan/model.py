@@ -118,6 +118,11 @@ class Wan(nn.Module):
         return self.latent_factor * self.unet.patch[1]
 
     @property
+    def unet_factor(self) -> int:
+        """The DiT's spatial patch: frame sides divide by VAE factor x this (``fifo.sizing``)."""
+        return int(self.unet.patch[1])
+
+    @property
     def context_shape(self) -> tuple[int, int]:
         length = min(MAX_SEQUENCE_LENGTH, int(self.tokenizer.model_max_length))
         return length, int(self.text_encoder.config.d_model)
