@@ -31,6 +31,7 @@ from .io.video import VideoWriter
 from .techniques.seeding import frame_image_tokens, seed_image_tokens
 
 Progress = Callable[[str, int, int], None]  # (task, done, total)
+FrameHook = Callable[[torch.Tensor, int], None]  # (decoded frame (3, H, W) in [-1, 1], output index): a live view
 _CUDA_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
@@ -55,7 +56,9 @@ class FifoRun:
     def __init__(self, cfg: RunConfig, model: Backend, cond_state: CondState, uncond: torch.Tensor,
                  lat_hw: tuple[int, int], noise: NoiseSource, techniques: Any, out_path: Path,
                  timings: dict[str, float], progress: Progress | None = None,
-                 log: Callable[[str], None] = print, executor: Any = None):
+                 log: Callable[[str], None] = print, executor: Any = None, on_frame: FrameHook | None = None,
+                 stop: StopFlag | None = None):
+        self.on_frame, self.stop_flag = on_frame, stop
         self.cfg, self.model, self.cond_state, self.uncond = cfg, model, cond_state, uncond
         self.lat_hw, self.noise, self.techniques, self.out_path = lat_hw, noise, techniques, out_path
         self.timings, self.progress, self.log, self.executor = timings, progress, log, executor
@@ -136,7 +139,7 @@ class FifoRun:
         self.phase = "fifo"
         t0 = time.perf_counter()
         try:
-            with graceful_interrupt() as stop:
+            with graceful_interrupt(self.stop_flag) as stop:
                 self.iterate(denoise, writer, stop)
         except (KeyboardInterrupt, OSError) as e:
             return self.stop(e, writer, t0)
@@ -264,6 +267,8 @@ class FifoRun:
             self.consistent = True
             if out:
                 write_frame(writer, frame, self.emitted - 1, self.frames_dir)
+                if self.on_frame is not None:  # after the write: a viewer never sees a frame the file lacks
+                    self.on_frame(frame, self.emitted - 1)
                 every = cfg.output.checkpoint_every
                 if every and self.emitted % every == 0:
                     save_state(self.resume_file, self.snapshot())
