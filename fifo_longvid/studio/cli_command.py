@@ -162,8 +162,8 @@ def _text(v: Any) -> str:
 
 def settings_from_config(config: dict[str, Any], model: str, checkpoint: str | None) -> Settings:
     """A sidecar's resolved ``config`` -> inputs that reproduce it (history's "load settings"). What the
-    inputs cannot say becomes ``key=value`` overrides in the options field; values the model fills in at run
-    time (window, size: null before the run) are left to it, as the original command did."""
+    inputs cannot say becomes ``key=value`` overrides in the options field, including values the model filled
+    in at run time (a sidecar's ``fifo.window``): spelled out, they give the same run."""
     s, f, t = config.get("sampling", {}), config.get("fifo", {}), config.get("techniques", {})
     prompts = list(config.get("prompts") or [])
     fpp = f.get("frames_per_prompt") or []
@@ -182,6 +182,6 @@ def settings_from_config(config: dict[str, Any], model: str, checkpoint: str | N
     rebuilt = flatten(to_dict(parse(to_argv(settings, model, checkpoint, "x.mp4"))))
     wanted = flatten(config)
     overrides = [f"{k}={_text(v)}" for k, v in sorted(wanted.items())
-                 if _is_setting(k) and k in rebuilt and rebuilt[k] is not None and rebuilt[k] != v]
+                 if _is_setting(k) and k in rebuilt and rebuilt[k] != v]
     settings.extra = shlex.join(overrides)
     return settings
