@@ -92,6 +92,9 @@ def test_differing_names_the_settings():
     default_v = a.techniques.qcache.v
     assert da == ["qcache.enabled=false", f"qcache.v={default_v}"] and db == ["qcache.enabled=true", "qcache.v=0.5"]
     assert differing(a, a) == ([], [])
+    c = parse(["--config", "toy", "--prompt", "p", "--seed", "1", "--qcache", str(default_v), "-o", "c.mp4"])
+    assert differing(a, c) == (["qcache.enabled=false", f"qcache.v={default_v}"],
+                               ["qcache.enabled=true", f"qcache.v={default_v}"])
 
 
 @pytest.mark.parametrize("extra", ["-o x.mp4", "--resume", "--overwrite", "--config tiny", "--output=x.mp4",

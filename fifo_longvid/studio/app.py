@@ -181,7 +181,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         def start(job: Job, sess: dict[str, Any]) -> dict[Any, Any]:
             jobs[job.id] = studio.runner.submit(job)
             prefix = f"{job.label}: " if job.label in ("A", "B") else ""
-            return {cli: studio.command(job.shown_argv or job.argv), video: None, preview: None, compare_view: "",
+            return {cli: studio.command(job.shown_argv or job.argv), video: None, preview: None,
                     progress: status_text(job, studio.runner.place(job), prefix),
                     session: {**sess, "jobs": [job.id], "argv": job.shown_argv, "resumable": False}}
 
@@ -230,13 +230,14 @@ def build_app(studio: Studio) -> gr.Blocks:
 
             da, db = differing(job_a.cfg, job_b.cfg)
             ids = [job_a.id, job_b.id]
-            yield {**start(job_a, {}), seed: str(a.seed),
+            yield {**start(job_a, {}), seed: str(a.seed), compare_view: "",
                    session: {"jobs": ids, "argv": job_a.argv, "resumable": False}}
             jobs[job_b.id] = studio.runner.submit(job_b)
             yield from watch(job_a, "A: ")
             yield from watch(job_b, "B: ")
             paths = [j.result.output if j.status == DONE else None for j in (job_a, job_b)]
-            view = compare_html((da, paths[0], studio.command(job_a.argv)), (db, paths[1], studio.command(job_b.argv)))
+            view = compare_html((da, paths[0], studio.command(job_a.argv)), (db, paths[1], studio.command(job_b.argv)),
+                                ("A", f"B (A + {more.strip()})"))
             yield {**finish(job_b, {"jobs": ids, "argv": job_b.argv}), compare_view: view,
                    cli: studio.command(job_b.argv)}
 

@@ -138,12 +138,20 @@ def _is_setting(key: str) -> bool:
     return not key.startswith("output.") and key not in _SERVER_KEYS
 
 
+# A technique's main parameter, named beside its on/off switch even when both sides hold the same (default) value.
+MAIN_PARAMETER = {"qcache": "v", "tgate": "gate", "cfg_cache": "every", "deepcache": "every", "attn_reuse": "weight"}
+
+
 def differing(a: RunConfig | dict[str, Any], b: RunConfig | dict[str, Any]) -> tuple[list[str], list[str]]:
-    """The settings in which two runs differ, as ``key=value`` for each side (output paths left out)."""
+    """The settings in which two runs differ, as ``key=value`` for each side (output paths left out). A technique
+    switched on on one side also shows its main parameter (``qcache.v``), which may equal its default."""
     fa = flatten(a if isinstance(a, dict) else to_dict(a))
     fb = flatten(b if isinstance(b, dict) else to_dict(b))
-    keys = [k for k in fa.keys() | fb.keys() if _is_setting(k) and fa.get(k) != fb.get(k)]
-    keys.sort()
+    keys = {k for k in fa.keys() | fb.keys() if _is_setting(k) and fa.get(k) != fb.get(k)}
+    for tech, param in MAIN_PARAMETER.items():
+        if f"techniques.{tech}.enabled" in keys:
+            keys.add(f"techniques.{tech}.{param}")
+    keys = sorted(keys)
     short = [k.removeprefix("techniques.") for k in keys]
     return ([f"{s}={_text(fa.get(k))}" for s, k in zip(short, keys, strict=True)],
             [f"{s}={_text(fb.get(k))}" for s, k in zip(short, keys, strict=True)])

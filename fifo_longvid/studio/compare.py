@@ -51,12 +51,14 @@ def side(title: str, differs: list[str], path: Path | None, command: str, lead: 
         body = "<p class='ab-missing'>not rendered</p>"
     else:
         body = (f"<video class='ab' data-lead='{1 if lead else 0}' src='{html.escape(file_url(path))}' "
-                "autoplay muted loop playsinline controls style='width:100%;image-rendering:pixelated'></video>")
+                "autoplay muted loop playsinline controls style='width:100%;max-width:320px;image-rendering:pixelated'>"
+                "</video>")
     return (f"<div class='ab-side' style='flex:1;min-width:0'><h4>{html.escape(title)}: {html.escape(names)}</h4>"
             f"{body}<pre style='white-space:pre-wrap;font-size:11px'>{html.escape(command)}</pre></div>")
 
 
-def compare_html(a: tuple[list[str], Path | None, str], b: tuple[list[str], Path | None, str]) -> str:
+def compare_html(a: tuple[list[str], Path | None, str], b: tuple[list[str], Path | None, str],
+                 titles: tuple[str, str] = ("A", "B")) -> str:
     """``a``, ``b``: (differing settings, video or None, reproducing command)."""
-    return ("<div class='ab-pair' style='display:flex;gap:12px'>" + side("A", a[0], a[1], a[2], True)
-            + side("B", b[0], b[1], b[2], False) + "</div>")
+    return ("<div class='ab-pair' style='display:flex;gap:12px'>" + side(titles[0], a[0], a[1], a[2], True)
+            + side(titles[1], b[0], b[1], b[2], False) + "</div>")
