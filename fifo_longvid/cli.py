@@ -342,11 +342,15 @@ def studio(
     port: Annotated[int, typer.Option(help="TCP port.")] = 7860,
 ) -> None:
     """A local web page (Gradio) that shows the video while it is made: live preview, stop/resume, "Copy as CLI",
-    A/B compare and history. Needs the studio extra: pip install -e ".[studio]"."""
+    A/B compare and history. Needs gradio: the package's "studio" extra."""
     try:
-        from .studio.server import serve
+        import gradio  # noqa: F401 - an optional extra
     except ImportError as e:
-        fail(f"the studio needs gradio: pip install -e \".[studio]\" ({e})")
+        from rich.markup import escape
+
+        fail(escape(f"the studio needs gradio: pip install -e '.[studio]' ({e})"))
+    from .studio.server import serve
+
     try:
         serve(config=config, checkpoint=str(checkpoint) if checkpoint else None, out_dir=out_dir, host=host,
               port=port, log=lambda m: err.print(m, highlight=False))

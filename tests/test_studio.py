@@ -270,3 +270,18 @@ def test_frame_hook_and_stop_flag_on_the_toy(tmp_path):
     r = generate(parse([*argv, "--resume"]), model=model, log=lambda m: None, on_frame=hook)
     assert not r.partial and r.frames == 6 and seen == [0, 1, 2, 3, 4, 5]
     assert len(read_video(out)) == 6
+
+
+def test_serving_beyond_loopback_is_logged_as_a_warning(monkeypatch, tmp_path):
+    pytest.importorskip("gradio")
+    from fifo_longvid.studio import server
+
+    def no_model(config, checkpoint):
+        raise RuntimeError("stop before loading")
+
+    monkeypatch.setattr(server, "load_model", no_model)
+    lines: list[str] = []
+    for host in ("0.0.0.0", "127.0.0.1"):
+        with pytest.raises(RuntimeError, match="stop before loading"):
+            server.serve("toy", None, tmp_path / "out", host, 0, log=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("warning: --host 0.0.0.0 serves the studio beyond this machine")
