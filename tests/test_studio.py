@@ -4,6 +4,7 @@ and the pipeline's frame hook and stop flag on the toy model."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -225,6 +226,23 @@ def test_job_progress_gives_seconds_per_frame_and_eta(monkeypatch):
     job.on_progress("fifo", 2, 24)
     job.on_progress("fifo", 4, 24)
     assert job.s_per_frame == pytest.approx(2 / 3) and job.eta_s == pytest.approx(20 * 2 / 3)
+
+
+def test_status_line_shows_place_progress_and_result(tmp_path):
+    pytest.importorskip("gradio")
+    from fifo_longvid.studio.app import status_text
+
+    job = Job(argv=[], cfg=build_run_config(flags={"fifo.num_frames": 16}), output=tmp_path / "x.mp4")
+    assert status_text(job, 3) == "queued: place 3 in the queue (2 runs ahead)"
+    job.status = "running"
+    job.on_progress("base clip", 4, 16)
+    assert status_text(job, 0) == "running: base clip step 4/16"
+    job.on_progress("fifo", 10, 24)
+    job.on_progress("fifo", 12, 24)
+    job.frame_index = 3
+    assert re.fullmatch(r"running: iteration 12/24, frame 4/16, [\d.]+ s/frame, ETA \d+ s", status_text(job, 0))
+    job.status, job.error = "failed", "boom"
+    assert status_text(job, 0, "B: ") == "B: failed: boom"
 
 
 def test_page_inputs_parse_empty_as_default_and_refuse_text():

@@ -224,6 +224,11 @@ def test_ab_compare_renders_both(page, server):
     _click_and_wait(page, "#compare", r"^B: done")
     page.wait_for_function("() => [...document.querySelectorAll('#compare-view video.ab')]"
                            ".filter(v => v.readyState >= 2).length === 2", timeout=30_000)
+    # in sync: seeking or pausing one moves the other
+    page.evaluate("() => { const [a, b] = document.querySelectorAll('#compare-view video.ab'); a.pause();"
+                  " a.currentTime = 0.35; }")
+    page.wait_for_function("() => { const [a, b] = document.querySelectorAll('#compare-view video.ab');"
+                           " return b.paused && Math.abs(b.currentTime - 0.35) < 0.06 }", timeout=10_000)
     titles = page.inner_text("#compare-view")
     assert "qcache.enabled=false" in titles and "qcache.enabled=true" in titles
     a, b = _frames(out / "a_green_circle_bouncing_9_A.mp4"), _frames(out / "a_green_circle_bouncing_9_B.mp4")

@@ -158,6 +158,12 @@ def build_app(studio: Studio) -> gr.Blocks:
                   attn_reuse, extra]
         run_outputs = [progress, preview, video, cli, seed, session, history, history_paths, compare_view]
 
+        def remember(job: Job) -> None:
+            """Jobs a Stop button may name; the oldest finished ones are forgotten (a long-running server)."""
+            jobs[job.id] = job
+            for old in [i for i, j in jobs.items() if j.finished.is_set()][:-100]:
+                del jobs[old]
+
         def watch(job: Job, prefix: str = "") -> Any:
             last = -2
             while True:
@@ -179,7 +185,8 @@ def build_app(studio: Studio) -> gr.Blocks:
             return upd
 
         def start(job: Job, sess: dict[str, Any]) -> dict[Any, Any]:
-            jobs[job.id] = studio.runner.submit(job)
+            remember(job)
+            studio.runner.submit(job)
             prefix = f"{job.label}: " if job.label in ("A", "B") else ""
             return {cli: studio.command(job.shown_argv or job.argv), video: None, preview: None,
                     progress: status_text(job, studio.runner.place(job), prefix),
@@ -232,7 +239,8 @@ def build_app(studio: Studio) -> gr.Blocks:
             ids = [job_a.id, job_b.id]
             yield {**start(job_a, {}), seed: str(a.seed), compare_view: "",
                    session: {"jobs": ids, "argv": job_a.argv, "resumable": False}}
-            jobs[job_b.id] = studio.runner.submit(job_b)
+            remember(job_b)
+            studio.runner.submit(job_b)
             yield from watch(job_a, "A: ")
             yield from watch(job_b, "B: ")
             paths = [j.result.output if j.status == DONE else None for j in (job_a, job_b)]
