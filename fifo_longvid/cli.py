@@ -34,7 +34,7 @@ app = typer.Typer(
     "Run `fifo-gen --prompt \"...\"` (same as `fifo-gen generate --prompt ...`). "
     "The `tiny` config runs anywhere without weights: add `--config tiny`.",
 )
-COMMANDS = {"generate", "batch", "download", "convert"}
+COMMANDS = {"generate", "batch", "download", "convert", "studio"}
 
 @app.command(cls=OptionalTgateCommand)
 def generate(
@@ -153,11 +153,10 @@ def generate(
     Ctrl-C or SIGTERM (a scheduler's stop): the current iteration ends, a playable NAME.partial.mp4 and the
     resume state are written, and the exit code is 130; the same command plus --resume continues.
     """
-    flags = build_flags(dict(locals()))
+    options = dict(locals())
     try:
         with terminate_as_interrupt():
-            run = build_run_config(run_config, flags, overrides or [])
-            default_checkpoint(run)
+            run = run_config_from_options(options)
             if auto_resume and _auto_resume(run):
                 return
             _run(run)
@@ -169,6 +168,31 @@ def generate(
     except Exception as e:  # noqa: BLE001 - turn known failures into one clear line and exit code
         exit_on_known_error(e)
         raise
+
+
+def run_config_from_options(options: dict[str, Any]) -> Any:
+    """``generate``'s option values (by parameter name) -> the RunConfig it runs. The studio parses its
+    ``fifo-gen generate`` argv through this same function (``parse_generate_argv``)."""
+    run = build_run_config(options["run_config"], build_flags(options), list(options["overrides"] or []))
+    default_checkpoint(run)
+    return run
+
+
+def parse_generate_argv(argv: list[str]) -> Any:
+    """``fifo-gen generate ARGV`` -> its RunConfig, without running anything: the command's own parser and
+    option mapping, so a command line shown to a user means exactly what the studio ran. Raises ConfigError
+    for anything ``generate`` would refuse before loading weights."""
+    from .config import ConfigError
+
+    command = typer.main.get_command(app).commands["generate"]  # type: ignore[attr-defined]
+    try:
+        ctx = command.make_context("fifo-gen generate", list(argv))
+    except Exception as e:
+        if callable(getattr(e, "format_message", None)):  # a usage error of click (or of typer's bundled click)
+            raise ConfigError(e.format_message()) from None
+        raise
+    with ctx:
+        return run_config_from_options(dict(ctx.params))
 
 
 def _auto_resume(run: Any) -> bool:
@@ -316,6 +340,36 @@ def convert(
     except (CheckpointError, FileExistsError, ValueError) as e:
         fail(str(e))
     err.print(f"[green]ok[/]: {out}")
+
+
+@app.command()
+def studio(
+    config: Annotated[str, typer.Option("--config", "-c", help="Model preset or model YAML (default: the shipped "
+                                        "toy model, no download).")] = "toy",
+    checkpoint: Annotated[Path | None, typer.Option(help="Weights for --config (as for generate).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-d", help="Where videos and sidecars are written; the "
+                                          "page's history lists this folder.")] = Path("outputs"),
+    host: Annotated[str, typer.Option(help="Address to bind. Anything but loopback exposes the page (and your "
+                                      "machine's time) to the network: set it explicitly only if you mean it.")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 7860,
+) -> None:
+    """A local web page (Gradio) that shows the video while it is made: live preview, stop/resume, "Copy as CLI",
+    A/B compare and history. Needs gradio: the package's "studio" extra."""
+    try:
+        import gradio  # noqa: F401 - an optional extra
+    except ImportError as e:
+        from rich.markup import escape
+
+        fail(escape(f"the studio needs gradio: pip install -e '.[studio]' ({e})"))
+    from .studio.server import serve
+
+    try:
+        serve(config=config, checkpoint=str(checkpoint) if checkpoint else None, out_dir=out_dir, host=host,
+              port=port, log=lambda m: err.print(m, highlight=False))
+    except Exception as e:  # noqa: BLE001
+        exit_on_known_error(e)
+        raise
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -107,12 +107,13 @@ def build_flags(o: dict[str, Any]) -> dict[str, Any]:
         try:
             flags["fifo.frames_per_prompt"] = [int(x) for x in fpp.split(",")]
         except ValueError:
-            fail(f"--frames-per-prompt must be comma-separated integers, got {fpp!r}")
+            raise ConfigError(f"--frames-per-prompt must be comma-separated integers, got {fpp!r}") from None
     return flags
 
 
 def tail_flags(mode: str | None, cutoff: str | None, window: str | None) -> dict[str, Any]:
-    """--tail, --tail-cutoff, --tail-window -> fifo.tail.* (ranges are checked by validation.py)."""
+    """--tail, --tail-cutoff, --tail-window -> fifo.tail.* (ranges are checked by validation.py).
+    Raises ConfigError (the commands print it as one error line, the studio shows it in the page)."""
     from .fifo.tail import parse_cutoff, parse_window
 
     flags: dict[str, Any] = {}
@@ -120,14 +121,15 @@ def tail_flags(mode: str | None, cutoff: str | None, window: str | None) -> dict
         if spec is None:
             continue
         if mode not in (None, implied):
-            fail(f"{opt} belongs to --tail {implied}, not --tail {mode}")
+            raise ConfigError(f"{opt} belongs to --tail {implied}, not --tail {mode}")
         if flags.get("fifo.tail.mode", implied) != implied:
-            fail("--tail-cutoff (coherent) and --tail-window (rescheduled) belong to different --tail modes")
+            raise ConfigError("--tail-cutoff (coherent) and --tail-window (rescheduled) belong to different --tail "
+                              "modes")
         flags["fifo.tail.mode"] = implied
         try:
             a, b = parse_cutoff(spec) if implied == "coherent" else parse_window(spec)
         except ValueError as e:
-            fail(str(e))
+            raise ConfigError(str(e)) from None
         keys = ("cutoff_s", "cutoff_t") if implied == "coherent" else ("window", "stride")
         flags[f"fifo.tail.{keys[0]}"] = a
         if b is not None:

@@ -31,6 +31,7 @@ from .io.video import VideoWriter
 from .techniques.seeding import frame_image_tokens, seed_image_tokens
 
 Progress = Callable[[str, int, int], None]  # (task, done, total)
+FrameHook = Callable[[torch.Tensor, int], None]  # (decoded frame (3, H, W) in [-1, 1], output index): a live view
 _CUDA_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
@@ -55,7 +56,9 @@ class FifoRun:
     def __init__(self, cfg: RunConfig, model: Backend, cond_state: CondState, uncond: torch.Tensor,
                  lat_hw: tuple[int, int], noise: NoiseSource, techniques: Any, out_path: Path,
                  timings: dict[str, float], progress: Progress | None = None,
-                 log: Callable[[str], None] = print, executor: Any = None):
+                 log: Callable[[str], None] = print, executor: Any = None, on_frame: FrameHook | None = None,
+                 stop: StopFlag | None = None):
+        self.on_frame, self.stop_flag = on_frame, stop
         self.cfg, self.model, self.cond_state, self.uncond = cfg, model, cond_state, uncond
         self.lat_hw, self.noise, self.techniques, self.out_path = lat_hw, noise, techniques, out_path
         self.timings, self.progress, self.log, self.executor = timings, progress, log, executor
@@ -140,7 +143,7 @@ class FifoRun:
         self.phase = "fifo"
         t0 = time.perf_counter()
         try:
-            with graceful_interrupt() as stop:
+            with graceful_interrupt(self.stop_flag) as stop:
                 self.iterate(denoise, writer, stop)
         except (KeyboardInterrupt, OSError) as e:
             return self.stop(e, writer, t0)
@@ -243,12 +246,15 @@ class FifoRun:
             self.write_frames(writer, self.decoder.decode(z))
         return writer
 
-    def write_frames(self, writer: VideoWriter, frames: torch.Tensor) -> None:
-        """Append the output frames one latent frame decoded to (B, 3, k, H, W), up to ``--num-frames``."""
+    def write_frames(self, writer: VideoWriter, frames: torch.Tensor, notify: bool = False) -> None:
+        """Append the output frames one latent frame decoded to (B, 3, k, H, W), up to ``--num-frames``;
+        ``notify``: hand each to ``on_frame`` (a live viewer) after it is written."""
         for i in range(frames.shape[2]):
             if self.written >= self.cfg.fifo.num_frames:  # type: ignore[operator]
                 return
             write_frame(writer, frames[0, :, i], self.written, self.frames_dir)
+            if notify and self.on_frame is not None:  # after the write: a viewer never sees a frame the file lacks
+                self.on_frame(frames[0, :, i], self.written)
             self.written += 1
 
     def iterate(self, denoise: WindowDenoiser, writer: VideoWriter, stop: StopFlag) -> None:
@@ -278,7 +284,7 @@ class FifoRun:
                     self.cond_state.image = frame_image_tokens(self.model, frames[0, :, -1])
             self.consistent = True
             if out:
-                self.write_frames(writer, frames)
+                self.write_frames(writer, frames, notify=True)
                 every = cfg.output.checkpoint_every
                 if every and self.emitted % every == 0:
                     save_state(self.resume_file, self.snapshot())

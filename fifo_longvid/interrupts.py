@@ -32,10 +32,13 @@ def _main_thread() -> bool:
 
 
 @contextlib.contextmanager
-def graceful_interrupt() -> Iterator[StopFlag]:
+def graceful_interrupt(flag: StopFlag | None = None) -> Iterator[StopFlag]:
     """First SIGINT/SIGTERM: finish the current iteration, then stop cleanly (resumable state).
-    A second Ctrl-C interrupts at once (KeyboardInterrupt)."""
-    flag = StopFlag()
+    A second Ctrl-C interrupts at once (KeyboardInterrupt).
+
+    ``flag``: a flag someone else may also set (the studio's Stop button, from another thread); in a worker
+    thread no signal handler can be installed, so that flag is the only way to ask for the same clean stop."""
+    flag = StopFlag() if flag is None else flag
     if not _main_thread():
         yield flag
         return

@@ -24,7 +24,8 @@ from .diffusion.guidance import cfg_denoiser, unet_network
 from .diffusion.noise import NoiseSource
 from .diffusion.sampling import sample_clip
 from .fifo.sizing import check_frame_size, fill_model_defaults, frame_size
-from .fifo_run import FifoRun, Progress, checkpoint_id, dtype_name
+from .fifo_run import FifoRun, FrameHook, Progress, checkpoint_id, dtype_name
+from .interrupts import StopFlag
 from .io.sidecar import sidecar_path, versions, write_json_atomic
 from .io.video import VideoWriter, check_output_path
 from .outputs import OutputFiles, remove_resumable, remove_stale
@@ -50,10 +51,13 @@ def default_output(cfg: RunConfig) -> Path:
 
 
 def generate(cfg: RunConfig, model: Backend | None = None, progress: Progress | None = None,
-             log: Callable[[str], None] = print, executor: Any = None) -> GenerationResult:
+             log: Callable[[str], None] = print, executor: Any = None, on_frame: FrameHook | None = None,
+             stop: StopFlag | None = None) -> GenerationResult:
     """Run one generation described by ``cfg`` and write the video plus its JSON sidecar.
 
     ``executor``: optional window executor for the FIFO iterations (``fifo.parallel``); default: this process.
+    ``on_frame``: called with each FIFO frame right after it is written (a live preview; it must be cheap).
+    ``stop``: a flag that, once set, stops a FIFO run as SIGTERM does (partial video + resumable state).
     """
     validate(cfg)
     timings: dict[str, float] = {}
@@ -87,7 +91,7 @@ def generate(cfg: RunConfig, model: Backend | None = None, progress: Progress | 
                                          timings, progress, log)
         else:
             run = FifoRun(cfg, model, cond_state, uncond, lat_hw, noise, techniques, out_path, timings, progress,
-                          log, executor)
+                          log, executor, on_frame=on_frame, stop=stop)
             written, partial = run.run()
             runtime.update(run.runtime)
     finally:
