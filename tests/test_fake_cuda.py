@@ -9,7 +9,10 @@ each technique, fifo_fast), every sync outside one on the allowlist, ``generate`
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,7 @@ if SKIP_REASON is not None:  # torch's private fake-tensor API moved: say why, r
 
 from tests.fakecuda import FakeCuda  # noqa: E402
 from tests.fakecuda.allowlist import unexplained  # noqa: E402
-from tests.fakecuda.models import MODELS  # noqa: E402
+from tests.fakecuda.models import MODELS, FakeModel  # noqa: E402
 from tests.fakecuda.run import fifo_iterations  # noqa: E402
 
 pytestmark = pytest.mark.fake_cuda
@@ -43,20 +46,33 @@ def techniques(name: str) -> TechniquesConfig | None:
     return cfg
 
 
+@dataclass
+class Loaded:
+    fc: FakeCuda
+    model: object
+    dtype: torch.dtype
+    spec: FakeModel
+
+
 @pytest.fixture(scope="module", params=[f"{m}-{d}" for m in MODELS for d in DTYPES])
-def loaded(request, tmp_path_factory):
-    """(FakeCuda, model, dtype): one full-size build per model and dtype, shared by the module's tests."""
+def loaded(request, tmp_path_factory) -> Loaded:
+    """One full-size build per model and dtype on its own fake card, shared by the module's tests."""
     name, dt = request.param.rsplit("-", 1)
     fc = FakeCuda(total_gib=80)
     with fc:
         model = MODELS[name].build(fc, DTYPES[dt], tmp_path_factory.mktemp(name))
     fc.load_syncs = list(fc.syncs)
     fc.syncs.clear()
-    return fc, model, DTYPES[dt]
+    return Loaded(fc, model, DTYPES[dt], MODELS[name])
+
+
+def fp16_only(run: Loaded, why: str) -> None:
+    if run.dtype != torch.float16:
+        pytest.skip(f"{why}: fp16 only, to keep CI short (bf16 shares the code path)")
 
 
 def test_every_module_lands_on_the_device_in_its_dtype(loaded):
-    fc, model, dtype = loaded
+    fc, model, dtype = loaded.fc, loaded.model, loaded.dtype
     assert model.device == torch.device("cuda:0") and model.dtype == dtype
     tensors = dict(model.named_parameters()) | dict(model.named_buffers())
     off = [n for n, t in tensors.items() if t.device != torch.device("cuda:0")]
@@ -71,7 +87,7 @@ def test_every_module_lands_on_the_device_in_its_dtype(loaded):
 
 @pytest.mark.parametrize("tech", ["plain", "fifo_fast"])
 def test_no_host_sync_inside_an_iteration(loaded, tech):
-    fc, model, _ = loaded
+    fc, model = loaded.fc, loaded.model
     with fc:
         report = fifo_iterations(fc, model, techniques(tech), iterations=2)
     inside = [str(s) for it in report.inside for s in it]
@@ -83,11 +99,88 @@ def test_no_host_sync_inside_an_iteration(loaded, tech):
 @pytest.mark.slow
 @pytest.mark.parametrize("tech", ["tgate", "cfg_cache", "attn_reuse", "deepcache", "qcache"])
 def test_no_host_sync_inside_an_iteration_with_each_technique(loaded, tech):
-    fc, model, dtype = loaded
-    if dtype != torch.float16:
-        pytest.skip("each technique alone: fp16 only (bf16 runs them together in fifo_fast)")
+    fp16_only(loaded, "each technique alone (bf16 runs them together in fifo_fast)")
+    fc, model = loaded.fc, loaded.model
     with fc:
         report = fifo_iterations(fc, model, techniques(tech), iterations=2)
     inside = [str(s) for it in report.inside for s in it]
     assert not inside, f"host syncs inside FIFO iterations with {tech}: {inside}"
+    fc.syncs.clear()
+
+
+def test_base_clip_and_queue_init_have_no_host_sync(loaded):
+    """The base clip's DDIM steps and the queue init indexed the schedule through a 0-dim device tensor: 6 syncs per
+    step, about 384 per video, plus 72 at init. Now the only one is the finite check after the clip's last step."""
+    from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
+    from fifo_longvid.diffusion.noise import NoiseSource
+    from fifo_longvid.diffusion.sampling import sample_ddim
+    from fifo_longvid.fifo.init import init_queue
+    from fifo_longvid.fifo.queue import FifoPlan
+
+    fp16_only(loaded, "the base clip")
+    fc, model, spec = loaded.fc, loaded.model, loaded.spec
+    f = model.temporal_length
+    lat = (spec.height // model.latent_factor, spec.width // model.latent_factor)
+    with fc, torch.no_grad():
+        plan = FifoPlan(f, 1, lookahead=True)
+        sched = model.ddim_schedule(plan.steps, 1.0).to(model.device)
+        ctx = torch.zeros(1, *model.context_shape, device=model.device)
+        noise = NoiseSource(0, model.device)
+        den = cfg_denoiser(unet_network(model.unet, 8), ctx, ctx, 12.0)
+        fc.syncs.clear()
+        short = model.ddim_schedule(2, 1.0).to(model.device)  # 2 steps of the clip: the per-step syncs show
+        fc.syncs.clear()
+        base = sample_ddim(den, noise.randn((1, model.cfg.channels, f, *lat)), short,
+                           use_scale=bool(getattr(model.cfg, "use_scale", False)), noise=noise)
+        clip_syncs = [str(s) for s in fc.syncs]
+        fc.syncs.clear()
+        init_queue(plan, sched, noise, "first", base=base)
+        init_syncs = [str(s) for s in fc.syncs]
+    assert len(clip_syncs) == 1 and "check_finite" in clip_syncs[0], clip_syncs
+    assert init_syncs == []
+    fc.syncs.clear()
+
+
+def test_generate_with_an_interrupt_then_resume(loaded, tmp_path, monkeypatch):
+    """``generate`` through the real pipeline on the fake card: SIGINT after the first frame keeps a partial and a
+    state; ``--resume`` finishes. No sync inside an iteration; every other sync is on the allowlist."""
+    from fifo_longvid import pipeline
+    from fifo_longvid.fifo.sampler import FifoStepper
+    from fifo_longvid.fifo.state import state_path
+
+    fp16_only(loaded, "generate + resume")
+    fc, model, spec = loaded.fc, loaded.model, loaded.spec
+    inside: list[str] = []
+    real_step = FifoStepper.step
+
+    def step(self, *a, **k):
+        start = len(fc.syncs)
+        out = real_step(self, *a, **k)
+        inside.extend(str(s) for s in fc.syncs[start:])
+        return out
+
+    monkeypatch.setattr(FifoStepper, "step", step)
+    flags = {"model": spec.name, "prompts": ["a fox"], "output.path": str(tmp_path / "v.mp4"), "device": "cuda",
+             "dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[loaded.dtype]}
+    extra = ["fifo.partitions=1", "fifo.num_frames=2", "output.checkpoint_every=1", "sampling.seed=1",
+             f"sampling.height={spec.height}", f"sampling.width={spec.width}"]
+    if spec.prompt_image:
+        from PIL import Image
+
+        Image.new("RGB", (64, 40), (200, 30, 30)).save(tmp_path / "in.png")
+        flags["conditioning.image"] = str(tmp_path / "in.png")
+
+    def stop_after_first(task: str, done: int, total: int) -> None:
+        if task == "fifo" and done == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with fc:
+        part = pipeline.generate(build_run_config(flags=flags, overrides=extra), model=model,
+                                 progress=stop_after_first, log=lambda m: None)
+        assert part.partial and part.frames == 1 and state_path(tmp_path / "v.mp4").exists()
+        done = pipeline.generate(build_run_config(flags=flags, overrides=extra + ["output.resume=true"]),
+                                 model=model, log=lambda m: None)
+    assert not done.partial and done.frames == 2 and (tmp_path / "v.mp4").exists()
+    assert inside == [], f"host syncs inside FIFO iterations: {inside}"
+    assert not unexplained(fc.syncs), sorted(set(unexplained(fc.syncs)))
     fc.syncs.clear()
