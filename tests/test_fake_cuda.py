@@ -99,13 +99,20 @@ def test_no_host_sync_inside_an_iteration(loaded, tech):
 @pytest.mark.slow
 @pytest.mark.parametrize("tech", ["tgate", "cfg_cache", "attn_reuse", "deepcache", "qcache"])
 def test_no_host_sync_inside_an_iteration_with_each_technique(loaded, tech):
+    """Also: the store's bytes per frame agree with the plan's cost table (``fifo/costs.py``), measured the same way
+    (3 iterations, n=1: bytes over frames holding an entry)."""
+    from fifo_longvid.fifo.costs import costs_for
+
     fp16_only(loaded, "each technique alone (bf16 runs them together in fifo_fast)")
     fc, model = loaded.fc, loaded.model
     with fc:
-        report = fifo_iterations(fc, model, techniques(tech), iterations=2)
+        report = fifo_iterations(fc, model, techniques(tech), iterations=3)
     inside = [str(s) for it in report.inside for s in it]
     assert not inside, f"host syncs inside FIFO iterations with {tech}: {inside}"
     fc.syncs.clear()
+    table = costs_for(loaded.spec.name).store_bytes_per_frame.get(tech, 0.0)
+    measured = report.store_bytes / max(report.store_frames, 1)
+    assert measured == pytest.approx(table, rel=0.05, abs=1e5), (measured, table)
 
 
 def test_base_clip_and_queue_init_have_no_host_sync(loaded):
@@ -183,4 +190,65 @@ def test_generate_with_an_interrupt_then_resume(loaded, tmp_path, monkeypatch):
     assert not done.partial and done.frames == 2 and (tmp_path / "v.mp4").exists()
     assert inside == [], f"host syncs inside FIFO iterations: {inside}"
     assert not unexplained(fc.syncs), sorted(set(unexplained(fc.syncs)))
+    fc.syncs.clear()
+
+
+def test_cost_model_matches_the_fake_tracker(loaded):
+    """The plan's weights and per-sample activation bytes against torch's allocator count on the fake card."""
+    from fifo_longvid.fifo.costs import activation_bytes_per_sample, costs_for, weights_bytes
+
+    fc, model, spec = loaded.fc, loaded.model, loaded.spec
+    c = costs_for(spec.name)
+    assert fc.memory.current == pytest.approx(weights_bytes(c, loaded.dtype), rel=0.02)
+    lat = (spec.height // model.latent_factor, spec.width // model.latent_factor)
+    f = model.temporal_length
+    with fc, torch.no_grad():
+        x = torch.zeros(2, model.cfg.channels, f, *lat, device=model.device)
+        t = torch.full((2, f), 500, dtype=torch.long, device=model.device)
+        ctx = torch.zeros(2, *model.context_shape, device=model.device)
+        fc.memory.reset_peak()
+        held = fc.memory.current
+        model.unet(x, t, ctx)
+        per_sample = (fc.memory.peak - held) / 2
+    assert per_sample == pytest.approx(activation_bytes_per_sample(c, lat, f, loaded.dtype), rel=0.02)
+    fc.syncs.clear()
+
+
+def test_auto_fits_every_card(loaded):
+    """``--max-batch auto`` on 12-80 GB cards, with fifo_fast's stores reserved: weights + one call + the stores at
+    their largest fit the card, and ``fifo-gen plan`` predicts the same choice."""
+    from fifo_longvid.fifo.autobatch import CUDA_MEMORY_SHARE
+    from fifo_longvid.fifo.costs import activation_bytes_per_sample, costs_for
+    from fifo_longvid.fifo.queue import FifoPlan
+    from fifo_longvid.fifo.sizing import choose_max_batch, store_reserve
+    from fifo_longvid.plan import card_for, make_plan
+
+    fp16_only(loaded, "auto on five cards")
+    fc, model, spec = loaded.fc, loaded.model, loaded.spec
+    lat = (spec.height // model.latent_factor, spec.width // model.latent_factor)
+    f = model.temporal_length
+    plan = FifoPlan(f, 4, lookahead=True)
+    rows = 2 * len(plan.windows())
+    cfg = build_run_config(REPO / "configs" / "fifo_fast.yaml", flags={"model": spec.name, "prompts": ["x"]})
+    reserve = store_reserve(cfg, model, lat, plan.length)
+    assert reserve > 2**30  # fifo_fast's stores at 72 frames: several GiB at full size
+    per_sample = activation_bytes_per_sample(costs_for(spec.name), lat, f, loaded.dtype)
+    chosen = {}
+    with fc:
+        ctx = torch.zeros(1, *model.context_shape, device=model.device)
+        for gb in CARDS_GB:
+            fc.total_bytes = gb * 2**30
+            choice = choose_max_batch("auto", model, lat, f, ctx, rows, reserve)
+            batch = choice.value or rows
+            peak = fc.memory.current + batch * per_sample + reserve
+            predicted = make_plan(cfg, card_for(None, gb))
+            if fc.memory.current + reserve + 2 * per_sample > gb * 2**30:  # not even one pair fits (I2V on 12 GB)
+                assert not predicted.fits and predicted.advice, (gb, predicted)
+                continue
+            assert peak <= gb * 2**30, (gb, choice.how)
+            if fc.memory.current + reserve + 2 * per_sample <= CUDA_MEMORY_SHARE * gb * 2**30:
+                assert predicted.fits and predicted.max_batch == batch, (gb, predicted.max_batch, choice.how)
+            chosen[gb] = batch
+    assert chosen[80] >= max(chosen.values())
+    fc.total_bytes = 80 * 2**30
     fc.syncs.clear()

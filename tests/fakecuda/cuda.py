@@ -78,8 +78,6 @@ class FakeCuda:
     def __enter__(self) -> FakeCuda:
         host, mem = self.host, self.host.memory
         real_load, real_save, real_avail = torch.load, torch.save, torch.cuda.is_available
-        props = types.SimpleNamespace(name=self.name, total_memory=self.total_bytes, major=9, minor=0,
-                                      multi_processor_count=132)
 
         def load(f: Any, *a: Any, **k: Any) -> Any:
             key = str(Path(f).resolve()) if isinstance(f, (str, Path)) else None
@@ -104,7 +102,8 @@ class FakeCuda:
         self._patch(cuda, "reset_peak_memory_stats", lambda device=None: mem.reset_peak())
         self._patch(cuda, "memory_allocated", lambda device=None: mem.current)
         self._patch(cuda, "max_memory_allocated", lambda device=None: mem.peak)
-        self._patch(cuda, "get_device_properties", lambda device=None: props)
+        self._patch(cuda, "get_device_properties", lambda device=None: types.SimpleNamespace(
+            name=self.name, total_memory=self.total_bytes, major=9, minor=0, multi_processor_count=132))
         self._patch(cuda, "get_device_name", lambda device=None: self.name)
         self._patch(cuda, "set_sync_debug_mode", lambda mode: None)
         self._patch(cuda, "empty_cache", lambda: None)
