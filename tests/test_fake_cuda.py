@@ -54,7 +54,12 @@ class Loaded:
     spec: FakeModel
 
 
-@pytest.fixture(scope="module", params=[f"{m}-{d}" for m in MODELS for d in DTYPES])
+ALL = [f"{m}-{d}" for m in MODELS for d in DTYPES]
+FP16 = [f"{m}-fp16" for m in MODELS]  # tests that bf16 would only repeat (same code path), to keep CI short
+fp16_only = pytest.mark.parametrize("loaded", FP16, indirect=True)
+
+
+@pytest.fixture(scope="module", params=ALL)
 def loaded(request, tmp_path_factory) -> Loaded:
     """One full-size build per model and dtype on its own fake card, shared by the module's tests."""
     name, dt = request.param.rsplit("-", 1)
@@ -64,11 +69,6 @@ def loaded(request, tmp_path_factory) -> Loaded:
     fc.load_syncs = list(fc.syncs)
     fc.syncs.clear()
     return Loaded(fc, model, DTYPES[dt], MODELS[name])
-
-
-def fp16_only(run: Loaded, why: str) -> None:
-    if run.dtype != torch.float16:
-        pytest.skip(f"{why}: fp16 only, to keep CI short (bf16 shares the code path)")
 
 
 def test_every_module_lands_on_the_device_in_its_dtype(loaded):
@@ -98,12 +98,12 @@ def test_no_host_sync_inside_an_iteration(loaded, tech):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("tech", ["tgate", "cfg_cache", "attn_reuse", "deepcache", "qcache"])
+@fp16_only
 def test_no_host_sync_inside_an_iteration_with_each_technique(loaded, tech):
     """Also: the store's bytes per frame agree with the plan's cost table (``fifo/costs.py``), measured the same way
     (3 iterations, n=1: bytes over frames holding an entry)."""
     from fifo_longvid.fifo.costs import costs_for
 
-    fp16_only(loaded, "each technique alone (bf16 runs them together in fifo_fast)")
     fc, model = loaded.fc, loaded.model
     with fc:
         report = fifo_iterations(fc, model, techniques(tech), iterations=3)
@@ -115,6 +115,7 @@ def test_no_host_sync_inside_an_iteration_with_each_technique(loaded, tech):
     assert measured == pytest.approx(table, rel=0.05, abs=1e5), (measured, table)
 
 
+@fp16_only
 def test_base_clip_and_queue_init_have_no_host_sync(loaded):
     """The base clip's DDIM steps and the queue init indexed the schedule through a 0-dim device tensor: 6 syncs per
     step, about 384 per video, plus 72 at init. Now the only one is the finite check after the clip's last step."""
@@ -124,7 +125,6 @@ def test_base_clip_and_queue_init_have_no_host_sync(loaded):
     from fifo_longvid.fifo.init import init_queue
     from fifo_longvid.fifo.queue import FifoPlan
 
-    fp16_only(loaded, "the base clip")
     fc, model, spec = loaded.fc, loaded.model, loaded.spec
     f = model.temporal_length
     lat = (spec.height // model.latent_factor, spec.width // model.latent_factor)
@@ -148,6 +148,7 @@ def test_base_clip_and_queue_init_have_no_host_sync(loaded):
     fc.syncs.clear()
 
 
+@fp16_only
 def test_generate_with_an_interrupt_then_resume(loaded, tmp_path, monkeypatch):
     """``generate`` through the real pipeline on the fake card: SIGINT after the first frame keeps a partial and a
     state; ``--resume`` finishes. No sync inside an iteration; every other sync is on the allowlist."""
@@ -155,7 +156,6 @@ def test_generate_with_an_interrupt_then_resume(loaded, tmp_path, monkeypatch):
     from fifo_longvid.fifo.sampler import FifoStepper
     from fifo_longvid.fifo.state import state_path
 
-    fp16_only(loaded, "generate + resume")
     fc, model, spec = loaded.fc, loaded.model, loaded.spec
     inside: list[str] = []
     real_step = FifoStepper.step
@@ -214,6 +214,7 @@ def test_cost_model_matches_the_fake_tracker(loaded):
     fc.syncs.clear()
 
 
+@fp16_only
 def test_auto_fits_every_card(loaded):
     """``--max-batch auto`` on 12-80 GB cards, with fifo_fast's stores reserved: weights + one call + the stores at
     their largest fit the card, and ``fifo-gen plan`` predicts the same choice."""
@@ -223,7 +224,6 @@ def test_auto_fits_every_card(loaded):
     from fifo_longvid.fifo.sizing import choose_max_batch, store_reserve
     from fifo_longvid.plan import card_for, make_plan
 
-    fp16_only(loaded, "auto on five cards")
     fc, model, spec = loaded.fc, loaded.model, loaded.spec
     lat = (spec.height // model.latent_factor, spec.width // model.latent_factor)
     f = model.temporal_length
