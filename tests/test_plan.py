@@ -89,3 +89,26 @@ def test_card_for_keeps_the_named_cards_flops_with_its_own_memory():
     assert c.gib == 20 and c.tflops_half == CARDS["4090"].tflops_half
     with pytest.raises(ConfigError):
         card_for(None, -1)
+
+
+def test_auto_keeps_the_stores_reserve_free():
+    from fifo_longvid.fifo.autobatch import cuda_fit
+
+    gib = 2**30
+    assert cuda_fit(gib, 10 * gib, 80 * gib) == 32  # 54 GiB of budget -> 32 samples
+    assert cuda_fit(gib, 10 * gib, 80 * gib, reserve_bytes=30 * gib) == 16  # 24 GiB left -> 16
+
+
+def test_store_reserve_is_zero_without_techniques_or_a_cost_table():
+    from types import SimpleNamespace
+
+    import torch
+
+    from fifo_longvid.fifo.sizing import store_reserve
+
+    fast = build_run_config(REPO / "configs" / "fifo_fast.yaml", flags={"model": "videocrafter2", "prompts": ["x"]})
+    plain = build_run_config(flags={"model": "videocrafter2", "prompts": ["x"]})
+    vc2 = SimpleNamespace(cfg=SimpleNamespace(name="videocrafter2"), dtype=torch.float16)
+    tiny = SimpleNamespace(cfg=SimpleNamespace(name="tiny"), dtype=torch.float16)
+    assert store_reserve(plain, vc2, (40, 64), 72) == 0 and store_reserve(fast, tiny, (40, 64), 72) == 0
+    assert store_reserve(fast, vc2, (40, 64), 72) / 2**30 == pytest.approx(5.44, abs=0.05)
