@@ -86,7 +86,6 @@ def _dtype(cfg: RunConfig) -> str:
 
 def make_plan(cfg: RunConfig, card: Card) -> Plan:
     """The plan of a resolved run config on ``card``."""
-    from .models.presets import load_model_config  # sizes of the VideoCrafter presets (cheap: no model is built)
     from .techniques import enabled, enabled_acceleration
 
     c = C.costs_for(cfg.model)
@@ -102,7 +101,7 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
         mc: Any = preset_config("animatediff")
         lat_f, mult, temporal = 8, 64, 16
     else:
-        mc = load_model_config(cfg.model)
+        mc = _videocrafter_config(cfg.model)
         lat_f, mult, temporal = 8, 8 * 2 ** (len(mc.unet.channel_mult) - 1), mc.unet.temporal_length
     window, parts, frames = mc.default_window or temporal, mc.default_partitions, mc.default_num_frames
     window, parts = fc.window or window, fc.partitions or parts
@@ -147,6 +146,16 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
     if not p.fits:
         p.advice = _advice(weights + queue, per_sample, stores, total, rows, lat, mult // lat_f, cfg, c, dtype)
     return p
+
+
+def _videocrafter_config(name: str) -> Any:
+    """The preset's sizes (cheap: no model is built). VideoCrafter's modules are moving from ``models/`` to
+    ``backends/videocrafter/``; either place works."""
+    try:
+        from .backends.videocrafter.presets import load_model_config
+    except ImportError:
+        from .models.presets import load_model_config
+    return load_model_config(name)
 
 
 def _advice(held: float, per_sample: float, stores: float, total: float, rows: int, lat: tuple[int, int],
