@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from .cli_batch import batch_command
+from .cli_plan import plan_command
 from .cli_progress import Bars, plural
 from .cli_support import (
     TGATE_DEFAULT,
@@ -34,7 +35,7 @@ app = typer.Typer(
     "Run `fifo-gen --prompt \"...\"` (same as `fifo-gen generate --prompt ...`). "
     "The `tiny` config runs anywhere without weights: add `--config tiny`.",
 )
-COMMANDS = {"generate", "batch", "download", "convert", "studio"}
+COMMANDS = {"generate", "batch", "download", "convert", "studio", "plan"}
 
 @app.command(cls=OptionalTgateCommand)
 def generate(
@@ -302,6 +303,7 @@ def _with_generate_options(func: Any) -> Any:
 
 
 batch = app.command("batch")(_with_generate_options(batch_command))
+plan = app.command("plan")(_with_generate_options(plan_command))
 
 
 @app.command()

@@ -23,7 +23,7 @@ from .diffusion.sampling import check_finite, sample_clip
 from .fifo.init import init_queue, warmup_iterations
 from .fifo.queue import FifoPlan, FrameQueue
 from .fifo.sampler import FifoStepper, WindowDenoiser
-from .fifo.sizing import choose_max_batch, parse_max_batch, resolve_max_batch
+from .fifo.sizing import choose_max_batch, parse_max_batch, resolve_max_batch, store_reserve
 from .fifo.state import FifoState, LatentLog, load_state, save_state, state_path
 from .fifo.tail import make_tail_sampler
 from .interrupts import StopFlag, graceful_interrupt
@@ -213,8 +213,9 @@ class FifoRun:
             self.max_batch = resolve_max_batch(fc.max_batch, self.model.device, self.model, self.lat_hw, self.window)
             how = "per rank (multi-process)"
         else:
+            reserve = store_reserve(self.cfg, self.model, self.lat_hw, self.plan.length)
             choice = choose_max_batch(fc.max_batch, self.model, self.lat_hw, self.window, self.uncond,
-                                      self.samples_per_iteration)
+                                      self.samples_per_iteration, reserve)
             self.max_batch, how = choice.value, choice.how
         self.runtime.update(device=str(self.model.device), dtype=dtype_name(self.model.dtype),
                             max_batch=self.max_batch or self.samples_per_iteration, max_batch_how=how,

@@ -13,10 +13,12 @@ markdown table, one column per mode:
   (f) bf16 + compile + the preset's techniques that compile (CFG-Cache; the others are refused with --compile).
 
 Rows: s per output frame (median of the timed iterations after warm-up), FLOPs per output frame (counted with
-``torch.utils.flop_counter`` over one real eager iteration: every U-Net call the techniques let through, plus
-the VAE decode), achieved FLOP/s over a bf16 matmul measured in the same run, peak device memory, samples per
-U-Net call, host syncs per iteration (``torch.cuda.set_sync_debug_mode``), and for compiled modes the warm-up
-time and the number of graphs dynamo compiled (1 is a whole U-Net; more means graph breaks or recompiles).
+``torch.utils.flop_counter`` over real eager iterations once the techniques' caches are warm: every U-Net call the
+techniques let through, plus the VAE decode; the first, cold iteration computes every cache and overstated a
+cached mode's work and achieved FLOP/s by about 1.7x), achieved FLOP/s over a bf16 matmul measured in the same
+run, peak device memory, samples per U-Net call, host syncs per iteration (``torch.cuda.set_sync_debug_mode``),
+and for compiled modes the warm-up time and the number of graphs dynamo compiled (1 is a whole U-Net; more means
+graph breaks or recompiles).
 
     python scripts/bench_gpu.py                                  # 320x512, f=16, n=4, lookahead, cfg 12 (CUDA)
     python scripts/bench_gpu.py --device cpu --config smoke      # runs anywhere in seconds: checks the script
@@ -84,6 +86,8 @@ class Setup:
     n: int
     warmup: int
     iters: int
+    count_warm: int = 10  # eager iterations before FLOPs and samples are counted (the caches fill)
+    count_iters: int = 6  # iterations they are counted over
 
 
 def setups(config: str, quick: bool) -> Setup:
@@ -92,11 +96,11 @@ def setups(config: str, quick: bool) -> Setup:
     if config == "smoke":  # the tiny preset's widths at an 8x8 latent: seconds on a CPU
         unet = UNetConfig(model_channels=32, channel_mult=(1, 2, 2, 2), num_head_channels=16, context_dim=64)
         return Setup(unet, VAEConfig(ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1), (8, 8), 4, 1, warmup=1,
-                     iters=1)
+                     iters=1, count_warm=3, count_iters=2)
     # medium: VideoCrafter2's layout at 0.4x width (as scripts/bench_unet.py), a small VAE, CPU-sized runs
     unet = UNetConfig(model_channels=128, channel_mult=(1, 2, 2, 2), num_head_channels=64, context_dim=256)
     vae = VAEConfig(ch=32, ch_mult=(1, 2, 4, 4))
-    return Setup(unet, vae, (8, 8), 4, 1, warmup=1, iters=1 if quick else 2)
+    return Setup(unet, vae, (8, 8), 4, 1, warmup=1, iters=1 if quick else 2, count_warm=3, count_iters=2)
 
 
 def materialise(module_cls: type, cfg: object, device: torch.device, dtype: torch.dtype, seed: int) -> torch.nn.Module:
@@ -181,9 +185,7 @@ def run_mode(setup: Setup, device: torch.device, mode: Mode) -> dict[str, str]:
 
     counting = count_samples(unet, samples)
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as fc:  # one eager iteration, counted (and a warm-up)
-            iteration()
-        flops, per_call = fc.get_total_flops(), samples["n"] / max(samples["calls"], 1)
+        flops, per_call = measure_work(iteration, samples, setup.count_warm, setup.count_iters)
         if mode.compile:
             torch._dynamo.reset()
             torch._dynamo.utils.counters.clear()
@@ -211,6 +213,20 @@ def run_mode(setup: Setup, device: torch.device, mode: Mode) -> dict[str, str]:
     if mode.compile:
         row["compile warm-up (s); graphs compiled"] = f"{t_compile:.0f}; {graphs}"
     return row
+
+
+def measure_work(iteration: Callable[[], None], samples: dict[str, int], warm: int,
+                 counted: int) -> tuple[float, float]:
+    """(FLOPs per iteration, samples per U-Net call), over ``counted`` eager iterations after ``warm`` uncounted
+    ones: the steady state of a cached mode, not its cold first iteration (which computes every cache)."""
+    with torch.no_grad():
+        for _ in range(warm):
+            iteration()
+        samples["n"] = samples["calls"] = 0
+        with FlopCounterMode(display=False) as fc:
+            for _ in range(counted):
+                iteration()
+    return fc.get_total_flops() / counted, samples["n"] / max(samples["calls"], 1)
 
 
 def count_samples(unet: torch.nn.Module, into: dict[str, int]):
@@ -271,7 +287,8 @@ def main() -> None:
     plan = FifoPlan(setup.f, setup.n, True)
     print(f"{args.config}: latent {setup.latent_hw}, f={setup.f}, n={setup.n}, lookahead, {len(plan.windows())} "
           f"windows x 2 CFG branches per iteration, cfg {CFG_SCALE:g}, eta {ETA:g}; random weights; "
-          f"1 counted + {setup.warmup} warm-up + {setup.iters} timed iterations per mode", flush=True)
+          f"{setup.count_warm} warm + {setup.count_iters} counted, then {setup.warmup} warm-up + {setup.iters} timed "
+          "iterations per mode", flush=True)
     chosen = [MODES[k] for k in args.modes.split(",") if k]
     MATMUL[torch.bfloat16] = matmul_flops_per_s(device, torch.bfloat16)
     results = []

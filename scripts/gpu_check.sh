@@ -7,7 +7,7 @@
 #
 # Steps, each under its own time limit so that a report always comes back:
 #   install (offline) -> CUDA tests (pytest -m cuda) -> full-size speed table (scripts/bench_gpu.py)
-#   -> toy (train it if its weights are not shipped, else the quality table's plain and fast rows)
+#   -> plan check (scripts/plan_check.py: fifo-gen plan's predicted peak and floor against the bench) -> toy (train it if its weights are not shipped, else the quality table's plain and fast rows)
 #   -> $OUT/gpu_report.md and $OUT/gpu_report.json, whatever failed.
 # $OUT defaults to outputs/gpu_check. Limits (seconds) can be changed: GPU_CHECK_TESTS_S, GPU_CHECK_BENCH_S,
 # GPU_CHECK_TOY_S. A user with a GPU and the package installed needs nothing but: bash scripts/gpu_check.sh
@@ -97,6 +97,8 @@ step cuda_tests "${GPU_CHECK_TESTS_S:-200}" "$PY" -m pytest -q -rs -p no:cachepr
   --junitxml "$OUT/cuda_tests.xml"
 # shellcheck disable=SC2086
 step bench "${GPU_CHECK_BENCH_S:-300}" "$PY" scripts/bench_gpu.py $BENCH_ARGS --json "$OUT/bench.json"
+# plan-predicted against measured peak memory, measured s/frame against the plan's floor (README "Planning")
+step plan_check 60 "$PY" scripts/plan_check.py "$OUT/bench.json"
 # shellcheck disable=SC2086
 step toy "${GPU_CHECK_TOY_S:-150}" "$PY" scripts/gpu_toy.py --device "$DEVICE" --out "$OUT" $TOY_ARGS
 "$PY" scripts/gpu_report.py "$OUT" || echo "report failed; raw logs are in $OUT" | tee -a "$LOG"

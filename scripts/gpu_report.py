@@ -63,6 +63,8 @@ def main() -> None:
         md += [f"| {m} | " + " | ".join(r.get(m, "-") for r in bench["rows"]) + " |" for m in metrics]
     else:
         md.append("no table (see bench.log)")
+    plan = (out / "plan_check.md").read_text() if (out / "plan_check.md").exists() else "(see plan_check.log)"
+    md += ["", "## fifo-gen plan against the measurements (scripts/plan_check.py)", "", plan]
     md += ["", "## Toy", "", toy or ("weights exported: toy.safetensors" if report["toy_weights_exported"]
                                       else "(see toy.log)")]
     (out / "gpu_report.md").write_text("\n".join(md) + "\n")

@@ -12,8 +12,10 @@ techniques) and of the machine's fixed properties (device kind, total device mem
 * **CUDA** (``cuda_rule``). One probe forward of a (cond, uncond) pair at the run's real context length, with
   the run's techniques installed, gives the peak activation bytes per sample (the allocator's count of live
   tensors: the same for the same shapes). The budget is ``CUDA_MEMORY_SHARE`` of the card's *total* memory
-  minus what this process already holds (weights, queue), and the chunk is the largest power of two that fits:
-  free memory, which other processes change, is never read.
+  minus what this process already holds (weights, queue) and minus the techniques' per-frame stores at their
+  largest (``reserve``: they grow after the probe, as frames fill the queue; ``fifo/costs.py`` sizes them up
+  front), and the chunk is the largest power of two that fits: free memory, which other processes change, is
+  never read.
 
 The choice and its reason are logged, recorded in the sidecar (``runtime.max_batch_how``) and in the resume
 state, so a resumed run keeps it even if the rule's inputs (e.g. the card) changed.
@@ -54,14 +56,15 @@ def cpu_rule(model_channels: int, rows: int, frames: int, latent_hw: tuple[int, 
                               f"<= {CPU_CALL_ELEMENTS} per call -> {min(fit, rows)} of {rows}")
 
 
-def cuda_fit(per_sample_bytes: int, held_bytes: int, total_bytes: int) -> int:
-    """Samples per CUDA call: the largest power of two whose activations fit beside what is already held."""
-    budget = int(total_bytes * CUDA_MEMORY_SHARE) - held_bytes
+def cuda_fit(per_sample_bytes: int, held_bytes: int, total_bytes: int, reserve_bytes: int = 0) -> int:
+    """Samples per CUDA call: the largest power of two whose activations fit beside what is already held and
+    what the techniques' stores will hold at their largest."""
+    budget = int(total_bytes * CUDA_MEMORY_SHARE) - held_bytes - reserve_bytes
     return pow2_floor(budget // max(1, per_sample_bytes))
 
 
 def cuda_rule(unet: torch.nn.Module, channels: int, rows: int, frames: int, latent_hw: tuple[int, int],
-              context: torch.Tensor) -> BatchChoice:
+              context: torch.Tensor, reserve_bytes: int = 0) -> BatchChoice:
     """Peak activation bytes of one (cond, uncond) pair at the real context length -> samples per call."""
     device = context.device
     torch.cuda.synchronize(device)
@@ -75,8 +78,9 @@ def cuda_rule(unet: torch.nn.Module, channels: int, rows: int, frames: int, late
     per_sample = max(1, (torch.cuda.max_memory_allocated(device) - held) // 2)
     del x, t
     total = torch.cuda.get_device_properties(device).total_memory
-    fit = cuda_fit(per_sample, held, total)
+    fit = cuda_fit(per_sample, held, total, reserve_bytes)
     value = None if fit >= rows else fit
+    stores = f" and {reserve_bytes / 2**30:.2f} GiB of technique stores" if reserve_bytes else ""
     return BatchChoice(value, f"auto: CUDA rule, {per_sample / 2**20:.0f} MiB per sample, "
                               f"{CUDA_MEMORY_SHARE:.0%} of {total / 2**30:.1f} GiB total less "
-                              f"{held / 2**30:.2f} GiB held -> {min(fit, rows)} of {rows}")
+                              f"{held / 2**30:.2f} GiB held{stores} -> {min(fit, rows)} of {rows}")

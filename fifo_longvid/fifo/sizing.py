@@ -98,12 +98,27 @@ def resolve_max_batch(spec: str | int | None, device: torch.device, model: Any,
 
 
 def choose_max_batch(spec: str | int | None, model: Any, latent_hw: tuple[int, int], frames: int,
-                     context: torch.Tensor, rows: int) -> BatchChoice:
+                     context: torch.Tensor, rows: int, reserve_bytes: int = 0) -> BatchChoice:
     """``--max-batch`` for a single-process run: a fixed value, or ``auto``'s rule for this run's shapes,
-    context length and installed techniques (``fifo/autobatch.py``): never a timing or free memory."""
+    context length and installed techniques (``fifo/autobatch.py``): never a timing or free memory.
+    ``reserve_bytes``: the techniques' stores at their largest (``store_reserve``), kept free on CUDA."""
     parsed = parse_max_batch(spec)
     if parsed != "auto":
         return BatchChoice(parsed, f"--max-batch {spec}")  # type: ignore[arg-type]
     if model.device.type == "cuda":
-        return cuda_rule(model.unet, model.cfg.channels, rows, frames, latent_hw, context.to(model.device))
+        return cuda_rule(model.unet, model.cfg.channels, rows, frames, latent_hw, context.to(model.device),
+                         reserve_bytes)
     return cpu_rule(model.model_channels, rows, frames, latent_hw)
+
+
+def store_reserve(cfg: RunConfig, model: Any, latent_hw: tuple[int, int], queue_frames: int) -> int:
+    """Bytes the techniques' per-frame stores reach once every queued frame holds an entry (``fifo/costs.py``;
+    0 for models without a cost table, e.g. the CPU test models, and with no technique on)."""
+    from ..techniques import enabled_acceleration
+    from .costs import costs_for, store_bytes_at_largest
+
+    c = costs_for(getattr(model.cfg, "name", ""))
+    techs = enabled_acceleration(cfg.techniques)
+    if c is None or not techs:
+        return 0
+    return int(store_bytes_at_largest(c, techs, latent_hw, queue_frames, model.dtype))

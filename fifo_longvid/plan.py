@@ -1,0 +1,204 @@
+"""``fifo-gen plan``: will this run fit my card, and how long can it take at best? No weights, no GPU.
+
+The prediction is the cost model of ``fifo/costs.py`` (constants measured at full size on fake CUDA) applied to
+the run's resolved settings: weights + queue + one U-Net call of ``--max-batch`` samples + the techniques'
+stores at their largest. ``auto`` is the CUDA rule of ``fifo/autobatch.py`` with the measured per-sample bytes in
+place of its probe. The time is a floor: FLOPs over the card's dense tensor peak (no kernel reaches it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .config import ConfigError, RunConfig
+from .fifo import costs as C
+from .fifo.autobatch import CUDA_MEMORY_SHARE, cuda_fit
+from .fifo.init import warmup_iterations
+from .fifo.queue import FifoPlan
+from .fifo.sizing import parse_max_batch
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Card:
+    name: str
+    gib: float
+    tflops_half: float  # dense fp16/bf16 tensor peak, fp32 accumulate
+    tflops_fp32: float
+
+
+CARDS = {
+    "3060": Card("RTX 3060 12 GB", 12, 25.6, 12.7),
+    "4090": Card("RTX 4090", 24, 165.2, 82.6),
+    "a100-40": Card("A100 40 GB", 40, 312, 19.5),
+    "a100-80": Card("A100 80 GB", 80, 312, 19.5),
+    "h100": Card("H100 SXM 80 GB", 80, 989, 67),
+    "h200": Card("H200 141 GB", 141, 989, 67),
+}
+DEFAULT_CARD = "h100"
+
+
+@dataclass
+class Plan:
+    model: str
+    height: int
+    width: int
+    num_frames: int
+    iterations: int
+    calls_per_frame: int
+    tflop_per_frame: float
+    max_batch: int
+    peak_gib: float
+    gpu_gib: float
+    fits: bool
+    floor_s_per_frame: float
+    details: dict[str, Any] = field(default_factory=dict)
+    advice: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def card_for(gpu: str | None, gpu_memory: float | None) -> Card:
+    """``--gpu NAME`` from the table, ``--gpu-memory GiB`` for any card (its FLOP/s: the named card's, else H100's)."""
+    if gpu is not None:
+        key = gpu.lower().replace(" ", "").replace("_", "-")
+        if key not in CARDS:
+            raise ConfigError(f"--gpu {gpu!r} is not in the table; choose one of {', '.join(CARDS)} or give "
+                              "--gpu-memory GiB")
+        card = CARDS[key]
+    else:
+        card = CARDS[DEFAULT_CARD]
+    if gpu_memory is not None:
+        if not gpu_memory > 0:
+            raise ConfigError(f"--gpu-memory must be a positive number of GiB, got {gpu_memory}")
+        card = Card(f"{gpu_memory:g} GiB card" if gpu is None else card.name, gpu_memory, card.tflops_half,
+                    card.tflops_fp32)
+    return card
+
+
+def _dtype(cfg: RunConfig) -> str:
+    return "fp16" if cfg.dtype in (None, "auto") else str(cfg.dtype)
+
+
+def make_plan(cfg: RunConfig, card: Card) -> Plan:
+    """The plan of a resolved run config on ``card``."""
+    from .techniques import enabled, enabled_acceleration
+
+    c = C.costs_for(cfg.model)
+    if c is None:
+        raise ConfigError(f"plan knows the costs of {', '.join(C.COSTS)}; --config {cfg.model} has no cost table "
+                          "(the CPU test models need no plan)")
+    if cfg.mode != "fifo":
+        raise ConfigError("plan covers FIFO runs (--mode fifo)")
+    fc, s = cfg.fifo, cfg.sampling
+    if cfg.model == "animatediff":
+        from .backends.animatediff.load import preset_config
+
+        mc: Any = preset_config("animatediff")
+        lat_f, mult, temporal = 8, 64, 16
+    else:
+        mc = _videocrafter_config(cfg.model)
+        lat_f, mult, temporal = 8, 8 * 2 ** (len(mc.unet.channel_mult) - 1), mc.unet.temporal_length
+    window, parts, frames = mc.default_window or temporal, mc.default_partitions, mc.default_num_frames
+    window, parts = fc.window or window, fc.partitions or parts
+    num_frames = fc.num_frames or (sum(fc.frames_per_prompt) if fc.frames_per_prompt else frames)
+    height = s.height or c.ref_latent[0] * lat_f
+    width = s.width or c.ref_latent[1] * lat_f
+    for name, v in (("height", height), ("width", width)):
+        if v <= 0 or v % mult:
+            raise ConfigError(f"--{name} {v} is not a positive multiple of {mult}")
+    lat = (height // lat_f, width // lat_f)
+    plan = FifoPlan(window, parts, fc.lookahead)
+    rows = 2 * len(plan.windows())
+    iterations = warmup_iterations(plan, fc.init) + num_frames  # type: ignore[arg-type]
+    dtype = _dtype(cfg)
+    techs = enabled_acceleration(cfg.techniques)
+    all_techs = [t.name for t in enabled(cfg.techniques)]
+
+    weights = C.weights_bytes(c, dtype)
+    queue = 4 * 4 * plan.length * lat[0] * lat[1] * 3  # fp32 queue, plus a gathered copy and the update's
+    per_sample = C.activation_bytes_per_sample(c, lat, window, dtype)
+    stores = C.store_bytes_at_largest(c, techs, lat, plan.length, dtype)
+    total = card.gib * GIB
+    spec = parse_max_batch(fc.max_batch if fc.max_batch is not None else "auto")
+    if spec == "auto":
+        batch = min(rows, cuda_fit(int(per_sample), int(weights + queue), int(total), int(stores)))
+        how = "auto"
+    else:
+        batch = min(rows, spec or rows)  # type: ignore[type-var]
+        how = "fixed"
+    peak = weights + queue + batch * per_sample + stores
+    flop = C.unet_flop_per_sample(c, lat, window) * rows * C.flop_ratio(all_techs) + C.vae_flop_per_frame(c, lat)
+    peak_tflops = card.tflops_fp32 if dtype == "fp32" else card.tflops_half
+    p = Plan(cfg.model, height, width, num_frames, iterations, math.ceil(rows / batch), round(flop / 1e12, 2),
+             batch, round(peak / GIB, 2), card.gib, peak <= total, round(flop / (peak_tflops * 1e12), 3))
+    vae = C.vae_flop_per_frame(c, lat)
+    p.details = {"card": card.name, "dtype": dtype, "window": window, "partitions": parts,
+                 "samples_per_iteration": rows, "max_batch_how": how, "weights_gib": round(weights / GIB, 2),
+                 "activations_gib": round(batch * per_sample / GIB, 2), "stores_gib": round(stores / GIB, 2),
+                 "techniques": all_techs, "unet_tflop_per_frame": round((flop - vae) / 1e12, 2),
+                 "vae_tflop_per_frame": round(vae / 1e12, 2),
+                 "floor_s_total": round(flop * iterations / (peak_tflops * 1e12), 1)}
+    if not p.fits:
+        p.advice = _advice(weights + queue, per_sample, stores, total, rows, lat, mult // lat_f, cfg, c, dtype)
+    return p
+
+
+def _videocrafter_config(name: str) -> Any:
+    """The preset's sizes (cheap: no model is built). VideoCrafter's modules are moving from ``models/`` to
+    ``backends/videocrafter/``; either place works."""
+    try:
+        from .backends.videocrafter.presets import load_model_config
+    except ImportError:
+        from .models.presets import load_model_config
+    return load_model_config(name)
+
+
+def _advice(held: float, per_sample: float, stores: float, total: float, rows: int, lat: tuple[int, int],
+            step: int, cfg: RunConfig, c: C.FamilyCosts, dtype: str) -> list[str]:
+    """What would fit: a smaller --max-batch, fewer techniques, a lower resolution, or a bigger card."""
+    out = []
+    for b in (8, 4, 2, 1):
+        if b < rows and held + b * per_sample + stores <= total:
+            out.append(f"--max-batch {b} (peak {(held + b * per_sample + stores) / GIB:.1f} GiB)")
+            break
+    if stores and held + min(2, rows) * per_sample <= total:
+        out.append(f"fewer techniques: their stores take {stores / GIB:.1f} GiB at their largest")
+    if not out:
+        h, w = lat
+        while h > step and w > step:
+            h, w = h - step, max(step, round(w * (h - step) / h / step) * step)
+            scale = h * w / (lat[0] * lat[1])
+            if held + min(2, rows) * per_sample * scale + stores * scale <= total:
+                out.append(f"a lower resolution: --height {h * 8} --width {w * 8} with --max-batch 2")
+                break
+    if not out:
+        need = (C.weights_bytes(c, dtype) + 2 * per_sample) / CUDA_MEMORY_SHARE / GIB
+        out.append(f"a bigger card: the weights alone take {held / GIB:.1f} GiB; at least {math.ceil(need)} GiB "
+                   "(e.g. --gpu 3060 or larger)")
+    return out
+
+
+def format_plan(p: Plan) -> str:
+    d = p.details
+    lines = [
+        f"model {p.model} ({d['dtype']}), {p.height}x{p.width}, window {d['window']} x {d['partitions']} partitions; "
+        f"{p.num_frames} frames in {p.iterations} FIFO iterations",
+        f"per output frame: {d['samples_per_iteration']} U-Net samples in {p.calls_per_frame} call(s) of "
+        f"{p.max_batch}; {p.tflop_per_frame:.1f} TFLOP ({d['unet_tflop_per_frame']:.1f} U-Net + "
+        f"{d['vae_tflop_per_frame']:.2f} VAE)" + (f", techniques {', '.join(d['techniques'])} (FLOPs from measured "
+                                                  "ratios)" if d["techniques"] else ""),
+        f"card: {d['card']}, {p.gpu_gib:g} GiB; --max-batch {d['max_batch_how']} -> {p.max_batch}",
+        f"predicted peak GPU memory: {p.peak_gib:.1f} GiB = weights {d['weights_gib']:.1f} + one U-Net call "
+        f"{d['activations_gib']:.1f} + technique stores {d['stores_gib']:.1f} (+ queue)",
+        f"fits: {'yes' if p.fits else 'NO'}",
+        f"time floor (FLOPs / the card's peak; a floor, not an estimate): {p.floor_s_per_frame:.2f} s per frame, "
+        f"{d['floor_s_total']:.0f} s for the video",
+    ]
+    if p.advice:
+        lines.append("would fit: " + "; or ".join(p.advice))
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""Full-size models on fake CUDA, built through the package's own loaders (no weights, no real memory).
+
+One entry of ``MODELS`` per model the tests cover; adding a backend (e.g. Wan2.1 at 480x832) is one more entry
+with a ``build(fc, dtype, tmp)`` that returns a loaded backend on ``cuda``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .cuda import FakeCuda
+
+
+@dataclass(frozen=True)
+class FakeModel:
+    name: str  # the --config value
+    height: int
+    width: int
+    build: Callable[[FakeCuda, torch.dtype, Path], Any]
+    prompt_image: bool = False  # I2V: the run needs --image
+
+
+def _videocrafter(config: str) -> Callable[[FakeCuda, torch.dtype, Path], Any]:
+    def build(fc: FakeCuda, dtype: torch.dtype, tmp: Path) -> Any:
+        from fifo_longvid.backends import load_backend
+
+        try:  # VideoCrafter's modules are moving from models/ to backends/videocrafter/
+            from fifo_longvid.backends.videocrafter.load import build_model
+            from fifo_longvid.backends.videocrafter.presets import load_model_config
+        except ImportError:
+            from fifo_longvid.models.load import build_model  # the checkpoint's keys and shapes, from the preset
+            from fifo_longvid.models.presets import load_model_config
+
+        meta = build_model(load_model_config(config), "meta")
+        ckpt = tmp / f"{config}.ckpt"
+        ckpt.touch()  # released checkpoints hold fp32 tensors; torch.load of this path returns fake ones
+        fc.checkpoint(ckpt, {k: fc.fake_cpu(v, torch.float32) for k, v in meta.state_dict().items()})
+        return load_backend(config, ckpt, "cuda", dtype)
+
+    return build
+
+
+def _animatediff(fc: FakeCuda, dtype: torch.dtype, tmp: Path) -> Any:
+    """SD-1.5 shapes (diffusers' UNet2DConditionModel defaults with a 768-dim context, the SD VAE, CLIP ViT-L/14's
+    text tower) plus a v2-style motion adapter, built on meta; ``load_backend`` then loads it onto the device as
+    it loads a downloaded folder (only the file reading is replaced)."""
+    from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    import fifo_longvid.backends.animatediff.load as ad_load
+    from fifo_longvid.backends import load_backend
+    from fifo_longvid.backends.animatediff.model import AnimateDiff
+    from fifo_longvid.backends.animatediff.tiny import TINY_SCHEDULER, byte_tokenizer
+
+    def read(config: str, checkpoint: Any = None, motion_adapter: Any = None) -> AnimateDiff:
+        with torch.device("meta"):
+            unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+            adapter = MotionAdapter(motion_max_seq_length=32, use_motion_mid_block=False)
+            motion = UNetMotionModel.from_unet2d(unet, adapter)
+            vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4,
+                                up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
+                                layers_per_block=2, latent_channels=4, sample_size=512)
+            text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                                                num_hidden_layers=12, projection_dim=768))
+        cfg = ad_load.preset_config(config)
+        cfg.latent_size = (64, 64)
+        return AnimateDiff(cfg, motion, vae, text, byte_tokenizer(), dict(TINY_SCHEDULER), {"layout": "fake SD-1.5"})
+
+    real = ad_load.load_animatediff
+    ad_load.load_animatediff = read
+    try:
+        return load_backend("animatediff", None, "cuda", dtype)
+    finally:
+        ad_load.load_animatediff = real
+
+
+MODELS = {
+    "videocrafter2": FakeModel("videocrafter2", 320, 512, _videocrafter("videocrafter2")),
+    "videocrafter1_i2v": FakeModel("videocrafter1_i2v", 320, 512, _videocrafter("videocrafter1_i2v"),
+                                   prompt_image=True),
+    "animatediff": FakeModel("animatediff", 512, 512, _animatediff),
+}

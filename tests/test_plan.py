@@ -1,0 +1,114 @@
+"""``fifo-gen plan``: no weights, no GPU; the numbers of issue 25's Done-when and every bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fifo_longvid.cli import app
+from fifo_longvid.config import ConfigError, build_run_config
+from fifo_longvid.plan import CARDS, card_for, make_plan
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = {"model", "height", "width", "num_frames", "iterations", "calls_per_frame", "tflop_per_frame", "max_batch",
+        "peak_gib", "gpu_gib", "fits", "floor_s_per_frame"}
+
+
+def plan_json(*args: str) -> dict:
+    r = CliRunner().invoke(app, ["plan", "--config", "videocrafter2", "--num-frames", "300", "--json", *args])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_plan_json_for_300_frames_without_weights_or_gpu():
+    t0 = time.perf_counter()
+    p = plan_json()
+    assert time.perf_counter() - t0 < 60
+    assert KEYS <= set(p)
+    assert p["model"] == "videocrafter2" and (p["height"], p["width"], p["num_frames"]) == (320, 512, 300)
+    assert p["tflop_per_frame"] == pytest.approx(202.9, rel=0.03)  # 201.3 U-Net + 1.56 VAE
+    assert p["details"]["unet_tflop_per_frame"] == pytest.approx(201.3, rel=0.01)
+    assert p["details"]["vae_tflop_per_frame"] == pytest.approx(1.56, rel=0.01)
+    assert p["iterations"] == 300 + 48  # init from a base clip drops S - f = 64 - 16 frames
+    assert p["fits"] and p["max_batch"] == 16 and p["calls_per_frame"] == 1
+    assert p["peak_gib"] == pytest.approx(16.4, abs=0.1)  # the fake-CUDA tracker's plain iteration on 80 GB
+    assert 0 < p["floor_s_per_frame"] < 1
+
+
+def test_the_peak_grows_with_max_batch():
+    peaks = [plan_json("--max-batch", str(b))["peak_gib"] for b in (1, 2, 4, 8, 16)]
+    assert peaks == sorted(peaks) and len(set(peaks)) == 5
+
+
+def test_an_8_gib_card_gets_a_batch_that_fits():
+    p = plan_json("--gpu-memory", "8")
+    assert p["fits"] and p["peak_gib"] <= 8 and p["max_batch"] < 16 and p["gpu_gib"] == 8
+
+
+def test_a_2_gib_card_does_not_fit_and_the_plan_says_what_would():
+    p = plan_json("--gpu-memory", "2")
+    assert not p["fits"] and p["advice"] and "card" in p["advice"][-1]
+    r = CliRunner().invoke(app, ["plan", "--config", "videocrafter2", "--gpu-memory", "2"])
+    assert r.exit_code == 0 and "fits: NO" in r.output and "would fit" in r.output
+
+
+def test_stores_and_smaller_batches_are_suggested_when_they_would_fit():
+    cfg = build_run_config(REPO / "configs" / "fifo_fast.yaml", flags={"model": "videocrafter1_i2v", "prompts": ["x"],
+                                                                       "fifo.max_batch": "16"})
+    p = make_plan(cfg, card_for("3060", None))
+    assert not p.fits and p.details["stores_gib"] > 3
+    assert any("--max-batch" in a for a in p.advice) or any("techniques" in a for a in p.advice)
+    assert p.tflop_per_frame < 0.5 * make_plan(build_run_config(flags={"model": "videocrafter1_i2v", "prompts": ["x"]}),
+                                               card_for("3060", None)).tflop_per_frame
+
+
+@pytest.mark.parametrize("gpu", sorted(CARDS))
+def test_every_card_in_the_table(gpu):
+    p = make_plan(build_run_config(flags={"model": "animatediff", "prompts": ["x"]}), card_for(gpu, None))
+    assert p.gpu_gib == CARDS[gpu].gib and p.height == p.width == 512 and p.floor_s_per_frame > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gpu", "k80"], "not in the table"),
+    (["--gpu-memory", "0"], "positive number of GiB"),
+    (["--config", "tiny"], "no cost table"),
+    (["--height", "300"], "multiple of 64"),
+    (["--mode", "base"], "FIFO runs"),
+])
+def test_bad_inputs_are_clear_errors(args, message):
+    r = CliRunner().invoke(app, ["plan", *args])
+    assert r.exit_code != 0 and message in r.output.replace("\n", " ") and "Traceback" not in r.output
+
+
+def test_card_for_keeps_the_named_cards_flops_with_its_own_memory():
+    c = card_for("4090", 20)
+    assert c.gib == 20 and c.tflops_half == CARDS["4090"].tflops_half
+    with pytest.raises(ConfigError):
+        card_for(None, -1)
+
+
+def test_auto_keeps_the_stores_reserve_free():
+    from fifo_longvid.fifo.autobatch import cuda_fit
+
+    gib = 2**30
+    assert cuda_fit(gib, 10 * gib, 80 * gib) == 32  # 54 GiB of budget -> 32 samples
+    assert cuda_fit(gib, 10 * gib, 80 * gib, reserve_bytes=30 * gib) == 16  # 24 GiB left -> 16
+
+
+def test_store_reserve_is_zero_without_techniques_or_a_cost_table():
+    from types import SimpleNamespace
+
+    import torch
+
+    from fifo_longvid.fifo.sizing import store_reserve
+
+    fast = build_run_config(REPO / "configs" / "fifo_fast.yaml", flags={"model": "videocrafter2", "prompts": ["x"]})
+    plain = build_run_config(flags={"model": "videocrafter2", "prompts": ["x"]})
+    vc2 = SimpleNamespace(cfg=SimpleNamespace(name="videocrafter2"), dtype=torch.float16)
+    tiny = SimpleNamespace(cfg=SimpleNamespace(name="tiny"), dtype=torch.float16)
+    assert store_reserve(plain, vc2, (40, 64), 72) == 0 and store_reserve(fast, tiny, (40, 64), 72) == 0
+    assert store_reserve(fast, vc2, (40, 64), 72) / 2**30 == pytest.approx(5.44, abs=0.05)
