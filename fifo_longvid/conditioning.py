@@ -47,11 +47,13 @@ def encode_conditioning(cfg: RunConfig, model: Backend, frame_hw: tuple[int, int
     return cond_state, uncond
 
 
-def prompt_schedule(cfg: RunConfig, plan: FifoPlan, warmup: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Frame id -> prompt index. Output frame k has id head + warmup + k; each window is conditioned on
-    the prompt of its centre frame, so a frame is denoised under its own prompt for most of its life."""
+def prompt_schedule(cfg: RunConfig, plan: FifoPlan, warmup: int,
+                    latent_frames: Callable[[int], int] = lambda n: n) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Frame id -> prompt index. Latent frame k out of the queue has id head + warmup + k; each window is
+    conditioned on the prompt of its centre frame, so a frame is denoised under its own prompt for most of its
+    life. ``latent_frames`` turns output-frame counts into latent ones (a VAE that compresses time)."""
     counts = cfg.fifo.frames_per_prompt or [cfg.fifo.num_frames]
-    bounds = torch.tensor(counts).cumsum(0)
+    bounds = torch.tensor([latent_frames(int(n)) for n in torch.tensor(counts).cumsum(0)])
     offset = plan.head + warmup
     on_device: dict[torch.device, torch.Tensor] = {}  # bounds copied once per device, not every iteration
 

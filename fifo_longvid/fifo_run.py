@@ -222,7 +222,7 @@ class FifoRun:
                             threads=torch.get_num_threads())
 
     def denoiser(self) -> WindowDenoiser:
-        prompt_of = prompt_schedule(self.cfg, self.plan, self.warmup)
+        prompt_of = prompt_schedule(self.cfg, self.plan, self.warmup, self.model.latent_frames)
         s = self.cfg.sampling
         if self.executor is not None:
             from .techniques import check_distributed

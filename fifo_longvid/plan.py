@@ -149,12 +149,9 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
 
 
 def _videocrafter_config(name: str) -> Any:
-    """The preset's sizes (cheap: no model is built). VideoCrafter's modules are moving from ``models/`` to
-    ``backends/videocrafter/``; either place works."""
-    try:
-        from .backends.videocrafter.presets import load_model_config
-    except ImportError:
-        from .models.presets import load_model_config
+    """The preset's sizes (cheap: no model is built)."""
+    from .backends.videocrafter.presets import load_model_config
+
     return load_model_config(name)
 
 

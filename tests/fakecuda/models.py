@@ -29,12 +29,8 @@ def _videocrafter(config: str) -> Callable[[FakeCuda, torch.dtype, Path], Any]:
     def build(fc: FakeCuda, dtype: torch.dtype, tmp: Path) -> Any:
         from fifo_longvid.backends import load_backend
 
-        try:  # VideoCrafter's modules are moving from models/ to backends/videocrafter/
-            from fifo_longvid.backends.videocrafter.load import build_model
-            from fifo_longvid.backends.videocrafter.presets import load_model_config
-        except ImportError:
-            from fifo_longvid.models.load import build_model  # the checkpoint's keys and shapes, from the preset
-            from fifo_longvid.models.presets import load_model_config
+        from fifo_longvid.backends.videocrafter.load import build_model  # the checkpoint's keys and shapes
+        from fifo_longvid.backends.videocrafter.presets import load_model_config
 
         meta = build_model(load_model_config(config), "meta")
         ckpt = tmp / f"{config}.ckpt"
