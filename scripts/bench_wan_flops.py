@@ -1,0 +1,100 @@
+"""FLOPs per output frame of FIFO on Wan2.1-T2V-1.3B at full size, against diffusers' WanPipeline, on the meta device.
+
+    python scripts/bench_wan_flops.py            # 480x832, window 20, n = 4, lookahead, CFG (a table)
+
+No weights and no data: the real diffusers modules are built on ``meta`` with Wan2.1-1.3B's published configs
+and run through our network (``backends/wan``) under torch's ``FlopCounterMode``. It counts:
+
+* one DiT call on one sample of a window (20 latent frames, FIFO) and of a whole clip (21 latent frames,
+  WanPipeline's 81 frames);
+* the streamed VAE decode of one latent frame in steady state (4 output frames) and of the first (1 frame);
+* FIFO per output frame = samples per iteration (2 x 2n windows, CFG) x one window call / 4 output frames, plus
+  the VAE; WanPipeline per frame = steps x 2 (CFG) x one clip call / 81, plus its decode.
+
+It also reports the (B, L, 6, D) modulation tensor diffusers' per-token timestep path would materialise, which
+our per-frame forward (``backends/wan/blocks.py``) avoids.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+# Wan-AI/Wan2.1-T2V-1.3B-Diffusers: transformer/config.json and vae/config.json (the published values)
+TRANSFORMER = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
+                   out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
+                   qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
+VAE = dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+           temperal_downsample=[False, True, True])
+
+
+def count(fn) -> float:
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return float(fc.get_total_flops())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--width", type=int, default=832)
+    ap.add_argument("--window", type=int, default=20)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=50, help="WanPipeline's steps (its default)")
+    ap.add_argument("--clip-frames", type=int, default=81)
+    a = ap.parse_args()
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    from fifo_longvid.backends.wan.model import cast_transformer
+    from fifo_longvid.backends.wan.network import WanNetwork
+    from fifo_longvid.backends.wan.vae import StreamDecoder
+
+    with torch.device("meta"):
+        net = WanNetwork(cast_transformer(WanTransformer3DModel(**TRANSFORMER), torch.bfloat16))
+        vae = torch.nn.Module.to(AutoencoderKLWan(**VAE), torch.bfloat16)
+    h, w = a.height // 8, a.width // 8
+    clip_latents = (a.clip_frames - 1) // 4 + 1
+    ctx = torch.empty(1, 512, 4096, device="meta", dtype=torch.bfloat16)
+
+    def dit(frames: int) -> float:
+        x = torch.empty(1, 16, frames, h, w, device="meta")
+        t = torch.empty(1, frames, device="meta")
+        with torch.no_grad():
+            return count(lambda: net(x, t, ctx))
+
+    window, clip = dit(a.window), dit(clip_latents)
+    dec = StreamDecoder(vae)
+    z = torch.empty(1, 16, 1, h, w, device="meta")
+    with torch.no_grad():
+        first = count(lambda: dec.decode(z))
+        steady = count(lambda: dec.decode(z))
+    rows = 2 * 2 * a.partitions  # lookahead: 2n windows, each with both CFG branches
+    fifo_dit = rows * window / 4
+    fifo_vae = steady / 4
+    pipe_dit = a.steps * 2 * clip / a.clip_frames
+    pipe_vae = (first + (clip_latents - 1) * steady) / a.clip_frames
+    tokens = a.window * (h // 2) * (w // 2)
+    modulation = tokens * 6 * TRANSFORMER["num_attention_heads"] * TRANSFORMER["attention_head_dim"]
+    print(f"Wan2.1-T2V-1.3B at {a.height}x{a.width}: FIFO window {a.window} x {a.partitions} partitions, lookahead, "
+          f"CFG ({rows} samples per iteration, 1 latent frame = 4 output frames out)")
+    print("| quantity | FIFO | WanPipeline (one clip) |")
+    print("| --- | --- | --- |")
+    print(f"| DiT call, one sample | {window / 1e12:.2f} TFLOP ({a.window} latent frames) | {clip / 1e12:.2f} TFLOP "
+          f"({clip_latents} latent frames) |")
+    print(f"| DiT TFLOP per output frame | {fifo_dit / 1e12:.2f} | {pipe_dit / 1e12:.2f} ({a.steps} steps x 2, "
+          f"/ {a.clip_frames}) |")
+    print(f"| VAE TFLOP per output frame | {fifo_vae / 1e12:.3f} | {pipe_vae / 1e12:.3f} |")
+    total_fifo, total_pipe = fifo_dit + fifo_vae, pipe_dit + pipe_vae
+    print(f"| total TFLOP per output frame | {total_fifo / 1e12:.2f} | {total_pipe / 1e12:.2f} |")
+    print(f"| ratio FIFO / WanPipeline | {total_fifo / total_pipe:.2f}x | 1 |")
+    print(f"| length limit | any (constant memory) | {a.clip_frames} frames |")
+    print(f"\ndiffusers' per-token timestep path: a (B, L, 6, D) modulation of {tokens} tokens x 6 x 1536 = "
+          f"{modulation * 2 / 2**20:.0f} MiB per sample in bf16, plus a float32 copy of "
+          f"{modulation * 4 / 2**20:.0f} MiB in every block; ours keeps it per frame "
+          f"({a.window * 6 * 1536 * 4 / 2**20:.2f} MiB per sample).")
+
+
+if __name__ == "__main__":
+    main()
