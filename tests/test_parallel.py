@@ -43,10 +43,12 @@ def _generate_cmd(out, config="tiny", px=64):
             "-o", str(out), "fifo.window=4", "fifo.partitions=2", f"sampling.height={px}", f"sampling.width={px}"]
 
 
-@pytest.mark.parametrize("config,px,latent", [("tiny", 64, 8), ("tiny_animatediff", 32, 16)])
-def test_gloo_two_processes_equal_one_process(tmp_path, config, px, latent):
+@pytest.mark.parametrize("config,px,latent,channels", [("tiny", 64, 8, 4), ("tiny_animatediff", 32, 16, 4),
+                                                       ("tiny_wan", 32, 4, 16)])
+def test_gloo_two_processes_equal_one_process(tmp_path, config, px, latent, channels):
     """Lookahead, f=4, n=2: 4 windows x (cond, uncond) = 8 samples per iteration; each rank denoises 2 windows.
-    The reference runs the same chunks in one process (--max-batch 4 = the samples per rank). Both families."""
+    The reference runs the same chunks in one process (--max-batch 4 = the samples per rank). Every family (Wan:
+    2 output frames = 2 latent frames, float timesteps)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
@@ -68,7 +70,7 @@ def test_gloo_two_processes_equal_one_process(tmp_path, config, px, latent):
     assert "rank 1: served 6 U-Net calls" in outs[2]  # warm-up 4 + 2 frames: one call per FIFO iteration
     a = load_file(str(single.with_suffix(".latents.safetensors")))["latents"]
     b = load_file(str(dist_out.with_suffix(".latents.safetensors")))["latents"]
-    assert a.shape == (1, 4, 2, latent, latent) and torch.equal(a, b)
+    assert a.shape == (1, channels, 2, latent, latent) and torch.equal(a, b)
     assert np.array_equal(read_video(single), read_video(dist_out))
 
 

@@ -11,7 +11,7 @@ import fifo_longvid
 from fifo_longvid.techniques import REGISTRY, TechniquesConfig
 
 PACKAGE = Path(fifo_longvid.__file__).parent
-FAMILIES = ("fifo_longvid.backends.videocrafter", "fifo_longvid.backends.animatediff")
+FAMILIES = ("fifo_longvid.backends.videocrafter", "fifo_longvid.backends.animatediff", "fifo_longvid.backends.wan")
 
 
 def _imports(path: Path) -> list[str]:
@@ -40,3 +40,31 @@ def test_every_technique_is_registered_once():
     names = [spec.name for spec in REGISTRY]
     assert sorted(names) == sorted(f.name for f in fields(TechniquesConfig)) and len(set(names)) == len(names)
     assert len({spec.flag for spec in REGISTRY}) == len(REGISTRY)
+
+
+def test_three_families_side_by_side_behind_one_registry():
+    from fifo_longvid.backends import FAMILIES as REG
+    from fifo_longvid.backends import family_for
+
+    assert [f.name for f in REG] == ["animatediff", "wan", "videocrafter"]
+    for f in REG:
+        assert (PACKAGE / "backends" / f.name / "family.py").is_file()
+        assert all(family_for(p) is f for p in f.presets), f.name
+    assert family_for("some/model.yaml").name == "videocrafter"  # the catch-all: any YAML is VideoCrafter's
+    assert not (PACKAGE / "models").exists()  # no second home of one family
+    assert {f.schedule for f in REG} == {"ddim", "flow"}
+
+
+def test_only_the_registry_asks_which_family():
+    """Nothing outside backends/ branches on a family's name: it asks the registry for capabilities."""
+    names = ("animatediff", "videocrafter", "wan")
+    bad = []
+    for p in PACKAGE.rglob("*.py"):
+        rel = p.relative_to(PACKAGE).as_posix()
+        if rel.startswith(("backends/", "plan.py")):
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Compare) and any(isinstance(c, ast.Constant) and c.value in names
+                                                     for c in [node.left, *node.comparators]):
+                bad.append(f"{rel}:{node.lineno}")
+    assert not bad, bad

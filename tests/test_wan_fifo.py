@@ -218,7 +218,7 @@ def test_resume_is_bitwise_under_flow_matching(tiny_wan, tmp_path):
 
     from fifo_longvid.fifo.state import state_path
 
-    full = _tiny(tmp_path / "full.mp4", "fifo.num_frames=17", model=tiny_wan)
+    _tiny(tmp_path / "full.mp4", "fifo.num_frames=17", model=tiny_wan)
 
     def stop(task, done, total):
         if task == "fifo" and done == 6:
@@ -247,3 +247,24 @@ def test_negative_prompt_changes_the_video_and_its_hash(tiny_wan, tmp_path):
     c = build_run_config(flags={"model": "tiny", "prompts": ["x"], "sampling.negative_prompt": "blurry"})
     assert numerics_hash(a, "w") == numerics_hash(b, "w") != numerics_hash(c, "w")
     assert a.sampling.eta == 1.0  # DDIM families keep the reference's default
+
+
+def test_batch_run_on_a_wan_folder(folders, tmp_path):
+    """``fifo-gen batch`` on a diffusers Wan folder: one video per prompt, each with its output frame count, and
+    a batch refusing a technique the DiT cannot carry generates nothing."""
+    from typer.testing import CliRunner
+
+    from fifo_longvid.cli import app
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle bouncing\na blue square\n")
+    out = tmp_path / "out"
+    args = ["batch", str(prompts), "--config", "wan", "--checkpoint", str(folders["wan"]), "--num-frames", "9",
+            "--out-dir", str(out), "--seed", "5", *TINY]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [x["status"] for x in recs] == ["done", "done"] and all(x["frames"] == 9 for x in recs)
+    assert all(read_video(x["output"]).shape[0] == 9 for x in recs)
+    r = CliRunner().invoke(app, [*args[:-4], "--out-dir", str(tmp_path / "o2"), "--deepcache", "2", *TINY])
+    assert r.exit_code == 2 and "the wan family has none" in r.output and not (tmp_path / "o2").exists()

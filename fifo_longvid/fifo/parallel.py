@@ -26,8 +26,9 @@ from ..diffusion.context import publish, rows_for
 from ..diffusion.guidance import NetworkFn, chunked
 
 _STOP, _RUN = 0, 1
-_HEADER = 12  # cmd, B, C, F, h, w, T (t's second dim), L, D, unit, x dtype, context dtype
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+_HEADER = 13  # cmd, B, C, F, h, w, T (t's second dim), L, D, unit, x dtype, context dtype, t dtype
+# t: integer DDIM timesteps, or flow matching's float sigma x 1000 (truncating those would change the numerics)
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.long)
 
 
 def split_sizes(n: int, parts: int, unit: int = 1) -> list[int]:
@@ -95,7 +96,8 @@ class DistributedExecutor:
     def wrap(self, net: NetworkFn, max_batch: int | None) -> NetworkFn:
         def run(x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
             header = torch.tensor([_RUN, *x.shape, t.shape[1], ctx.shape[1], ctx.shape[2], self.unit,
-                                   _DTYPES.index(x.dtype), _DTYPES.index(ctx.dtype)], dtype=torch.long)
+                                   _DTYPES.index(x.dtype), _DTYPES.index(ctx.dtype), _DTYPES.index(t.dtype)],
+                                  dtype=torch.long)
             self._bcast(header)
             x, t, ctx = x.contiguous(), t.contiguous(), ctx.contiguous()
             for z in (x, t, ctx):
@@ -187,11 +189,11 @@ def serve(net: NetworkFn, device: torch.device | str, max_batch: int | None) -> 
     while True:
         header = torch.zeros(_HEADER, dtype=torch.long, device=comm)
         dist.broadcast(header, src=0)
-        cmd, b, c, f, h, w, tf, length, d, unit, xd, cd = (int(v) for v in header.tolist())
+        cmd, b, c, f, h, w, tf, length, d, unit, xd, cd, td = (int(v) for v in header.tolist())
         if cmd == _STOP:
             return calls
         x = torch.empty((b, c, f, h, w), dtype=_DTYPES[xd], device=comm)
-        t = torch.empty((b, tf), dtype=torch.long, device=comm)
+        t = torch.empty((b, tf), dtype=_DTYPES[td], device=comm)
         ctx = torch.empty((b, length, d), dtype=_DTYPES[cd], device=comm)
         for z in (x, t, ctx):
             dist.broadcast(z, src=0)
