@@ -182,8 +182,9 @@ def _advice(held: float, per_sample: float, stores: float, total: float, rows: i
                 break
     if not out:
         need = (C.weights_bytes(c, dtype) + 2 * per_sample) / CUDA_MEMORY_SHARE / GIB
-        out.append(f"a bigger card: the weights alone take {held / GIB:.1f} GiB; at least {math.ceil(need)} GiB "
-                   "(e.g. --gpu 3060 or larger)")
+        big = min((k for k, card in CARDS.items() if card.gib >= need), key=lambda k: CARDS[k].gib, default=None)
+        out.append(f"a bigger card: the weights alone take {held / GIB:.1f} GiB; at least {math.ceil(need)} GiB"
+                   + (f" (e.g. --gpu {big} or larger)" if big else ""))
     return out
 
 
@@ -191,7 +192,9 @@ def format_plan(p: Plan) -> str:
     d = p.details
     lines = [
         f"model {p.model} ({d['dtype']}), {p.height}x{p.width}, window {d['window']} x {d['partitions']} partitions; "
-        f"{p.num_frames} frames in {p.iterations} FIFO iterations",
+        f"{p.num_frames} frames in {p.iterations} FIFO iterations"
+        + (f" ({d['latent_frames']} latent frames of {d['frames_per_iteration']} output frames each, the first 1)"
+           if d["frames_per_iteration"] > 1 else ""),
         f"per output frame: {d['samples_per_iteration']} U-Net samples in {p.calls_per_frame} call(s) of "
         f"{p.max_batch}; {p.tflop_per_frame:.1f} TFLOP ({d['unet_tflop_per_frame']:.1f} U-Net + "
         f"{d['vae_tflop_per_frame']:.2f} VAE)" + (f", techniques {', '.join(d['techniques'])} (FLOPs from measured "
