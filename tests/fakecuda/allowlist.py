@@ -13,6 +13,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("fifo_longvid/models/load.py", "load_model"): "weights: the checkpoint's tensors go to the card once, at load",
     ("fifo_longvid/backends/__init__.py", "load_backend"): "weights: the model goes to the card once, at load",
     ("fifo_longvid/backends/wan/family.py", "_load"): "weights: the Wan model goes to the card once, at load",
+    ("fifo_longvid/backends/animatediff/family.py", "_load"): "weights: the AnimateDiff model goes to the card once, "
+                                                              "at load",
     ("fifo_longvid/diffusion/schedule.py", "make_ddim_schedule"): "the DDIM sub-schedule is built once per run from "
                                                                   "the model's alphas_cumprod buffer",
     ("fifo_longvid/diffusion/schedule.py", "<dictcomp>"): "DDIMSchedule.to: the arrays go to the card once per run",
