@@ -95,17 +95,11 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
     if cfg.mode != "fifo":
         raise ConfigError("plan covers FIFO runs (--mode fifo)")
     fc, s = cfg.fifo, cfg.sampling
-    if cfg.model == "animatediff":
-        from .backends.animatediff.load import preset_config
-
-        mc: Any = preset_config("animatediff")
-        lat_f, mult, temporal = 8, 64, 16
-    else:
-        mc = _videocrafter_config(cfg.model)
-        lat_f, mult, temporal = 8, 8 * 2 ** (len(mc.unet.channel_mult) - 1), mc.unet.temporal_length
-    window, parts, frames = mc.default_window or temporal, mc.default_partitions, mc.default_num_frames
-    window, parts = fc.window or window, fc.partitions or parts
-    num_frames = fc.num_frames or (sum(fc.frames_per_prompt) if fc.frames_per_prompt else frames)
+    sz = _sizes(cfg)
+    lat_f, mult, tf = sz.latent_factor, sz.size_multiple, sz.temporal_factor
+    window, parts = fc.window or sz.window, fc.partitions or sz.partitions
+    num_frames = fc.num_frames or (sum(fc.frames_per_prompt) if fc.frames_per_prompt else sz.num_frames)
+    latent_frames = 1 + math.ceil((num_frames - 1) / tf)  # output frames -> dequeued latent frames
     height = s.height or c.ref_latent[0] * lat_f
     width = s.width or c.ref_latent[1] * lat_f
     for name, v in (("height", height), ("width", width)):
@@ -114,13 +108,13 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
     lat = (height // lat_f, width // lat_f)
     plan = FifoPlan(window, parts, fc.lookahead)
     rows = 2 * len(plan.windows())
-    iterations = warmup_iterations(plan, fc.init) + num_frames  # type: ignore[arg-type]
+    iterations = warmup_iterations(plan, fc.init) + latent_frames  # type: ignore[arg-type]
     dtype = _dtype(cfg)
     techs = enabled_acceleration(cfg.techniques)
     all_techs = [t.name for t in enabled(cfg.techniques)]
 
     weights = C.weights_bytes(c, dtype)
-    queue = 4 * 4 * plan.length * lat[0] * lat[1] * 3  # fp32 queue, plus a gathered copy and the update's
+    queue = 4 * c.channels * plan.length * lat[0] * lat[1] * 3  # fp32 queue, plus a gathered copy and the update's
     per_sample = C.activation_bytes_per_sample(c, lat, window, dtype)
     stores = C.store_bytes_at_largest(c, techs, lat, plan.length, dtype)
     total = card.gib * GIB
@@ -132,27 +126,40 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
         batch = min(rows, spec or rows)  # type: ignore[type-var]
         how = "fixed"
     peak = weights + queue + batch * per_sample + stores
-    flop = C.unet_flop_per_sample(c, lat, window) * rows * C.flop_ratio(all_techs) + C.vae_flop_per_frame(c, lat)
+    # per OUTPUT frame: one iteration dequeues one latent frame = ``tf`` output frames (steady state)
+    vae = C.vae_flop_per_frame(c, lat) / tf
+    flop = C.unet_flop_per_sample(c, lat, window) * rows * C.flop_ratio(all_techs) / tf + vae
     peak_tflops = card.tflops_fp32 if dtype == "fp32" else card.tflops_half
     p = Plan(cfg.model, height, width, num_frames, iterations, math.ceil(rows / batch), round(flop / 1e12, 2),
              batch, round(peak / GIB, 2), card.gib, peak <= total, round(flop / (peak_tflops * 1e12), 3))
-    vae = C.vae_flop_per_frame(c, lat)
     p.details = {"card": card.name, "dtype": dtype, "window": window, "partitions": parts,
-                 "samples_per_iteration": rows, "max_batch_how": how, "weights_gib": round(weights / GIB, 2),
+                 "samples_per_iteration": rows, "latent_frames": latent_frames, "frames_per_iteration": tf,
+                 "max_batch_how": how, "weights_gib": round(weights / GIB, 2),
                  "activations_gib": round(batch * per_sample / GIB, 2), "stores_gib": round(stores / GIB, 2),
                  "techniques": all_techs, "unet_tflop_per_frame": round((flop - vae) / 1e12, 2),
                  "vae_tflop_per_frame": round(vae / 1e12, 2),
-                 "floor_s_total": round(flop * iterations / (peak_tflops * 1e12), 1)}
+                 "floor_s_total": round(flop * tf * iterations / (peak_tflops * 1e12), 1)}
     if not p.fits:
         p.advice = _advice(weights + queue, per_sample, stores, total, rows, lat, mult // lat_f, cfg, c, dtype)
     return p
 
 
-def _videocrafter_config(name: str) -> Any:
-    """The preset's sizes (cheap: no model is built)."""
-    from .backends.videocrafter.presets import load_model_config
+def _sizes(cfg: RunConfig) -> Any:
+    """The preset's geometry and defaults from its family (cheap: no model is built); techniques the family
+    refuses (Wan: --qcache, --deepcache, --attn-reuse) are refused here as ``generate`` refuses them."""
+    from .backends import family_for
+    from .techniques import check_family
 
-    return load_model_config(name)
+    model = cfg.model
+    family = family_for(model)
+    try:
+        check_family(cfg.techniques, family.name, family.provides,
+                     " (a DiT: one stack of transformer blocks)" if family.schedule == "flow" else "")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if family.sizes is None:
+        raise ConfigError(f"the {family.name} family does not describe its sizes; plan cannot cover --config {model}")
+    return family.sizes(model)
 
 
 def _advice(held: float, per_sample: float, stores: float, total: float, rows: int, lat: tuple[int, int],
@@ -175,8 +182,9 @@ def _advice(held: float, per_sample: float, stores: float, total: float, rows: i
                 break
     if not out:
         need = (C.weights_bytes(c, dtype) + 2 * per_sample) / CUDA_MEMORY_SHARE / GIB
-        out.append(f"a bigger card: the weights alone take {held / GIB:.1f} GiB; at least {math.ceil(need)} GiB "
-                   "(e.g. --gpu 3060 or larger)")
+        big = min((k for k, card in CARDS.items() if card.gib >= need), key=lambda k: CARDS[k].gib, default=None)
+        out.append(f"a bigger card: the weights alone take {held / GIB:.1f} GiB; at least {math.ceil(need)} GiB"
+                   + (f" (e.g. --gpu {big} or larger)" if big else ""))
     return out
 
 
@@ -184,7 +192,9 @@ def format_plan(p: Plan) -> str:
     d = p.details
     lines = [
         f"model {p.model} ({d['dtype']}), {p.height}x{p.width}, window {d['window']} x {d['partitions']} partitions; "
-        f"{p.num_frames} frames in {p.iterations} FIFO iterations",
+        f"{p.num_frames} frames in {p.iterations} FIFO iterations"
+        + (f" ({d['latent_frames']} latent frames of {d['frames_per_iteration']} output frames each, the first 1)"
+           if d["frames_per_iteration"] > 1 else ""),
         f"per output frame: {d['samples_per_iteration']} U-Net samples in {p.calls_per_frame} call(s) of "
         f"{p.max_batch}; {p.tflop_per_frame:.1f} TFLOP ({d['unet_tflop_per_frame']:.1f} U-Net + "
         f"{d['vae_tflop_per_frame']:.2f} VAE)" + (f", techniques {', '.join(d['techniques'])} (FLOPs from measured "

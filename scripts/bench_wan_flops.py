@@ -22,12 +22,8 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-# Wan-AI/Wan2.1-T2V-1.3B-Diffusers: transformer/config.json and vae/config.json (the published values)
-TRANSFORMER = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
-                   out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-                   qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
-VAE = dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-           temperal_downsample=[False, True, True])
+from fifo_longvid.backends.wan.full import FULL_TRANSFORMER as TRANSFORMER
+from fifo_longvid.backends.wan.full import FULL_VAE as VAE
 
 
 def count(fn) -> float:

@@ -1,10 +1,11 @@
 """The CUDA path at full size on fake CUDA tensors (issue 25): runs in CI on a CPU, touches no data.
 
-For each model (VideoCrafter2 and VideoCrafter1 I2V at 320x512, AnimateDiff with SD-1.5 shapes at 512x512) in
-fp16 and bf16: where every module lands and in which dtype, zero host syncs inside a FIFO iteration (plain,
-each technique, fifo_fast), every sync outside one on the allowlist, ``generate`` with an interrupt and
-``--resume``, and ``--max-batch auto`` on 12-80 GB cards against the plan's memory model. The harness lives in
-``tests/fakecuda`` and skips, saying why, when torch's private fake-tensor API moves.
+For each model (VideoCrafter2 and VideoCrafter1 I2V at 320x512, AnimateDiff with SD-1.5 shapes at 512x512,
+Wan2.1-T2V-1.3B at 480x832) in fp16 and bf16: where every module lands and in which dtype, zero host syncs
+inside a FIFO iteration (plain, each technique, fifo_fast; on Wan the techniques it refuses are asserted refused
+and its fastest combination is tgate + cfg_cache), every sync outside one on the allowlist, ``generate`` with an
+interrupt and ``--resume``, and ``--max-batch auto`` on 12-80 GB cards against the plan's memory model. The
+harness lives in ``tests/fakecuda`` and skips, saying why, when torch's private fake-tensor API moves.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if SKIP_REASON is not None:  # torch's private fake-tensor API moved: say why, r
 from tests.fakecuda import FakeCuda  # noqa: E402
 from tests.fakecuda.allowlist import unexplained  # noqa: E402
 from tests.fakecuda.models import MODELS, FakeModel  # noqa: E402
-from tests.fakecuda.run import fifo_iterations  # noqa: E402
+from tests.fakecuda.run import fifo_iterations, run_schedule, window  # noqa: E402
 
 pytestmark = pytest.mark.fake_cuda
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +45,33 @@ def techniques(name: str) -> TechniquesConfig | None:
     cfg = TechniquesConfig()
     getattr(cfg, name).enabled = True
     return cfg
+
+
+def unsupported(spec: FakeModel) -> list[str]:
+    """The techniques the model's family refuses (their ``needs`` it does not provide): Wan's DiT has no
+    encoder/decoder mirror (Q-cache), no resolution levels (DeepCache), no per-frame self-attention (reuse)."""
+    from fifo_longvid.backends import family_for
+    from fifo_longvid.techniques import REGISTRY
+
+    provides = family_for(spec.name).provides
+    return [t.name for t in REGISTRY if t.needs - provides]
+
+
+def fastest(spec: FakeModel, **flags: object):
+    """fifo_fast's run config, less the techniques the family refuses (Wan: tgate + cfg_cache)."""
+    off = [f"techniques.{t}.enabled=false" for t in unsupported(spec)]
+    return build_run_config(REPO / "configs" / "fifo_fast.yaml", flags={"model": spec.name, "prompts": ["x"], **flags},
+                            overrides=off)
+
+
+def assert_refused(spec: FakeModel, overrides: list[str], config: Path | None = None) -> None:
+    """``validate`` (run before anything loads) refuses the run, naming the family."""
+    from fifo_longvid.config import ConfigError
+    from fifo_longvid.validation import validate
+
+    cfg = build_run_config(config, flags={"model": spec.name, "prompts": ["x"]}, overrides=overrides)
+    with pytest.raises(ConfigError, match=f"the {spec.name} family has none"):
+        validate(cfg)
 
 
 @dataclass
@@ -78,7 +106,12 @@ def test_every_module_lands_on_the_device_in_its_dtype(loaded):
     off = [n for n, t in tensors.items() if t.device != torch.device("cuda:0")]
     assert not off, f"not on the card: {off[:5]}"
     unet = {id(p) for p in model.unet.parameters()}
-    assert {p.dtype for p in model.unet.parameters()} == {dtype}
+    keep = set(getattr(getattr(model.unet, "transformer", None), "_keep_in_fp32_modules", None) or [])
+    wrong = [n for n, p in model.unet.named_parameters()
+             if p.dtype != (torch.float32 if keep.intersection(n.split(".")) else dtype)]
+    assert not wrong, f"not in the run dtype (or not float32 where diffusers keeps it): {wrong[:5]}"
+    if keep:  # Wan: the time embedder, modulation tables and norms stay float32, as diffusers keeps them
+        assert any(p.dtype == torch.float32 for p in model.unet.parameters())
     others = Counter(str(t.dtype) for n, t in model.named_parameters() if id(t) not in unet)
     assert set(others) <= {str(dtype), "torch.float32"}, others  # VAE in the run dtype, encoders in fp32
     assert others["torch.float32"] > 0  # the text (and image) encoder stays fp32
@@ -87,9 +120,15 @@ def test_every_module_lands_on_the_device_in_its_dtype(loaded):
 
 @pytest.mark.parametrize("tech", ["plain", "fifo_fast"])
 def test_no_host_sync_inside_an_iteration(loaded, tech):
-    fc, model = loaded.fc, loaded.model
+    """fifo_fast on a family that refuses some of its techniques (Wan) is asserted refused; the iterations then run
+    with what the family supports (Wan: tgate + cfg_cache, its fastest combination)."""
+    fc, model, spec = loaded.fc, loaded.model, loaded.spec
+    chosen = techniques(tech)
+    if tech == "fifo_fast" and unsupported(spec):
+        assert_refused(spec, [], REPO / "configs" / "fifo_fast.yaml")
+        chosen = fastest(spec).techniques
     with fc:
-        report = fifo_iterations(fc, model, techniques(tech), iterations=2)
+        report = fifo_iterations(fc, model, chosen, iterations=2, size=(spec.height, spec.width))
     inside = [str(s) for it in report.inside for s in it]
     assert not inside, f"host syncs inside FIFO iterations: {inside}"
     assert not unexplained(fc.syncs)
@@ -101,12 +140,16 @@ def test_no_host_sync_inside_an_iteration(loaded, tech):
 @fp16_only
 def test_no_host_sync_inside_an_iteration_with_each_technique(loaded, tech):
     """Also: the store's bytes per frame agree with the plan's cost table (``fifo/costs.py``), measured the same way
-    (3 iterations, n=1: bytes over frames holding an entry)."""
+    (3 iterations, n=1: bytes over frames holding an entry). A technique the family refuses (Wan: qcache,
+    deepcache, attn_reuse) is asserted refused by validation instead, before anything would load."""
     from fifo_longvid.fifo.costs import costs_for
 
-    fc, model = loaded.fc, loaded.model
+    fc, model, spec = loaded.fc, loaded.model, loaded.spec
+    if tech in unsupported(spec):
+        assert_refused(spec, [f"techniques.{tech}.enabled=true"])
+        return
     with fc:
-        report = fifo_iterations(fc, model, techniques(tech), iterations=3)
+        report = fifo_iterations(fc, model, techniques(tech), iterations=3, size=(spec.height, spec.width))
     inside = [str(s) for it in report.inside for s in it]
     assert not inside, f"host syncs inside FIFO iterations with {tech}: {inside}"
     fc.syncs.clear()
@@ -118,26 +161,27 @@ def test_no_host_sync_inside_an_iteration_with_each_technique(loaded, tech):
 @fp16_only
 def test_base_clip_and_queue_init_have_no_host_sync(loaded):
     """The base clip's DDIM steps and the queue init indexed the schedule through a 0-dim device tensor: 6 syncs per
-    step, about 384 per video, plus 72 at init. Now the only one is the finite check after the clip's last step."""
+    step, about 384 per video, plus 72 at init. Now the only one is the finite check after the clip's last step
+    (flow matching's Euler steps on Wan likewise)."""
     from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
     from fifo_longvid.diffusion.noise import NoiseSource
-    from fifo_longvid.diffusion.sampling import sample_ddim
+    from fifo_longvid.diffusion.sampling import sample_clip
     from fifo_longvid.fifo.init import init_queue
     from fifo_longvid.fifo.queue import FifoPlan
 
     fc, model, spec = loaded.fc, loaded.model, loaded.spec
-    f = model.temporal_length
+    f = window(model)
     lat = (spec.height // model.latent_factor, spec.width // model.latent_factor)
     with fc, torch.no_grad():
         plan = FifoPlan(f, 1, lookahead=True)
-        sched = model.ddim_schedule(plan.steps, 1.0).to(model.device)
+        sched = run_schedule(model, plan.steps)
         ctx = torch.zeros(1, *model.context_shape, device=model.device)
         noise = NoiseSource(0, model.device)
         den = cfg_denoiser(unet_network(model.unet, 8), ctx, ctx, 12.0)
         fc.syncs.clear()
-        short = model.ddim_schedule(2, 1.0).to(model.device)  # 2 steps of the clip: the per-step syncs show
+        short = run_schedule(model, 2)  # 2 steps of the clip: the per-step syncs show
         fc.syncs.clear()
-        base = sample_ddim(den, noise.randn((1, model.cfg.channels, f, *lat)), short,
+        base = sample_clip(den, noise.randn((1, model.cfg.channels, f, *lat)), short,
                            use_scale=bool(getattr(model.cfg, "use_scale", False)), noise=noise)
         clip_syncs = [str(s) for s in fc.syncs]
         fc.syncs.clear()
@@ -201,7 +245,7 @@ def test_cost_model_matches_the_fake_tracker(loaded):
     c = costs_for(spec.name)
     assert fc.memory.current == pytest.approx(weights_bytes(c, loaded.dtype), rel=0.02)
     lat = (spec.height // model.latent_factor, spec.width // model.latent_factor)
-    f = model.temporal_length
+    f = window(model)
     with fc, torch.no_grad():
         x = torch.zeros(2, model.cfg.channels, f, *lat, device=model.device)
         t = torch.full((2, f), 500, dtype=torch.long, device=model.device)
@@ -216,8 +260,8 @@ def test_cost_model_matches_the_fake_tracker(loaded):
 
 @fp16_only
 def test_auto_fits_every_card(loaded):
-    """``--max-batch auto`` on 12-80 GB cards, with fifo_fast's stores reserved: weights + one call + the stores at
-    their largest fit the card, and ``fifo-gen plan`` predicts the same choice."""
+    """``--max-batch auto`` on 12-80 GB cards, with fifo_fast's stores reserved (on Wan: tgate + cfg_cache's): weights
+    + one call + the stores at their largest fit the card, and ``fifo-gen plan`` predicts the same choice."""
     from fifo_longvid.fifo.autobatch import CUDA_MEMORY_SHARE
     from fifo_longvid.fifo.costs import activation_bytes_per_sample, costs_for
     from fifo_longvid.fifo.queue import FifoPlan
@@ -226,12 +270,12 @@ def test_auto_fits_every_card(loaded):
 
     fc, model, spec = loaded.fc, loaded.model, loaded.spec
     lat = (spec.height // model.latent_factor, spec.width // model.latent_factor)
-    f = model.temporal_length
+    f = window(model)
     plan = FifoPlan(f, 4, lookahead=True)
     rows = 2 * len(plan.windows())
-    cfg = build_run_config(REPO / "configs" / "fifo_fast.yaml", flags={"model": spec.name, "prompts": ["x"]})
+    cfg = fastest(spec)
     reserve = store_reserve(cfg, model, lat, plan.length)
-    assert reserve > 2**30  # fifo_fast's stores at 72 frames: several GiB at full size
+    assert reserve > 2**30  # fifo_fast's stores at 72 frames (Wan: 80): several GiB at full size
     per_sample = activation_bytes_per_sample(costs_for(spec.name), lat, f, loaded.dtype)
     chosen = {}
     with fc:

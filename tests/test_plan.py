@@ -112,3 +112,50 @@ def test_store_reserve_is_zero_without_techniques_or_a_cost_table():
     tiny = SimpleNamespace(cfg=SimpleNamespace(name="tiny"), dtype=torch.float16)
     assert store_reserve(plain, vc2, (40, 64), 72) == 0 and store_reserve(fast, tiny, (40, 64), 72) == 0
     assert store_reserve(fast, vc2, (40, 64), 72) / 2**30 == pytest.approx(5.44, abs=0.05)
+
+
+def wan_plan(*args: str) -> dict:
+    r = CliRunner().invoke(app, ["plan", "--config", "wan", "--json", *args])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_wan_plan_at_480x832_counts_output_frames():
+    """Wan2.1-1.3B: the family's defaults (480x832, window 20 x 4 partitions, 81 output frames); one iteration
+    dequeues one latent frame = 4 output frames, so the FLOPs per output frame are a quarter of an iteration's and
+    agree with scripts/bench_wan_flops.py (1045.6 TFLOP: 1042.2 DiT + 3.39 VAE)."""
+    p = wan_plan()
+    assert KEYS <= set(p)
+    assert p["model"] == "wan" and (p["height"], p["width"], p["num_frames"]) == (480, 832, 81)
+    d = p["details"]
+    assert (d["window"], d["partitions"], d["samples_per_iteration"]) == (20, 4, 16)
+    assert d["latent_frames"] == 21 and d["frames_per_iteration"] == 4
+    assert p["tflop_per_frame"] == pytest.approx(1046, rel=0.03)
+    assert d["unet_tflop_per_frame"] == pytest.approx(1042.2, rel=0.01)
+    assert d["vae_tflop_per_frame"] == pytest.approx(3.39, rel=0.01)
+    assert p["iterations"] == 21 + 60  # 21 latent frames; init from a base clip drops S - f = 80 - 20 frames
+    # weights: DiT + VAE in fp16 (1.54B) and UMT5-XXL + the DiT's float32 modules in fp32 (5.68B): 24.0 GiB
+    assert d["weights_gib"] == pytest.approx(24.05, abs=0.05)
+    assert p["fits"] and p["max_batch"] == 16 and p["peak_gib"] == pytest.approx(46.9, abs=0.2)
+
+
+def test_wan_num_frames_are_output_frames():
+    """--num-frames 301 = 1 + 4 x 75: 76 latent frames, 76 + 60 iterations; --num-frames 300 rounds up to 76."""
+    assert wan_plan("--num-frames", "301")["iterations"] == 76 + 60
+    assert wan_plan("--num-frames", "300")["iterations"] == 76 + 60
+    assert wan_plan("--num-frames", "305")["iterations"] == 77 + 60
+
+
+def test_wan_on_small_cards_and_bad_sizes():
+    """UMT5-XXL in fp32 alone is 21 GiB: a 24 GiB card cannot hold the run; sizes must divide by 16 (VAE 8 x patch
+    2); tgate + cfg_cache (Wan's fastest combination) cut the FLOPs."""
+    p = wan_plan("--gpu-memory", "24")
+    assert not p["fits"] and p["advice"]
+    assert wan_plan("--gpu-memory", "40")["fits"]
+    r = CliRunner().invoke(app, ["plan", "--config", "wan", "--height", "488"])
+    assert r.exit_code != 0 and "multiple of 16" in r.output
+    fast = wan_plan("--tgate", "0.4", "--cfg-cache", "3")
+    assert fast["tflop_per_frame"] < 0.65 * wan_plan()["tflop_per_frame"] and fast["details"]["stores_gib"] > 10
+    for flag in (["--deepcache", "3"], ["--attn-reuse"], ["--qcache", "0.5"]):
+        r = CliRunner().invoke(app, ["plan", "--config", "wan", *flag])
+        assert r.exit_code != 0 and "the wan family has none" in r.output.replace("\n", " "), (flag, r.output)

@@ -16,6 +16,18 @@ ConfigArg = Any  # a --config value: a preset name, a YAML path, or a family's o
 
 
 @dataclass(frozen=True)
+class Sizes:
+    """A preset's geometry and run defaults, read without building a model (``fifo-gen plan``)."""
+
+    latent_factor: int  # pixels per latent pixel
+    size_multiple: int  # frame sides must divide by this
+    temporal_factor: int  # output frames per latent frame (after the first: 1 + t (F - 1) frames from F latents)
+    window: int  # default FIFO window, latent frames
+    partitions: int
+    num_frames: int  # default --num-frames (output frames)
+
+
+@dataclass(frozen=True)
 class Family:
     """One model family: how to recognise, load and describe it.
 
@@ -35,6 +47,7 @@ class Family:
     provides: frozenset[str] = frozenset()
     schedule: str = "ddim"
     negative_prompt: bool = True  # the unconditional branch encodes --negative-prompt
+    sizes: Callable[[ConfigArg], Sizes] | None = None  # the preset's geometry, without weights
     summary: str = ""
 
     def capabilities(self, config: ConfigArg = None) -> dict[str, Any]:

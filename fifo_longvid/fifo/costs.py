@@ -25,6 +25,8 @@ class FamilyCosts:
     unet_flop_per_sample: float  # one sample (one window, one CFG branch) through the U-Net
     vae_flop_per_frame: float  # one latent frame decoded
     store_bytes_per_frame: dict[str, float] = field(default_factory=dict)  # per technique, fp16/bf16
+    temporal_factor: int = 1  # output frames per dequeued latent frame (Wan's causal VAE: 4)
+    channels: int = 4  # latent channels (the queue's size)
 
 
 _VC = dict(ref_latent=(40, 64), ref_frames=16, act_bytes_per_sample=825_696_256, unet_flop_per_sample=12.5815e12,
@@ -38,6 +40,13 @@ COSTS: dict[str, FamilyCosts] = {
                                vae_flop_per_frame=2.5145e12,
                                store_bytes_per_frame={"tgate": 31.99e6, "cfg_cache": 0.131e6, "attn_reuse": 87.27e6,
                                                       "deepcache": 10.49e6}),
+    # Wan2.1-T2V-1.3B (backends/wan/full.py): the DiT (its float32 modules: 3.1M params) + the causal VAE; UMT5-XXL's
+    # encoder is 5.68B fp32 params (21.2 GiB), held for the whole run. FLOPs as scripts/bench_wan_flops.py counts
+    # them: one 20-frame window sample, and one latent frame through the streamed decoder (4 output frames).
+    "wan": FamilyCosts(ref_latent=(60, 104), ref_frames=20, params_run_dtype=1.5428e9, params_fp32=5.6840e9,
+                       act_bytes_per_sample=1_528_496_384, unet_flop_per_sample=260.5625e12,
+                       vae_flop_per_frame=13.552e12, store_bytes_per_frame={"tgate": 191.69e6, "cfg_cache": 0.799e6},
+                       temporal_factor=4, channels=16),
 }
 # FLOPs with a technique on, over plain, at full size (VideoCrafter2, README "Acceleration", scripts/bench_accel.py);
 # assumed for the other families. Several techniques multiply, except all four together (measured: 0.446).
@@ -81,6 +90,7 @@ def unet_flop_per_sample(c: FamilyCosts, latent_hw: tuple[int, int], frames: int
 
 
 def vae_flop_per_frame(c: FamilyCosts, latent_hw: tuple[int, int]) -> float:
+    """One latent frame decoded (``temporal_factor`` output frames in steady state)."""
     return c.vae_flop_per_frame * _pixels(c, latent_hw)
 
 

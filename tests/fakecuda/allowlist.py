@@ -12,9 +12,13 @@ from .mode import Sync
 ALLOWED: dict[tuple[str, str], str] = {
     ("fifo_longvid/models/load.py", "load_model"): "weights: the checkpoint's tensors go to the card once, at load",
     ("fifo_longvid/backends/__init__.py", "load_backend"): "weights: the model goes to the card once, at load",
+    ("fifo_longvid/backends/wan/family.py", "_load"): "weights: the Wan model goes to the card once, at load",
+    ("fifo_longvid/backends/animatediff/family.py", "_load"): "weights: the AnimateDiff model goes to the card once, "
+                                                              "at load",
     ("fifo_longvid/diffusion/schedule.py", "make_ddim_schedule"): "the DDIM sub-schedule is built once per run from "
                                                                   "the model's alphas_cumprod buffer",
     ("fifo_longvid/diffusion/schedule.py", "<dictcomp>"): "DDIMSchedule.to: the arrays go to the card once per run",
+    ("fifo_longvid/diffusion/flow.py", "<dictcomp>"): "FlowSchedule.to: the arrays go to the card once per run",
     ("fifo_longvid/diffusion/sampling.py", "check_finite"): "the finite check rides on the one sync per frame (the "
                                                             "dequeued frame's fetch; in the base clip, its last step)",
     ("fifo_longvid/fifo/sampler.py", "__init__"): "FifoStepper's per-run tables go to the card once",
@@ -34,6 +38,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("fifo_longvid/models/text.py", "forward"): "the prompt's tokens go to the card, once per prompt",
     ("fifo_longvid/backends/animatediff/model.py", "encode_text"): "the prompt's tokens go to the card, once per "
                                                                    "prompt",
+    ("fifo_longvid/backends/wan/model.py", "encode_text"): "the prompt's tokens go to the card, once per prompt",
+    ("fifo_longvid/backends/wan/vae.py", "latent_stats"): "Wan's VAE latent mean and std (16 floats each) go to the "
+                                                          "card at each decode, beside the decoded frame's own sync "
+                                                          "(outside the iterations; caching them would remove it)",
     ("fifo_longvid/conditioning.py", "encode_conditioning"): "--image: the image goes to the card, once per run",
     ("fifo_longvid/models/image.py", "clip_preprocess"): "--image: CLIP's mean and std go to the card, once per "
                                                          "image",

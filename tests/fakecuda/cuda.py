@@ -17,18 +17,23 @@ from .mode import REPO, HostMode, flash_sdpa
 GIB = 2**30
 
 
-def _replace_apply(self: torch.nn.Module, fn: Callable[[torch.Tensor], torch.Tensor],
-                   recurse: bool = True) -> torch.nn.Module:
+def _replace_apply(self: torch.nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True,
+                   memo: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.nn.Module:
     """``Module._apply`` that replaces parameters instead of swapping them: torch 2.14's ``swap_tensors`` fails on
-    fake parameters (the fake converter's weakref memo), so ``.to``/``.half``/``.to_empty`` would all raise."""
+    fake parameters (the fake converter's weakref memo), so ``.to``/``.half``/``.to_empty`` would all raise. A
+    parameter two modules share (UMT5's tied token embedding) is converted once and stays shared, as torch's own
+    in-place ``.to`` keeps it."""
+    memo = {} if memo is None else memo
     if recurse:
         for child in self.children():
-            _replace_apply(child, fn)
+            _replace_apply(child, fn, memo=memo)
     for name, p in self._parameters.items():
-        if p is not None:
+        if p is None:
+            continue
+        if id(p) not in memo:
             new = fn(p)
-            if new is not p:
-                self._parameters[name] = torch.nn.Parameter(new, requires_grad=p.requires_grad)
+            memo[id(p)] = (p, p if new is p else torch.nn.Parameter(new, requires_grad=p.requires_grad))  # p kept alive
+        self._parameters[name] = memo[id(p)][1]
     for name, b in self._buffers.items():
         if b is not None:
             self._buffers[name] = fn(b)

@@ -1,6 +1,7 @@
 """Full-size models on fake CUDA, built through the package's own loaders (no weights, no real memory).
 
-One entry of ``MODELS`` per model the tests cover; adding a backend (e.g. Wan2.1 at 480x832) is one more entry
+One entry of ``MODELS`` per model the tests cover; Wan2.1-1.3B at 480x832 is the
+DiT entry; adding a backend is one more entry
 with a ``build(fc, dtype, tmp)`` that returns a loaded backend on ``cuda``.
 """
 
@@ -28,7 +29,6 @@ class FakeModel:
 def _videocrafter(config: str) -> Callable[[FakeCuda, torch.dtype, Path], Any]:
     def build(fc: FakeCuda, dtype: torch.dtype, tmp: Path) -> Any:
         from fifo_longvid.backends import load_backend
-
         from fifo_longvid.backends.videocrafter.load import build_model  # the checkpoint's keys and shapes
         from fifo_longvid.backends.videocrafter.presets import load_model_config
 
@@ -75,9 +75,39 @@ def _animatediff(fc: FakeCuda, dtype: torch.dtype, tmp: Path) -> Any:
         ad_load.load_animatediff = real
 
 
+def _wan(fc: FakeCuda, dtype: torch.dtype, tmp: Path) -> Any:
+    """Wan2.1-T2V-1.3B's published configs (``backends/wan/full.py``: the DiT, the causal VAE, UMT5-XXL's encoder)
+    built on meta with the tiny word-level tokenizer at the real context length (512); ``load_backend`` then casts
+    and moves it as it does a downloaded folder (only the folder reading is replaced)."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    import fifo_longvid.backends.wan.load as wan_load
+    from fifo_longvid.backends import load_backend
+    from fifo_longvid.backends.wan.full import FULL_MAX_LENGTH, FULL_SCHEDULER, FULL_TEXT, FULL_TRANSFORMER, FULL_VAE
+    from fifo_longvid.backends.wan.model import Wan
+    from fifo_longvid.backends.wan.tiny import tiny_tokenizer
+
+    def read(name: str = "wan", checkpoint: Any = None) -> Wan:
+        with torch.device("meta"):
+            transformer = WanTransformer3DModel(**FULL_TRANSFORMER)
+            vae = AutoencoderKLWan(**FULL_VAE)
+            text = UMT5EncoderModel(UMT5Config(**FULL_TEXT))
+        return Wan(wan_load.preset_config(name), transformer, vae, text, tiny_tokenizer(FULL_MAX_LENGTH),
+                   dict(FULL_SCHEDULER), {"layout": "fake Wan2.1-T2V-1.3B"}).eval().requires_grad_(False)
+
+    real = wan_load.load_wan
+    wan_load.load_wan = read
+    try:
+        return load_backend("wan", None, "cuda", dtype)
+    finally:
+        wan_load.load_wan = real
+
+
 MODELS = {
     "videocrafter2": FakeModel("videocrafter2", 320, 512, _videocrafter("videocrafter2")),
     "videocrafter1_i2v": FakeModel("videocrafter1_i2v", 320, 512, _videocrafter("videocrafter1_i2v"),
                                    prompt_image=True),
     "animatediff": FakeModel("animatediff", 512, 512, _animatediff),
+    "wan": FakeModel("wan", 480, 832, _wan),
 }

@@ -33,16 +33,29 @@ def store_bytes(tech: Any) -> tuple[int, int]:
     return total, len(store.ids())
 
 
+def window(model: Any) -> int:
+    """The preset's FIFO window in latent frames (Wan: 20 of its 21 training frames; the U-Nets: 16)."""
+    return int(getattr(model.cfg, "default_window", None) or model.temporal_length)
+
+
+def run_schedule(model: Any, steps: int) -> Any:
+    """The run's schedule on the card: DDIM with eta 1 (the reference's default), or flow matching (eta 0)."""
+    from fifo_longvid.backends import family_for
+
+    eta = 0.0 if family_for(model.cfg.name).schedule == "flow" else 1.0
+    return model.schedule(steps, eta).to(model.device)
+
+
 def fifo_iterations(fc: FakeCuda, model: Any, techniques: TechniquesConfig | None, iterations: int,
-                    partitions: int = 1, max_batch: int | None = None, cfg_scale: float = 12.0) -> IterationReport:
-    """``iterations`` FIFO iterations (lookahead, eta 1, queue from noise) with ``techniques`` installed; the
-    syncs between each iteration's start and the end of its ``end_iteration`` are reported per iteration."""
-    f = model.temporal_length
-    lat_hw = (320 // model.latent_factor, 512 // model.latent_factor)
-    if getattr(model.cfg, "name", "") == "animatediff":
-        lat_hw = (512 // model.latent_factor, 512 // model.latent_factor)
+                    size: tuple[int, int], partitions: int = 1, max_batch: int | None = None,
+                    cfg_scale: float = 12.0) -> IterationReport:
+    """``iterations`` FIFO iterations at ``size`` (height, width) px (lookahead, queue from noise) with
+    ``techniques`` installed; the syncs between each iteration's start and the end of its ``end_iteration`` are
+    reported per iteration."""
+    f = window(model)
+    lat_hw = (size[0] // model.latent_factor, size[1] // model.latent_factor)
     plan = FifoPlan(f, partitions, lookahead=True)
-    sched = model.ddim_schedule(plan.steps, 1.0).to(model.device)
+    sched = run_schedule(model, plan.steps)
     ctx = torch.zeros(1, *model.context_shape, device=model.device)  # made on the card: no copy
     tech = apply_techniques(model.unet, techniques)
     report = IterationReport()
@@ -69,4 +82,4 @@ def fifo_iterations(fc: FakeCuda, model: Any, techniques: TechniquesConfig | Non
     return report
 
 
-__all__ = ["IterationReport", "WindowBatch", "fifo_iterations", "store_bytes"]
+__all__ = ["IterationReport", "WindowBatch", "fifo_iterations", "run_schedule", "store_bytes", "window"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..family import Family
+from ..family import Family, Sizes
 from .load import PRESETS, is_animatediff, preset_config
 
 
@@ -26,6 +26,12 @@ def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, m
     return torch.nn.Module.to(model, dev).eval().requires_grad_(False)
 
 
+def _sizes(config: Any) -> Sizes:
+    mc = preset_config(str(config))
+    return Sizes(latent_factor=8, size_multiple=64, temporal_factor=1, window=mc.default_window or 16,
+                 partitions=mc.default_partitions, num_frames=mc.default_num_frames)
+
+
 FAMILY = Family(
     name="animatediff",
     presets=PRESETS,
@@ -34,5 +40,6 @@ FAMILY = Family(
     preset_cfg=lambda config: preset_config(str(config)).default_cfg,
     provides=frozenset({"mirror", "levels", "frame_attention", "motion_adapter"}),
     schedule="ddim",
+    sizes=_sizes,
     summary="AnimateDiff (SD-1.5 + motion adapter, 512x512, DDIM) through diffusers; tiny_animatediff needs no weights",
 )

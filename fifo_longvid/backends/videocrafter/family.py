@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..family import Family
+from ..family import Family, Sizes
 
 
 def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, motion_adapter: Any = None) -> Any:
@@ -49,6 +49,15 @@ def _check_size(config: Any, height: int | None, width: int | None) -> None:
     check_frame_size(height, width, model_cfg)
 
 
+def _sizes(config: Any) -> Sizes:
+    from .presets import load_model_config
+
+    mc = load_model_config(config)
+    return Sizes(latent_factor=8, size_multiple=8 * 2 ** (len(mc.unet.channel_mult) - 1), temporal_factor=1,
+                 window=mc.default_window or mc.unet.temporal_length, partitions=mc.default_partitions,
+                 num_frames=mc.default_num_frames)
+
+
 FAMILY = Family(
     name="videocrafter",
     presets=("videocrafter2", "videocrafter1_i2v", "tiny", "tiny_i2v", "toy"),
@@ -57,6 +66,7 @@ FAMILY = Family(
     preset_cfg=_preset_cfg,
     has_image_encoder=_has_image_encoder,
     check_size=_check_size,
+    sizes=_sizes,
     provides=frozenset({"mirror", "levels", "frame_attention"}),
     schedule="ddim",
     summary="VideoCrafter2 / VideoCrafter1 3D U-Net (320x512, DDIM); tiny, tiny_i2v, toy need no weights",

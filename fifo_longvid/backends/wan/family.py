@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..family import Family
+from ..family import Family, Sizes
 
 PRESETS = ("wan", "tiny_wan")
 
@@ -39,6 +39,18 @@ def _preset_cfg(config: Any) -> float | None:
     return preset_config(str(config)).default_cfg
 
 
+def _sizes(config: Any) -> Sizes:
+    """Wan2.1's published VAE (8x spatial, 4x temporal) and DiT patch (2x2); defaults from the preset."""
+    from .full import FULL_TRANSFORMER, FULL_VAE
+    from .load import preset_config
+
+    mc = preset_config(str(config))
+    factor = 2 ** len(FULL_VAE["temperal_downsample"])
+    return Sizes(latent_factor=factor, size_multiple=factor * FULL_TRANSFORMER["patch_size"][1],
+                 temporal_factor=2 ** sum(FULL_VAE["temperal_downsample"]), window=mc.default_window or 20,
+                 partitions=mc.default_partitions, num_frames=mc.default_num_frames)
+
+
 FAMILY = Family(
     name="wan",
     presets=PRESETS,
@@ -47,6 +59,7 @@ FAMILY = Family(
     preset_cfg=_preset_cfg,
     provides=frozenset(),  # no mirror, no levels; self-attention spans every frame of a window (no frame rows)
     schedule="flow",
+    sizes=_sizes,
     summary="Wan2.1-T2V-1.3B or SkyReels-V2-DF-1.3B (DiT, flow matching, 480x832) through diffusers; tiny_wan needs "
             "no weights",
 )
