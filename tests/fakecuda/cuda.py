@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 
-from .mode import REPO, HostMode, flash_sdpa
+from .mode import HostMode, flash_sdpa, repo_code
 
 GIB = 2**30
 
@@ -42,8 +42,7 @@ def _replace_apply(self: torch.nn.Module, fn: Callable[[torch.Tensor], torch.Ten
 
 def _from_repo() -> bool:
     """Whether the caller of the stand-in is this repository's code (torch's own calls must see no CUDA)."""
-    name = sys._getframe(2).f_code.co_filename
-    return name.startswith(str(REPO))
+    return repo_code(sys._getframe(2).f_code.co_filename)
 
 
 class FakeCuda:

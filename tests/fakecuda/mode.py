@@ -32,6 +32,13 @@ from torch.utils._pytree import tree_leaves
 aten = torch.ops.aten
 REPO = Path(__file__).resolve().parents[2]
 TESTS = str(REPO / "tests")
+
+
+def repo_code(filename: str) -> bool:
+    """Whether a frame's file is this repository's own code: a virtual environment inside the clone (CI makes
+    ``.venv`` there) holds torch's files under the same prefix, and those are not ours."""
+    return filename.startswith(str(REPO)) and "site-packages" not in filename and \
+        not filename.startswith(str(REPO / ".venv"))
 ROUND = 512  # the CUDA caching allocator's granularity for what memory_allocated reports
 MATMULS = {aten.mm.default, aten.bmm.default, aten.addmm.default, aten.baddbmm.default}
 DATA_DEPENDENT = {aten.nonzero.default, aten.masked_select.default, aten._unique2.default, aten.equal.default}
@@ -77,7 +84,7 @@ def caller() -> str:
     f = sys._getframe(1)
     while f is not None:
         name = f.f_code.co_filename
-        if name.startswith(str(REPO)) and not name.startswith(TESTS):
+        if repo_code(name) and not name.startswith(TESTS):
             return f"{Path(name).relative_to(REPO).as_posix()}:{f.f_lineno} ({f.f_code.co_name})"
         f = f.f_back
     return "<the tests or torch>"
