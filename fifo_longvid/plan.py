@@ -128,7 +128,7 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
     peak = weights + queue + batch * per_sample + stores
     # per OUTPUT frame: one iteration dequeues one latent frame = ``tf`` output frames (steady state)
     vae = C.vae_flop_per_frame(c, lat) / tf
-    flop = C.unet_flop_per_sample(c, lat, window) * rows * C.flop_ratio(all_techs) / tf + vae
+    flop = C.unet_flop_per_sample(c, lat, window) * rows * C.flop_ratio(all_techs, c) / tf + vae
     peak_tflops = card.tflops_fp32 if dtype == "fp32" else card.tflops_half
     p = Plan(cfg.model, height, width, num_frames, iterations, math.ceil(rows / batch), round(flop / 1e12, 2),
              batch, round(peak / GIB, 2), card.gib, peak <= total, round(flop / (peak_tflops * 1e12), 3))
@@ -146,7 +146,7 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
 
 def _sizes(cfg: RunConfig) -> Any:
     """The preset's geometry and defaults from its family (cheap: no model is built); techniques the family
-    refuses (Wan: --qcache, --deepcache, --attn-reuse) are refused here as ``generate`` refuses them."""
+    refuses (Wan: --qcache, --deepcache) are refused here as ``generate`` refuses them."""
     from .backends import family_for
     from .techniques import check_family
 

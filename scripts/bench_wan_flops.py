@@ -11,6 +11,10 @@ and run through our network (``backends/wan``) under torch's ``FlopCounterMode``
 * FIFO per output frame = samples per iteration (2 x 2n windows, CFG) x one window call / 4 output frames, plus
   the VAE; WanPipeline per frame = steps x 2 (CFG) x one clip call / 81, plus its decode.
 
+With ``--attn-reuse``'s schedule it also counts a window call whose every other frame reuses its self-attention
+(the computed frames' queries still attend to all frames: ``select_rows``), and the share of FIFO steps below
+the reuse threshold (t < 681 on the folder's flow schedule), giving the FLOP ratio ``fifo/costs.py`` records.
+
 It also reports the (B, L, 6, D) modulation tensor diffusers' per-token timestep path would materialise, which
 our per-frame forward (``backends/wan/blocks.py``) avoids.
 """
@@ -30,6 +34,36 @@ def count(fn) -> float:
     with FlopCounterMode(display=False) as fc:
         fn()
     return float(fc.get_total_flops())
+
+
+def half_rows_reused(net, call) -> float:
+    """FLOPs of ``call`` while every attn1 computes only the even frame rows (attention reuse's half)."""
+    from fifo_longvid.backends.wan.attention import PlainProcessor
+    from fifo_longvid.techniques.hooks import ProcessorSwap
+
+    def half(attn, x, context):
+        rows = list(range(0, x.shape[0], 2))
+        idx = torch.tensor(rows, device=x.device)
+        y = PlainProcessor()(attn, attn.select_rows(x, rows, idx), context)
+        out = x.new_zeros(x.shape[0], y.shape[1], y.shape[2])
+        out[idx] = y
+        return out
+
+    swap = ProcessorSwap()
+    swap.wrap(net, "spatial_attn1", lambda site, inner: half)
+    try:
+        return call()
+    finally:
+        swap.restore()
+
+
+def reuse_eligible(steps: int, max_timestep: int = 681) -> float:
+    """Share of the FIFO steps (each frame passes all of them) where attention reuse may apply."""
+    from fifo_longvid.backends.wan.full import FULL_SCHEDULER
+    from fifo_longvid.diffusion.flow import flow_schedule_from_config
+
+    t = flow_schedule_from_config(FULL_SCHEDULER, steps).timesteps
+    return float((t < max_timestep).double().mean())
 
 
 def main() -> None:
@@ -61,6 +95,9 @@ def main() -> None:
             return count(lambda: net(x, t, ctx))
 
     window, clip = dit(a.window), dit(clip_latents)
+    reused = half_rows_reused(net, lambda: dit(a.window))
+    eligible = reuse_eligible(a.window * a.partitions)
+    reuse_ratio = 1 - eligible * (1 - reused / window)
     dec = StreamDecoder(vae)
     z = torch.empty(1, 16, 1, h, w, device="meta")
     with torch.no_grad():
@@ -86,6 +123,10 @@ def main() -> None:
     print(f"| total TFLOP per output frame | {total_fifo / 1e12:.2f} | {total_pipe / 1e12:.2f} |")
     print(f"| ratio FIFO / WanPipeline | {total_fifo / total_pipe:.2f}x | 1 |")
     print(f"| length limit | any (constant memory) | {a.clip_frames} frames |")
+    print(f"| attention reuse: DiT call, every other frame reused | {reused / 1e12:.2f} TFLOP "
+          f"({reused / window:.3f} of plain) | - |")
+    print(f"| attention reuse: FIFO steps below t=681 | {eligible:.1%} | - |")
+    print(f"| attention reuse: DiT FLOP ratio (fifo/costs.py) | {reuse_ratio:.3f} | - |")
     print(f"\ndiffusers' per-token timestep path: a (B, L, 6, D) modulation of {tokens} tokens x 6 x 1536 = "
           f"{modulation * 2 / 2**20:.0f} MiB per sample in bf16, plus a float32 copy of "
           f"{modulation * 4 / 2**20:.0f} MiB in every block; ours keeps it per frame "

@@ -303,7 +303,23 @@ class SubsetRows:
         return out
 
 
-def test_cross_attention_rows_are_independent_and_self_attention_refuses_subsets(model, inputs):
+class SelectedRows:
+    """Computes the chosen frame rows through ``select_rows`` and fills the rest from a full call: what attention
+    reuse does on a DiT (the chosen rows' queries attend to every frame of their sample)."""
+
+    def __init__(self, inner, rows):
+        self.inner, self.rows = inner, rows
+
+    def __call__(self, attn, x, context):
+        full = self.inner(attn, x, context)
+        idx = torch.tensor(self.rows)
+        part = self.inner(attn, attn.select_rows(x, self.rows, idx), None if context is None else context[idx])
+        out = full.clone()
+        out[idx] = part
+        return out
+
+
+def test_cross_attention_rows_are_independent_and_self_attention_subsets_see_every_frame(model, inputs):
     from fifo_longvid.techniques.hooks import ProcessorSwap
 
     x, ctx, table = inputs
@@ -314,10 +330,16 @@ def test_cross_attention_rows_are_independent_and_self_attention_refuses_subsets
         subset = model.unet(x, table, ctx)
         swap.restore()
         swap.wrap(model.unet, "spatial_attn1", lambda site, inner: SubsetRows(inner))
-        with pytest.raises(NotImplementedError, match="all frames"):
+        with pytest.raises(RuntimeError, match="without select_rows"):  # rows alone cannot see the other frames
             model.unet(x, table, ctx)
         swap.restore()
+        chosen = {}
+        for rows in ([0, 2, 3, 5, 6, 7], [1, 2], [4, 7]):  # uneven per sample; one sample only
+            swap.wrap(model.unet, "spatial_attn1", lambda site, inner, rows=rows: SelectedRows(inner, rows))
+            chosen[tuple(rows)] = model.unet(x, table, ctx)
+            swap.restore()
     assert rel(subset, plain) < 1e-6
+    assert all(rel(out, plain) < 1e-6 for out in chosen.values()), {k: rel(v, plain) for k, v in chosen.items()}
 
 
 def test_deep_split_is_refused(model):

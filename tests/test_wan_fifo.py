@@ -166,13 +166,13 @@ def test_same_seed_same_latents_and_techniques_change_them(folders, wan_model, t
     base = [latents_of(_gen(folders["wan"], tmp_path / n, model=wan_model).output.with_suffix("")) for n in "ab"]
     assert torch.equal(base[0], base[1])
     for name, extra in (("tgate", ["techniques.tgate.enabled=true"]),
-                        ("cfgc", ["techniques.cfg_cache.enabled=true", "techniques.cfg_cache.every=2"])):
+                        ("cfgc", ["techniques.cfg_cache.enabled=true", "techniques.cfg_cache.every=2"]),
+                        ("reuse", ["techniques.attn_reuse.enabled=true"])):
         res = _gen(folders["wan"], tmp_path / name, *extra, model=wan_model)
         assert res.frames == 21 and not torch.equal(latents_of(tmp_path / name), base[0]), name
 
 
-@pytest.mark.parametrize("flag,needs", [("--qcache 0.9", "mirror"), ("--deepcache 3", "resolution levels"),
-                                        ("--attn-reuse", "within each frame")])
+@pytest.mark.parametrize("flag,needs", [("--qcache 0.9", "mirror"), ("--deepcache 3", "resolution levels")])
 def test_unet_techniques_are_refused_on_the_dit_and_nothing_is_written(folders, tmp_path, flag, needs):
     r = fifo_gen(*cli_args(folders["wan"], tmp_path / "q.mp4"), *flag.split())
     assert r.returncode == 2 and needs in r.stderr and "the wan family has none" in r.stderr, r.stderr

@@ -27,6 +27,7 @@ class FamilyCosts:
     store_bytes_per_frame: dict[str, float] = field(default_factory=dict)  # per technique, fp16/bf16
     temporal_factor: int = 1  # output frames per dequeued latent frame (Wan's causal VAE: 4)
     channels: int = 4  # latent channels (the queue's size)
+    flop_ratio: dict[str, float] = field(default_factory=dict)  # this family's own FLOP_RATIO entries, where counted
 
 
 _VC = dict(ref_latent=(40, 64), ref_frames=16, act_bytes_per_sample=825_696_256, unet_flop_per_sample=12.5815e12,
@@ -45,8 +46,12 @@ COSTS: dict[str, FamilyCosts] = {
     # them: one 20-frame window sample, and one latent frame through the streamed decoder (4 output frames).
     "wan": FamilyCosts(ref_latent=(60, 104), ref_frames=20, params_run_dtype=1.5428e9, params_fp32=5.6840e9,
                        act_bytes_per_sample=1_528_496_384, unet_flop_per_sample=260.5625e12,
-                       vae_flop_per_frame=13.552e12, store_bytes_per_frame={"tgate": 191.69e6, "cfg_cache": 0.799e6},
-                       temporal_factor=4, channels=16),
+                       vae_flop_per_frame=13.552e12, store_bytes_per_frame={"tgate": 191.69e6, "cfg_cache": 0.799e6,
+                                                                             "attn_reuse": 548.94e6},
+                       temporal_factor=4, channels=16,
+                       # attention reuse: a window call with every other frame's self-attention reused is 0.639 of
+                       # plain (the DiT's full 3D attention is most of it), on the 41.2 % of steps below t=681
+                       flop_ratio={"attn_reuse": 0.851}),
 }
 # FLOPs with a technique on, over plain, at full size (VideoCrafter2, README "Acceleration", scripts/bench_accel.py);
 # assumed for the other families. Several techniques multiply, except all four together (measured: 0.446).
@@ -94,10 +99,12 @@ def vae_flop_per_frame(c: FamilyCosts, latent_hw: tuple[int, int]) -> float:
     return c.vae_flop_per_frame * _pixels(c, latent_hw)
 
 
-def flop_ratio(techniques: list[str]) -> float:
-    if all(t in techniques for t in ALL_FOUR):
+def flop_ratio(techniques: list[str], c: FamilyCosts | None = None) -> float:
+    """FLOPs with ``techniques`` over plain: the family's own count where it has one, else VideoCrafter2's."""
+    own = {} if c is None else c.flop_ratio
+    if all(t in techniques for t in ALL_FOUR) and not own:
         return FLOP_RATIO_ALL_FOUR * FLOP_RATIO["qcache"]
     r = 1.0
     for t in techniques:
-        r *= FLOP_RATIO.get(t, 1.0)
+        r *= own.get(t, FLOP_RATIO.get(t, 1.0))
     return r

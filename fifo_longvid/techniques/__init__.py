@@ -70,7 +70,7 @@ def check_config(cfg: TechniquesConfig) -> None:
 
 NEEDS_WORDS = {"mirror": "encoder layers that mirror its decoder layers (a U-Net)",
                "levels": "U-Net resolution levels",
-               "frame_attention": "self-attention within each frame (it recomputes only some frames' rows)"}
+               "frame_attention": "self-attention whose output can be computed for some frames' rows only"}
 
 
 def check_family(cfg: TechniquesConfig | None, family: str, provides: frozenset[str], note: str = "") -> None:

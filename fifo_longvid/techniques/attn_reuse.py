@@ -11,10 +11,11 @@ noisiest part of the schedule: only while the timestep is below 681 (diffusers'
 ``spatial_attention_timestep_skip_range``).
 
 FIFO mapping: spatial attention (attn1 of the spatial transformers) treats every (sample, frame) row on
-its own, so the decision is per row: a frame computes when ``(iteration + frame id)`` is even (half of
-the frames each iteration: constant cost), and otherwise reuses its own history, kept per frame id and
-per CFG branch in the shared store and written only by the window that commits the frame. Rows without
-two computed outputs yet compute.
+its own, so the decision is per row (on a DiT, whose self-attention spans the window's frames, the computed
+rows' queries still attend to every frame: FasterCache's reuse of the full attention output, per frame): a
+frame computes when ``(iteration + frame id)`` is even (half of the frames each iteration: constant cost), and
+otherwise reuses its own history, kept per frame id and per CFG branch in the shared store and written only by
+the window that commits the frame. Rows without two computed outputs yet compute.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ def computes(iteration: int, frame_id: int) -> bool:
     return (iteration + frame_id) % 2 == 0
 
 
+def _select(attn: Attention, x: torch.Tensor, todo: list[int], rows: torch.Tensor) -> torch.Tensor:
+    """The rows that compute. Within-frame attention (a U-Net's spatial attn1) treats rows independently; a
+    handle whose self-attention spans frames (a DiT's) is told which rows they are, to attend them to all."""
+    select = getattr(attn, "select_rows", None)
+    return x.index_select(0, rows) if select is None else select(x, todo, rows)
+
+
 class _ReusedSelfAttention:
     def __init__(self, site: AttnSite, inner: Any, owner: AttnReuse):
         self.site, self.inner, self.owner = site, inner, owner
@@ -79,7 +87,7 @@ class _ReusedSelfAttention:
         out = None
         if todo:
             rows = index_tensor(todo, x.device)
-            y = self.inner(attn, x if len(todo) == len(ids) else x.index_select(0, rows), context)
+            y = self.inner(attn, x if len(todo) == len(ids) else _select(attn, x, todo, rows), context)
             self._record(y, todo, ids, commit, branch)
             if len(todo) == len(ids):
                 return y

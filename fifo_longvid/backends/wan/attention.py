@@ -10,9 +10,11 @@ decide per (sample, frame) row: they look up the step context with ``frame_facts
   frame. Exact for any subset of rows, so TGATE can reuse it per frame; called with all rows and the bridge's own
   context it attends per sample to the unrepeated text (no F-fold key/value projections).
 * self-attention (attn1) attends over every token of every frame: ``attend_and_project`` folds the rows back into
-  samples, applies the rotary embedding, attends, and unfolds. Exact for the full row set (no technique, or a
-  wrapper that passes all rows); a processor that computes a *subset* of frame rows (attention reuse computing
-  half of the frames) cannot be served: the keys of the other frames are unknown, so it raises.
+  samples, applies the rotary embedding, attends, and unfolds. A processor that computes only *some* frame rows
+  (attention reuse: half of the frames per iteration) picks them with ``select_rows``; their queries then attend
+  to the keys and values of *every* frame of their sample (the bridge keeps the full rows for the call), so each
+  computed row equals the same row of the full call. The saving is the skipped rows' share of the query
+  projection, the attention itself and the output projection; keys and values are still projected for all.
 
 The handle's maths is ``WanAttnProcessor``'s op for op: q/k RMS norms across heads before the head split, the
 rotary embedding on (q, k) in float64 as diffusers applies it, SDPA, the output projection.
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...devices import index_tensor
 from ..sdpa import sdpa
 
 
@@ -67,10 +70,11 @@ class _Bridge:
             ctx = encoder_hidden_states.repeat_interleave(f, dim=0)
         h._call = (b, f, rotary_emb)
         h._context = (ctx, encoder_hidden_states)
+        h._rows, h._subset = rows, None
         try:
             out = h.processor(h, rows, ctx)
         finally:
-            h._call, h._context = None, None
+            h._call, h._context, h._rows, h._subset = None, None, None, None
         return out.reshape(b, n, out.shape[-1])
 
 
@@ -103,10 +107,18 @@ class WanAttentionHandle:
         self.frames = 0  # set by the network before each forward
         self._call: tuple[int, int, Any] | None = None  # (B, F, rotary_emb) during a call
         self._context: tuple[Any, Any] | None = None  # (context in frame rows, the sample's context) during a call
+        self._rows: torch.Tensor | None = None  # every frame row of the call (the keys of a subset's queries)
+        self._subset: list[int] | None = None  # the frame rows a processor chose with select_rows
         mod.set_processor(_Bridge(self))
 
     def set_processor(self, processor: Any) -> None:
         self.processor = processor
+
+    def select_rows(self, x: torch.Tensor, rows: list[int], index: torch.Tensor) -> torch.Tensor:
+        """The frame rows ``rows`` (host list, ascending; ``index`` the same on the device) of ``x``, remembered so
+        that self-attention over them still sees every frame's keys."""
+        self._subset = list(rows)
+        return x.index_select(0, index)
 
     def to_q(self, x: torch.Tensor) -> torch.Tensor:
         """Query projection and its RMS norm (Wan normalises across heads, before the head split)."""
@@ -146,9 +158,7 @@ class WanAttentionHandle:
             raise RuntimeError(f"{self.path}: self-attention handles are driven by the network's forward only")
         b, f, rotary = self._call
         if x.shape[0] != b * f:
-            raise NotImplementedError(
-                f"{self.path}: Wan's self-attention attends over all frames of a sample; a technique computing "
-                f"{x.shape[0]} of the {b * f} frame rows cannot be served (attention reuse is not available for DiTs)")
+            return self._attend_subset(q, x, rotary)
         s = x.shape[1]
         xs = x.reshape(b, f * s, x.shape[2])  # back to the sample's token sequence (frame-major)
         qs = q.reshape(b, f, self.heads, s, self.dim_head).transpose(1, 2).reshape(b, self.heads, f * s, -1)
@@ -159,3 +169,31 @@ class WanAttentionHandle:
             qs, k = apply_rotary(qs, cos, sin), apply_rotary(k, cos, sin)
         out = self._merge(sdpa(qs, k, v), qs)  # (B, F*S, D)
         return out.reshape(b * f, s, out.shape[-1])
+
+    def _attend_subset(self, q: torch.Tensor, x: torch.Tensor, rotary: Any) -> torch.Tensor:
+        """Self-attention for the frame rows chosen by ``select_rows``: per sample, its chosen rows' queries (in
+        token order) against the keys and values of all of its frames."""
+        b, f, _ = self._call
+        rows, full = self._subset, self._rows
+        if rows is None or full is None or len(rows) != x.shape[0]:
+            raise RuntimeError(f"{self.path}: {x.shape[0]} of the {b * f} frame rows without select_rows: Wan's "
+                               "self-attention needs to know which frames they are (their keys span the sample)")
+        mod, s = self.mod, x.shape[1]
+        samples = sorted({r // f for r in rows})
+        counts = [sum(1 for r in rows if r // f == j) for j in samples]
+        if rotary is not None:  # (1, L, 1, D) -> per frame (F, S, D), then the chosen rows' positions
+            cos, sin = (r.reshape(f, s, r.shape[-1]) for r in rotary)
+            frames = index_tensor([r % f for r in rows], cos.device)
+            q = apply_rotary(q, cos.index_select(0, frames)[:, None], sin.index_select(0, frames)[:, None])
+        outs = []
+        for j, qj in zip(samples, q.split(counts), strict=True):
+            xs = full[j * f:(j + 1) * f].reshape(1, f * s, full.shape[2])
+            k = self.split_heads(mod.norm_k(mod.to_k(xs)))
+            v = self.split_heads(mod.to_v(xs))
+            if rotary is not None:
+                cos, sin = (r.transpose(1, 2) for r in rotary)
+                k = apply_rotary(k, cos, sin)
+            n = qj.shape[0]
+            qs = qj.transpose(0, 1).reshape(1, self.heads, n * s, self.dim_head)
+            outs.append(self._merge(sdpa(qs, k, v), qs).reshape(n, s, -1))
+        return torch.cat(outs)
