@@ -125,7 +125,9 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
     else:
         batch = min(rows, spec or rows)  # type: ignore[type-var]
         how = "fixed"
-    peak = weights + queue + batch * per_sample + stores
+    iterating = weights + queue + batch * per_sample + stores
+    encoding = C.encoding_bytes(c, dtype)  # an offloaded encoder's visit, before the iterations
+    peak = max(iterating, encoding)
     # per OUTPUT frame: one iteration dequeues one latent frame = ``tf`` output frames (steady state)
     vae = C.vae_flop_per_frame(c, lat) / tf
     flop = C.unet_flop_per_sample(c, lat, window) * rows * C.flop_ratio(all_techs, c) / tf + vae
@@ -135,11 +137,17 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
     p.details = {"card": card.name, "dtype": dtype, "window": window, "partitions": parts,
                  "samples_per_iteration": rows, "latent_frames": latent_frames, "frames_per_iteration": tf,
                  "max_batch_how": how, "weights_gib": round(weights / GIB, 2),
+                 "text_encoder_gib": round(c.params_fp32 * 4 / GIB, 2) if c.text_offloaded else 0.0,
+                 "encoding_gib": round(encoding / GIB, 2), "iterating_gib": round(iterating / GIB, 2),
                  "activations_gib": round(batch * per_sample / GIB, 2), "stores_gib": round(stores / GIB, 2),
                  "techniques": all_techs, "unet_tflop_per_frame": round((flop - vae) / 1e12, 2),
                  "vae_tflop_per_frame": round(vae / 1e12, 2),
                  "floor_s_total": round(flop * tf * iterations / (peak_tflops * 1e12), 1)}
-    if not p.fits:
+    if not p.fits and encoding > total:
+        need = encoding / GIB
+        p.advice = [f"a card of at least {math.ceil(need)} GiB: encoding the prompts holds the weights and the text "
+                    f"encoder's largest piece ({need:.1f} GiB){_bigger(need)}"]
+    elif not p.fits:
         p.advice = _advice(weights + queue, per_sample, stores, total, rows, lat, mult // lat_f, cfg, c, dtype)
     return p
 
@@ -182,10 +190,30 @@ def _advice(held: float, per_sample: float, stores: float, total: float, rows: i
                 break
     if not out:
         need = (C.weights_bytes(c, dtype) + 2 * per_sample) / CUDA_MEMORY_SHARE / GIB
-        big = min((k for k, card in CARDS.items() if card.gib >= need), key=lambda k: CARDS[k].gib, default=None)
         out.append(f"a bigger card: the weights alone take {held / GIB:.1f} GiB; at least {math.ceil(need)} GiB"
-                   + (f" (e.g. --gpu {big} or larger)" if big else ""))
+                   + _bigger(need))
     return out
+
+
+def _bigger(need_gib: float) -> str:
+    """' (e.g. --gpu NAME or larger)': the smallest card of the table with ``need_gib``."""
+    big = min((k for k, card in CARDS.items() if card.gib >= need_gib), key=lambda k: CARDS[k].gib, default=None)
+    return f" (e.g. --gpu {big} or larger)" if big else ""
+
+
+def _memory_line(p: Plan) -> str:
+    """Where the peak is: the iterations, or (Wan on a small card) the encoder's visit before them."""
+    d = p.details
+    parts = (f"weights {d['weights_gib']:.1f} + one U-Net call {d['activations_gib']:.1f} + technique stores "
+             f"{d['stores_gib']:.1f} (+ queue)")
+    if not d["text_encoder_gib"]:
+        return f"predicted peak GPU memory: {p.peak_gib:.1f} GiB = {parts}"
+    visit = (f"the text encoder ({d['text_encoder_gib']:.1f} GiB) stays in host memory and computes on the card "
+             f"piece by piece ({d['encoding_gib']:.1f} GiB while encoding)")
+    if d["iterating_gib"] >= d["encoding_gib"]:
+        return f"predicted peak GPU memory: {p.peak_gib:.1f} GiB = {parts}; {visit}"
+    return (f"predicted peak GPU memory: {p.peak_gib:.1f} GiB while the prompts are encoded; the iterations hold "
+            f"{d['iterating_gib']:.1f} = {parts}; {visit}")
 
 
 def format_plan(p: Plan) -> str:
@@ -200,8 +228,7 @@ def format_plan(p: Plan) -> str:
         f"{d['vae_tflop_per_frame']:.2f} VAE)" + (f", techniques {', '.join(d['techniques'])} (FLOPs from measured "
                                                   "ratios)" if d["techniques"] else ""),
         f"card: {d['card']}, {p.gpu_gib:g} GiB; --max-batch {d['max_batch_how']} -> {p.max_batch}",
-        f"predicted peak GPU memory: {p.peak_gib:.1f} GiB = weights {d['weights_gib']:.1f} + one U-Net call "
-        f"{d['activations_gib']:.1f} + technique stores {d['stores_gib']:.1f} (+ queue)",
+        _memory_line(p),
         f"fits: {'yes' if p.fits else 'NO'}",
         f"time floor (FLOPs / the card's peak; a floor, not an estimate): {p.floor_s_per_frame:.2f} s per frame, "
         f"{d['floor_s_total']:.0f} s for the video",

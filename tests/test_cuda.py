@@ -212,3 +212,20 @@ def test_cuda_auto_choice_is_recorded_and_repeats(tmp_path):
     how = side_a["runtime"]["max_batch_how"]
     assert how.startswith("auto: CUDA rule") and how == side_b["runtime"]["max_batch_how"]
     assert torch.equal(a, b)
+
+
+@torch.no_grad()
+def test_wan_text_encoder_from_host_memory_equals_it_on_the_card():
+    """tiny_wan loaded for CUDA keeps UMT5 in host memory (``Wan.place``) and computes on the card piece by piece:
+    the context is bitwise the one the encoder gives when it sits on the card, and its weights never moved."""
+    from fifo_longvid.backends import load_backend
+
+    model = load_backend("tiny_wan", None, "cuda", "fp32")
+    enc = model.text_encoder
+    assert model.text_offload and all(p.device.type == "cpu" for p in enc.parameters())
+    prompts = ["a red circle bouncing", "a blue square"]
+    streamed = model.encode_text(prompts)
+    model.place(torch.device("cuda"), offload_text=False)
+    assert all(p.device.type == "cuda" for p in enc.parameters())
+    resident = model.encode_text(prompts)
+    assert streamed.device.type == "cuda" and torch.equal(streamed, resident)

@@ -28,6 +28,8 @@ class FamilyCosts:
     temporal_factor: int = 1  # output frames per dequeued latent frame (Wan's causal VAE: 4)
     channels: int = 4  # latent channels (the queue's size)
     flop_ratio: dict[str, float] = field(default_factory=dict)  # this family's own FLOP_RATIO entries, where counted
+    text_offloaded: bool = False  # the fp32 encoders stay in host memory and compute on the card piecewise
+    text_visit_bytes: float = 0.0  # then: the card's rise while encoding (the largest piece plus activations)
 
 
 _VC = dict(ref_latent=(40, 64), ref_frames=16, act_bytes_per_sample=825_696_256, unet_flop_per_sample=12.5815e12,
@@ -42,8 +44,9 @@ COSTS: dict[str, FamilyCosts] = {
                                store_bytes_per_frame={"tgate": 31.99e6, "cfg_cache": 0.131e6, "attn_reuse": 87.27e6,
                                                       "deepcache": 10.49e6}),
     # Wan2.1-T2V-1.3B (backends/wan/full.py): the DiT (its float32 modules: 3.1M params) + the causal VAE; UMT5-XXL's
-    # encoder is 5.68B fp32 params (21.2 GiB), held for the whole run. FLOPs as scripts/bench_wan_flops.py counts
-    # them: one 20-frame window sample, and one latent frame through the streamed decoder (4 output frames).
+    # encoder is 5.68B fp32 params (21.2 GiB), kept in host memory and computing on the card piece by piece
+    # (Wan.place). FLOPs as scripts/bench_wan_flops.py counts them: one 20-frame window sample, and one latent frame
+    # through the streamed decoder (4 output frames).
     "wan": FamilyCosts(ref_latent=(60, 104), ref_frames=20, params_run_dtype=1.5428e9, params_fp32=5.6840e9,
                        act_bytes_per_sample=1_528_496_384, unet_flop_per_sample=260.5625e12,
                        vae_flop_per_frame=13.552e12, store_bytes_per_frame={"tgate": 191.69e6, "cfg_cache": 0.799e6,
@@ -51,7 +54,9 @@ COSTS: dict[str, FamilyCosts] = {
                        temporal_factor=4, channels=16,
                        # attention reuse: a window call with every other frame's self-attention reused is 0.639 of
                        # plain (the DiT's full 3D attention is most of it), on the 41.2 % of steps below t=681
-                       flop_ratio={"attn_reuse": 0.851}),
+                       flop_ratio={"attn_reuse": 0.851},
+                       # UMT5's token embedding (256384 x 4096 fp32, 3.9 GiB) is the largest piece to visit
+                       text_offloaded=True, text_visit_bytes=4.2309e9),
 }
 # FLOPs with a technique on, over plain, at full size (VideoCrafter2, README "Acceleration", scripts/bench_accel.py);
 # assumed for the other families. Several techniques multiply, except all four together (measured: 0.446).
@@ -73,7 +78,14 @@ def _pixels(c: FamilyCosts, latent_hw: tuple[int, int]) -> float:
 
 
 def weights_bytes(c: FamilyCosts, dtype: str | torch.dtype) -> float:
-    return c.params_run_dtype * dtype_bytes(dtype) + c.params_fp32 * 4
+    """The weights on the card through the iterations (an offloaded encoder is not among them)."""
+    return c.params_run_dtype * dtype_bytes(dtype) + (0 if c.text_offloaded else c.params_fp32 * 4)
+
+
+def encoding_bytes(c: FamilyCosts, dtype: str | torch.dtype) -> float:
+    """The card's holding while the prompts are encoded: the weights, plus an offloaded encoder's largest piece
+    and its activations (without offloading, the encoder's activations are small beside one U-Net call's)."""
+    return weights_bytes(c, dtype) + (c.text_visit_bytes if c.text_offloaded else 0.0)
 
 
 def activation_bytes_per_sample(c: FamilyCosts, latent_hw: tuple[int, int], frames: int,

@@ -12,7 +12,7 @@ from .mode import Sync
 ALLOWED: dict[tuple[str, str], str] = {
     ("fifo_longvid/models/load.py", "load_model"): "weights: the checkpoint's tensors go to the card once, at load",
     ("fifo_longvid/backends/__init__.py", "load_backend"): "weights: the model goes to the card once, at load",
-    ("fifo_longvid/backends/wan/family.py", "_load"): "weights: the Wan model goes to the card once, at load",
+    ("fifo_longvid/backends/wan/model.py", "place"): "weights: the DiT and the VAE go to the card once, at load",
     ("fifo_longvid/backends/animatediff/family.py", "_load"): "weights: the AnimateDiff model goes to the card once, "
                                                               "at load",
     ("fifo_longvid/diffusion/schedule.py", "make_ddim_schedule"): "the DDIM sub-schedule is built once per run from "
@@ -39,6 +39,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("fifo_longvid/backends/animatediff/model.py", "encode_text"): "the prompt's tokens go to the card, once per "
                                                                    "prompt",
     ("fifo_longvid/backends/wan/model.py", "encode_text"): "the prompt's tokens go to the card, once per prompt",
+    ("fifo_longvid/backends/offload.py", "visit"): "an offloaded text encoder's weights visit the card one submodule "
+                                                   "at a time while the prompts are encoded (once per run)",
     ("fifo_longvid/backends/wan/vae.py", "latent_stats"): "Wan's VAE latent mean and std (16 floats each) go to the "
                                                           "card at each decode, beside the decoded frame's own sync "
                                                           "(outside the iterations; caching them would remove it)",

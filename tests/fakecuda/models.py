@@ -93,6 +93,8 @@ def _wan(fc: FakeCuda, dtype: torch.dtype, tmp: Path) -> Any:
             transformer = WanTransformer3DModel(**FULL_TRANSFORMER)
             vae = AutoencoderKLWan(**FULL_VAE)
             text = UMT5EncoderModel(UMT5Config(**FULL_TEXT))
+        with fc.host.passthrough():  # fake host tensors: a GPU load keeps UMT5 in host memory (Wan.place)
+            text.to_empty(device="cpu")
         return Wan(wan_load.preset_config(name), transformer, vae, text, tiny_tokenizer(FULL_MAX_LENGTH),
                    dict(FULL_SCHEDULER), {"layout": "fake Wan2.1-T2V-1.3B"}).eval().requires_grad_(False)
 

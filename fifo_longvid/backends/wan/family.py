@@ -30,7 +30,8 @@ def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, m
     with quiet_diffusers():
         model = load_wan(str(config), checkpoint)
     model.cast(dt)  # diffusers' float32 modules stay float32; the text encoder runs in float32 (once per prompt)
-    return torch.nn.Module.to(model, dev).eval().requires_grad_(False)
+    # on a GPU, UMT5 (21 GiB) stays in host memory and computes on the card piece by piece: a 12 GB card runs Wan
+    return model.place(dev, offload_text=torch.device(dev).type == "cuda").eval().requires_grad_(False)
 
 
 def _preset_cfg(config: Any) -> float | None:

@@ -65,6 +65,7 @@ class Wan(nn.Module):
         self.source = source or {}
         cfg.channels = int(transformer.config.in_channels)
         self.cfg = cfg
+        self.text_offload = False  # see place(): UMT5 in host memory, computing on the card
         self._check_compatible()
 
     def _check_compatible(self) -> None:
@@ -168,8 +169,9 @@ class Wan(nn.Module):
         from diffusers import WanPipeline
 
         pipe = WanPipeline(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=None, scheduler=None)
+        device = self.device if self.text_offload else self.text_encoder.device  # offloaded: computes on the card
         embeds, _ = pipe.encode_prompt(list(prompts), do_classifier_free_guidance=False,
-                                       max_sequence_length=self.context_shape[0], device=self.text_encoder.device,
+                                       max_sequence_length=self.context_shape[0], device=device,
                                        dtype=self.text_encoder.dtype)
         return embeds.to(self.dtype)
 
@@ -199,6 +201,23 @@ class Wan(nn.Module):
         cast_transformer(self.unet.transformer, dtype)
         nn.Module.to(self.vae, vae_dtype or dtype)  # (ModelMixin.to warns about fp32 modules the VAE has none of)
         nn.Module.to(self.text_encoder, torch.float32)
+        return self
+
+    def place(self, device: torch.device | str, offload_text: bool) -> Wan:
+        """The DiT and the VAE on ``device``. UMT5-XXL's encoder (21.2 GiB in float32: 88 % of Wan2.1-1.3B's
+        weights, used once per prompt) goes there too unless ``offload_text``: then it stays in host memory and
+        computes on the card one submodule at a time (``backends.offload``), so the card's peak is the DiT's,
+        not the sum, and the context is the same."""
+        from ..offload import stream_from_host, unstream
+
+        self.text_offload = bool(offload_text)
+        for child in self.children():
+            if not (self.text_offload and child is self.text_encoder):
+                nn.Module.to(child, device)
+        if self.text_offload:
+            stream_from_host(self.text_encoder, device)
+        else:
+            unstream(self.text_encoder)
         return self
 
     def describe(self) -> dict[str, Any]:
