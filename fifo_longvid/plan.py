@@ -137,7 +137,7 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
     p.details = {"card": card.name, "dtype": dtype, "window": window, "partitions": parts,
                  "samples_per_iteration": rows, "latent_frames": latent_frames, "frames_per_iteration": tf,
                  "max_batch_how": how, "weights_gib": round(weights / GIB, 2),
-                 "text_encoder_gib": round(c.params_fp32 * 4 / GIB, 2) if c.text_offloaded else 0.0,
+                 "text_encoder_gib": round(c.params_fp32 * 4 / GIB, 2) if c.text_visit_bytes else 0.0,
                  "encoding_gib": round(encoding / GIB, 2), "iterating_gib": round(iterating / GIB, 2),
                  "activations_gib": round(batch * per_sample / GIB, 2), "stores_gib": round(stores / GIB, 2),
                  "techniques": all_techs, "unet_tflop_per_frame": round((flop - vae) / 1e12, 2),

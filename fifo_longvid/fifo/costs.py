@@ -28,8 +28,9 @@ class FamilyCosts:
     temporal_factor: int = 1  # output frames per dequeued latent frame (Wan's causal VAE: 4)
     channels: int = 4  # latent channels (the queue's size)
     flop_ratio: dict[str, float] = field(default_factory=dict)  # this family's own FLOP_RATIO entries, where counted
-    text_offloaded: bool = False  # the fp32 encoders stay in host memory and compute on the card piecewise
-    text_visit_bytes: float = 0.0  # then: the card's rise while encoding (the largest piece plus activations)
+    # > 0: the fp32 encoders stay in host memory and compute on the card piecewise; the card's rise while encoding
+    # (the largest piece plus activations)
+    text_visit_bytes: float = 0.0
 
 
 _VC = dict(ref_latent=(40, 64), ref_frames=16, act_bytes_per_sample=825_696_256, unet_flop_per_sample=12.5815e12,
@@ -56,7 +57,7 @@ COSTS: dict[str, FamilyCosts] = {
                        # plain (the DiT's full 3D attention is most of it), on the 41.2 % of steps below t=681
                        flop_ratio={"attn_reuse": 0.851},
                        # UMT5's token embedding (256384 x 4096 fp32, 3.9 GiB) is the largest piece to visit
-                       text_offloaded=True, text_visit_bytes=4.2309e9),
+                       text_visit_bytes=4.2309e9),
 }
 # FLOPs with a technique on, over plain, at full size (VideoCrafter2, README "Acceleration", scripts/bench_accel.py);
 # assumed for the other families. Several techniques multiply, except all four together (measured: 0.446).
@@ -79,13 +80,13 @@ def _pixels(c: FamilyCosts, latent_hw: tuple[int, int]) -> float:
 
 def weights_bytes(c: FamilyCosts, dtype: str | torch.dtype) -> float:
     """The weights on the card through the iterations (an offloaded encoder is not among them)."""
-    return c.params_run_dtype * dtype_bytes(dtype) + (0 if c.text_offloaded else c.params_fp32 * 4)
+    return c.params_run_dtype * dtype_bytes(dtype) + (0 if c.text_visit_bytes else c.params_fp32 * 4)
 
 
 def encoding_bytes(c: FamilyCosts, dtype: str | torch.dtype) -> float:
     """The card's holding while the prompts are encoded: the weights, plus an offloaded encoder's largest piece
     and its activations (without offloading, the encoder's activations are small beside one U-Net call's)."""
-    return weights_bytes(c, dtype) + (c.text_visit_bytes if c.text_offloaded else 0.0)
+    return weights_bytes(c, dtype) + c.text_visit_bytes
 
 
 def activation_bytes_per_sample(c: FamilyCosts, latent_hw: tuple[int, int], frames: int,

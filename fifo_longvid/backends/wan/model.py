@@ -65,7 +65,6 @@ class Wan(nn.Module):
         self.source = source or {}
         cfg.channels = int(transformer.config.in_channels)
         self.cfg = cfg
-        self.text_offload = False  # see place(): UMT5 in host memory, computing on the card
         self._check_compatible()
 
     def _check_compatible(self) -> None:
@@ -203,6 +202,13 @@ class Wan(nn.Module):
         nn.Module.to(self.text_encoder, torch.float32)
         return self
 
+    @property
+    def text_offload(self) -> bool:
+        """Whether UMT5 stays in host memory and computes on the card (``place``)."""
+        from ..offload import is_streamed
+
+        return is_streamed(self.text_encoder)
+
     def place(self, device: torch.device | str, offload_text: bool) -> Wan:
         """The DiT and the VAE on ``device``. UMT5-XXL's encoder (21.2 GiB in float32: 88 % of Wan2.1-1.3B's
         weights, used once per prompt) goes there too unless ``offload_text``: then it stays in host memory and
@@ -210,11 +216,10 @@ class Wan(nn.Module):
         not the sum, and the context is the same."""
         from ..offload import stream_from_host, unstream
 
-        self.text_offload = bool(offload_text)
         for child in self.children():
-            if not (self.text_offload and child is self.text_encoder):
+            if not (offload_text and child is self.text_encoder):
                 nn.Module.to(child, device)
-        if self.text_offload:
+        if offload_text:
             stream_from_host(self.text_encoder, device)
         else:
             unstream(self.text_encoder)
