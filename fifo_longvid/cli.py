@@ -61,8 +61,14 @@ def generate(
     num_frames: Annotated[int | None, typer.Option("--num-frames", "-l", help="Output length in frames "
                                                    "(FIFO). Wan: output frames; the queue counts latent frames, 4 "
                                                    "frames each after the first.")] = None,
-    partitions: Annotated[int | None, typer.Option("--partitions", "-n", help="FIFO partitions n; DDIM "
-                                                   "steps = window x n.")] = None,
+    partitions: Annotated[int | None, typer.Option("--partitions", "-n", help="FIFO partitions n: the queue holds "
+                                                   "window x n frames; steps = window x n / block.")] = None,
+    block: Annotated[int | None, typer.Option("--block", "-k", help="Frames per noise level K (the rolling "
+                                              "schedule): each iteration moves every block one level down and emits "
+                                              "K frames, so steps = window x partitions / K. 1 (default) is "
+                                              "FIFO-Diffusion; K must divide the window (half of it with "
+                                              "lookahead). A diffusion-forcing checkpoint defaults to its own "
+                                              "block size.")] = None,
     lookahead: Annotated[bool | None, typer.Option("--lookahead/--no-lookahead", help="Lookahead denoising "
                                                    "(windows overlap by half; default on).")] = None,
     init: Annotated[str | None, typer.Option(help="Queue init: first (base clip, reference), uniform "
@@ -116,8 +122,11 @@ def generate(
         help="With --latent-seed: every K output frames, replace the image tokens by those of the latest "
         "output frame (the context length stays constant).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: random, printed and recorded).")] = None,
-    steps: Annotated[int | None, typer.Option(help="DDIM steps. FIFO: must equal window x partitions "
-                                              "(default). Base: default 50.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (DDIM, or flow-matching sigmas). FIFO: with "
+                                              "--block, partitions = steps x block / window; with --partitions, "
+                                              "block = partitions x window / steps; alone, the smallest block that "
+                                              "fits (default: window x partitions, block 1). Few-step models: e.g. "
+                                              "--steps 4 --cfg 1. Base: default 50.")] = None,
     cfg: Annotated[float | None, typer.Option("--cfg", help="Classifier-free guidance scale (default: the model's; "
                                               "12 for VideoCrafter2, 7.5 AnimateDiff, 5 Wan).")] = None,
     negative_prompt: Annotated[str | None, typer.Option(

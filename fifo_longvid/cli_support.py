@@ -72,7 +72,7 @@ def build_flags(o: dict[str, Any]) -> dict[str, Any]:
         "sampling.negative_prompt": o["negative_prompt"],
         "sampling.height": o["height"], "sampling.width": o["width"], "sampling.fps": o["fps"],
         "fifo.num_frames": o["num_frames"], "fifo.partitions": o["partitions"], "fifo.lookahead": o["lookahead"],
-        "fifo.init": o["init"], "fifo.max_batch": o["max_batch"],
+        "fifo.init": o["init"], "fifo.max_batch": o["max_batch"], "fifo.block": o.get("block"),
         "output.output_fps": o["output_fps"], "output.checkpoint_every": o["checkpoint_every"],
         "conditioning.latent_seed_every": o["latent_seed_every"],
     }

@@ -22,7 +22,7 @@ from .techniques import TechniquesConfig
 
 @dataclass
 class SamplingConfig:
-    steps: int | None = None  # DDIM steps; FIFO requires f*n (the default), base mode defaults to 50
+    steps: int | None = None  # DDIM steps / flow sigmas; FIFO: window x partitions / block (the default), base: 50
     cfg: float | None = None  # classifier-free guidance scale; None: the model preset's (12; toy: its own)
     eta: float | None = None  # DDIM eta; None: 1.0 (stochastic, the reference's) for DDIM, 0 for flow matching
     negative_prompt: str = ""  # what the unconditional branch encodes ("": the empty prompt, as before)
@@ -35,9 +35,10 @@ class SamplingConfig:
 @dataclass
 class FifoConfig:
     num_frames: int | None = None  # output length; default from the model preset (100; tiny: 16)
-    partitions: int | None = None  # n; DDIM steps = f * n; default from the preset (4; tiny: 2)
+    partitions: int | None = None  # n; steps = f * n / block; default from the preset (4; tiny: 2)
     window: int | None = None  # f; default from the preset (the model's temporal length 16; tiny: 8)
     lookahead: bool = True
+    block: int | None = None  # K frames per noise level (the rolling schedule); None: 1, or what --steps needs
     init: str = "first"  # first | uniform | noise
     max_batch: str = "auto"  # samples per U-Net call: "auto", "all", or an integer
     scaled_step: bool = False  # apply scale_arr in FIFO's DDIM step (the reference does not: quirk Q1)
@@ -169,6 +170,10 @@ def numerics_hash(cfg: RunConfig, checkpoint_id: str) -> str:
     d.pop("output")
     d["fifo"].pop("num_frames")
     d["fifo"].pop("max_batch")
+    if d["fifo"].get("block") in (None, 1):  # FIFO-Diffusion's one level per frame: hashes from before --block
+        d["fifo"].pop("block")
+    if cfg.mode == "fifo":  # the geometry (window, partitions, block) fixes the steps; --steps only chose it
+        d["sampling"]["steps"] = None
     prune_tail_settings(d)
     d.pop("device")
     d.pop("compile")  # like the device and max_batch, it changes float rounding only

@@ -20,7 +20,7 @@ from .config import ConfigError, RunConfig, numerics_hash
 from .diffusion.guidance import cfg_denoiser, unet_network
 from .diffusion.noise import NoiseSource
 from .diffusion.sampling import check_finite, sample_clip
-from .fifo.init import init_queue, warmup_iterations
+from .fifo.init import init_queue, iterations_for, warmup_iterations
 from .fifo.queue import FifoPlan, FrameQueue
 from .fifo.sampler import FifoStepper, WindowDenoiser
 from .fifo.sizing import choose_max_batch, parse_max_batch, resolve_max_batch, store_reserve
@@ -64,13 +64,10 @@ class FifoRun:
         self.timings, self.progress, self.log, self.executor = timings, progress, log, executor
         fc = cfg.fifo
         self.window: int = fc.window  # type: ignore[assignment]
-        self.plan = FifoPlan(self.window, fc.partitions, fc.lookahead)  # type: ignore[arg-type]
-        if cfg.sampling.steps is not None and cfg.sampling.steps != self.plan.steps:
-            raise ConfigError(
-                f"--steps {cfg.sampling.steps} contradicts FIFO's rule steps = window x partitions = "
-                f"{self.window} x {fc.partitions} = {self.plan.steps}: every queue slot sits at its own DDIM "
-                "step. Drop --steps or change --partitions."
-            )
+        self.plan = FifoPlan(self.window, fc.partitions, fc.lookahead, fc.block or 1)  # type: ignore[arg-type]
+        if cfg.sampling.steps is not None and cfg.sampling.steps != self.plan.steps:  # fill_model_defaults resolves it
+            raise ConfigError(f"--steps {cfg.sampling.steps} != window {self.window} x {fc.partitions} partitions / "
+                              f"block {self.plan.block} = {self.plan.steps}")
         self.sched = model.schedule(self.plan.steps, cfg.sampling.eta).to(model.device)
         techniques.bind(self.sched)
         if fc.tail.mode == "rescheduled" and fc.tail.window is None:
@@ -79,9 +76,9 @@ class FifoRun:
             self.tail = make_tail_sampler(fc.tail, self.sched, self.window)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        self.warmup = warmup_iterations(self.plan, fc.init)  # type: ignore[arg-type]
+        self.warmup = warmup_iterations(self.plan, fc.init)  # type: ignore[arg-type]  # frames, whole blocks
         self.latent_count = model.latent_frames(fc.num_frames)  # type: ignore[arg-type]
-        self.total_iters = self.warmup + self.latent_count
+        self.total_iters = iterations_for(self.plan, self.warmup, self.latent_count)
         self.decoder = model.frame_decoder()  # streams: a causal VAE keeps its cache from frame to frame
         self.chash = numerics_hash(cfg, checkpoint_id(cfg))
         self.max_batch: int | None = None  # chosen in run(): a resumed run keeps the value it saved
@@ -107,14 +104,15 @@ class FifoRun:
         threads = f" ({n} thread{'s' if n != 1 else ''})" if self.model.device.type == "cpu" else ""
         kind = "DDIM" if self.sched.kind == "ddim" else "flow-matching"
         return (f"{self.model.device}{threads} {dtype_name(self.model.dtype)}; FIFO window {p.f} x {p.n} "
-                f"partition{'s' if p.n != 1 else ''} = {p.steps} {kind} steps, lookahead "
+                f"partition{'s' if p.n != 1 else ''} / block {p.block} = {p.steps} {kind} steps, lookahead "
                 f"{'on' if p.lookahead else 'off'}, init {fc.init}; {self.total_iters} iterations for "
                 f"{fc.num_frames} frame{'s' if fc.num_frames != 1 else ''}; {self.samples_per_iteration} samples "
                 f"per iteration, max-batch {fc.max_batch} -> {mb}")
 
     @property
     def samples_per_iteration(self) -> int:
-        return 2 * len(self.plan.windows())  # every window, conditional and unconditional
+        branches = 1 if self.cfg.sampling.cfg == 1.0 else 2  # guidance 1: the conditional branch alone
+        return branches * len(self.plan.windows())
 
     def run(self) -> tuple[int, bool]:
         """Returns (frames written, partial)."""
@@ -259,11 +257,12 @@ class FifoRun:
             self.written += 1
 
     def iterate(self, denoise: WindowDenoiser, writer: VideoWriter, stop: StopFlag) -> None:
-        """The diagonal loop: each iteration past the warm-up logs, decodes and writes one frame."""
+        """The diagonal loop: each iteration past the warm-up logs, decodes and writes one frame per block frame."""
         cfg = self.cfg
         reseed_every = cfg.conditioning.latent_seed_every
         stepper = FifoStepper(self.plan, self.sched, 1, self.lat_hw, self.model.cfg.channels, self.model.device,
                               use_scale=cfg.fifo.scaled_step)
+        k = self.plan.block
         while self.iteration < self.total_iters:
             if stop.requested:
                 raise KeyboardInterrupt
@@ -275,20 +274,26 @@ class FifoRun:
             check_finite(z, f"FIFO iteration {self.iteration}")
             if cfg.compile and "compile_warmup_s" not in self.timings:  # excluded from fifo_s: see finish()
                 self.timings["compile_warmup_s"] = time.perf_counter() - t_iter
+            before = self.emitted
+            popped = self.iteration * k  # frames dequeued before this iteration's block
             self.iteration += 1
-            out = self.iteration > self.warmup
-            if out:
-                self.latents_log.append(z)
+            decoded = []
+            for j in range(k):  # the block's frames in order; warm-up frames and frames past the end are dropped
+                if popped + j < self.warmup or self.emitted >= self.latent_count:
+                    continue
+                zj = z[:, :, j : j + 1]
+                self.latents_log.append(zj)
                 self.emitted += 1
-                frames = self.decoder.decode(z)
+                frames = self.decoder.decode(zj)
+                decoded.append(frames)
                 if reseed_every and self.emitted % reseed_every == 0:  # fresh tokens, same context length
                     self.cond_state.image = frame_image_tokens(self.model, frames[0, :, -1])
             self.consistent = True
-            if out:
+            for frames in decoded:
                 self.write_frames(writer, frames, notify=True)
-                every = cfg.output.checkpoint_every
-                if every and self.emitted % every == 0:
-                    save_state(self.resume_file, self.snapshot())
+            every = cfg.output.checkpoint_every
+            if every and self.emitted // every > before // every:  # crossed a multiple of K this iteration
+                save_state(self.resume_file, self.snapshot())
             if self.progress:
                 self.progress("fifo", self.iteration, self.total_iters)
 

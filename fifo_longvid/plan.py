@@ -15,7 +15,8 @@ from typing import Any
 from .config import ConfigError, RunConfig
 from .fifo import costs as C
 from .fifo.autobatch import CUDA_MEMORY_SHARE, cuda_fit
-from .fifo.init import warmup_iterations
+from .fifo.geometry import GeometryError, resolve_geometry
+from .fifo.init import iterations_for, warmup_iterations
 from .fifo.queue import FifoPlan
 from .fifo.sizing import parse_max_batch
 
@@ -97,7 +98,12 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
     fc, s = cfg.fifo, cfg.sampling
     sz = _sizes(cfg)
     lat_f, mult, tf = sz.latent_factor, sz.size_multiple, sz.temporal_factor
-    window, parts = fc.window or sz.window, fc.partitions or sz.partitions
+    window = fc.window or sz.window
+    try:
+        geo = resolve_geometry(window, fc.lookahead, s.steps, fc.block, fc.partitions, sz.partitions)
+    except GeometryError as e:
+        raise ConfigError(str(e)) from None
+    parts = geo.partitions
     num_frames = fc.num_frames or (sum(fc.frames_per_prompt) if fc.frames_per_prompt else sz.num_frames)
     latent_frames = 1 + math.ceil((num_frames - 1) / tf)  # output frames -> dequeued latent frames
     height = s.height or c.ref_latent[0] * lat_f
@@ -106,9 +112,10 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
         if v <= 0 or v % mult:
             raise ConfigError(f"--{name} {v} is not a positive multiple of {mult}")
     lat = (height // lat_f, width // lat_f)
-    plan = FifoPlan(window, parts, fc.lookahead)
-    rows = 2 * len(plan.windows())
-    iterations = warmup_iterations(plan, fc.init) + latent_frames  # type: ignore[arg-type]
+    plan = FifoPlan(window, parts, fc.lookahead, geo.block)
+    branches = 1 if s.cfg == 1.0 else 2  # guidance 1 runs the conditional branch alone
+    rows = branches * len(plan.windows())
+    iterations = iterations_for(plan, warmup_iterations(plan, fc.init), latent_frames)  # type: ignore[arg-type]
     dtype = _dtype(cfg)
     techs = enabled_acceleration(cfg.techniques)
     all_techs = [t.name for t in enabled(cfg.techniques)]
@@ -128,21 +135,22 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
     iterating = weights + queue + batch * per_sample + stores
     encoding = C.encoding_bytes(c, dtype)  # an offloaded encoder's visit, before the iterations
     peak = max(iterating, encoding)
-    # per OUTPUT frame: one iteration dequeues one latent frame = ``tf`` output frames (steady state)
+    # per OUTPUT frame: one iteration dequeues one block of K latent frames = K * ``tf`` output frames (steady state)
     vae = C.vae_flop_per_frame(c, lat) / tf
-    flop = C.unet_flop_per_sample(c, lat, window) * rows * C.flop_ratio(all_techs, c) / tf + vae
+    flop = C.unet_flop_per_sample(c, lat, window) * rows * C.flop_ratio(all_techs, c) / (tf * plan.block) + vae
     peak_tflops = card.tflops_fp32 if dtype == "fp32" else card.tflops_half
     p = Plan(cfg.model, height, width, num_frames, iterations, math.ceil(rows / batch), round(flop / 1e12, 2),
              batch, round(peak / GIB, 2), card.gib, peak <= total, round(flop / (peak_tflops * 1e12), 3))
-    p.details = {"card": card.name, "dtype": dtype, "window": window, "partitions": parts,
-                 "samples_per_iteration": rows, "latent_frames": latent_frames, "frames_per_iteration": tf,
+    p.details = {"card": card.name, "dtype": dtype, "window": window, "partitions": parts, "block": plan.block,
+                 "steps": plan.steps, "lookahead": plan.lookahead, "guidance": s.cfg, "samples_per_iteration": rows,
+                 "latent_frames": latent_frames, "frames_per_iteration": tf,
                  "max_batch_how": how, "weights_gib": round(weights / GIB, 2),
                  "text_encoder_gib": round(c.params_fp32 * 4 / GIB, 2) if c.text_visit_bytes else 0.0,
                  "encoding_gib": round(encoding / GIB, 2), "iterating_gib": round(iterating / GIB, 2),
                  "activations_gib": round(batch * per_sample / GIB, 2), "stores_gib": round(stores / GIB, 2),
                  "techniques": all_techs, "unet_tflop_per_frame": round((flop - vae) / 1e12, 2),
                  "vae_tflop_per_frame": round(vae / 1e12, 2),
-                 "floor_s_total": round(flop * tf * iterations / (peak_tflops * 1e12), 1)}
+                 "floor_s_total": round(flop * tf * plan.block * iterations / (peak_tflops * 1e12), 1)}
     if not p.fits and encoding > total:
         need = encoding / GIB
         p.advice = [f"a card of at least {math.ceil(need)} GiB: encoding the prompts holds the weights and the text "
@@ -219,12 +227,14 @@ def _memory_line(p: Plan) -> str:
 def format_plan(p: Plan) -> str:
     d = p.details
     lines = [
-        f"model {p.model} ({d['dtype']}), {p.height}x{p.width}, window {d['window']} x {d['partitions']} partitions; "
-        f"{p.num_frames} frames in {p.iterations} FIFO iterations"
+        f"model {p.model} ({d['dtype']}), {p.height}x{p.width}, window {d['window']} x {d['partitions']} partitions "
+        f"/ block {d['block']} = {d['steps']} steps, lookahead {'on' if d['lookahead'] else 'off'}, guidance "
+        f"{d['guidance']:g}; {p.num_frames} frames in {p.iterations} FIFO iterations"
         + (f" ({d['latent_frames']} latent frames of {d['frames_per_iteration']} output frames each, the first 1)"
            if d["frames_per_iteration"] > 1 else ""),
-        f"per output frame: {d['samples_per_iteration']} U-Net samples in {p.calls_per_frame} call(s) of "
-        f"{p.max_batch}; {p.tflop_per_frame:.1f} TFLOP ({d['unet_tflop_per_frame']:.1f} U-Net + "
+        f"per iteration ({d['block']} latent frame{'s' if d['block'] != 1 else ''} out): "
+        f"{d['samples_per_iteration']} U-Net samples in {p.calls_per_frame} call(s) of "
+        f"{p.max_batch}; per output frame {p.tflop_per_frame:.1f} TFLOP ({d['unet_tflop_per_frame']:.1f} U-Net + "
         f"{d['vae_tflop_per_frame']:.2f} VAE)" + (f", techniques {', '.join(d['techniques'])} (FLOPs from measured "
                                                   "ratios)" if d["techniques"] else ""),
         f"card: {d['card']}, {p.gpu_gib:g} GiB; --max-batch {d['max_batch_how']} -> {p.max_batch}",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .backends import Family, family_for
 from .config import ConfigError, RunConfig
+from .fifo.geometry import GeometryError, resolve_geometry
 from .fifo.init import INIT_MODES
 from .fifo.sizing import parse_max_batch
 from .fifo.tail import check_tail_config
@@ -34,6 +35,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"--motion-adapter is for AnimateDiff (--config animatediff); --config {cfg.model} is a "
                           f"{family.name} model")
     _check_conditioning(cfg, family)
+    if cfg.mode == "fifo":
+        _check_geometry(cfg, family)
     from .techniques import check_compile, check_family
     from .techniques import check_config as check_techniques
 
@@ -68,6 +71,10 @@ def _check_fifo(cfg: RunConfig) -> None:
         raise ConfigError(f"--num-frames must be >= 1, got {f.num_frames}")
     if f.partitions is not None and f.partitions < 1:
         raise ConfigError(f"--partitions must be >= 1, got {f.partitions}")
+    if f.block is not None and f.block < 1:
+        raise ConfigError(f"--block must be >= 1, got {f.block}")
+    if cfg.sampling.steps is not None and cfg.sampling.steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {cfg.sampling.steps}")
     if f.init not in INIT_MODES:
         raise ConfigError(f"--init must be one of {', '.join(INIT_MODES)}, got {f.init!r}")
     if f.window is not None and f.window < 1:
@@ -88,6 +95,26 @@ def _check_fifo(cfg: RunConfig) -> None:
     try:
         check_tail_config(f.tail)
     except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _check_geometry(cfg: RunConfig, family: Family) -> None:
+    """``--steps``/``--block``/``--partitions`` against the preset's window, before any weights load (the model
+    resolves them again once loaded: ``fifo/sizing.py``)."""
+    f = cfg.fifo
+    if f.block is None and cfg.sampling.steps is None:
+        return
+    try:
+        sizes = family.sizes(cfg.model) if family.sizes is not None else None
+    except Exception:  # noqa: BLE001 - an unreadable model config is reported when the model loads
+        sizes = None
+    window = f.window or (sizes.window if sizes is not None else None)
+    if window is None or (f.lookahead and window % 2):
+        return
+    try:
+        resolve_geometry(window, f.lookahead, cfg.sampling.steps, f.block, f.partitions,
+                         sizes.partitions if sizes is not None else 4)
+    except GeometryError as e:
         raise ConfigError(str(e)) from None
 
 

@@ -222,7 +222,7 @@ def test_start_line_names_device_dtype_plan_and_max_batch(tiny_model, tmp_path):
     lines: list[str] = []
     run(tiny_model, tmp_path / "v.mp4", ["fifo.num_frames=1", "fifo.max_batch=4"], log=lines.append)
     (start,) = [m for m in lines if "DDIM steps" in m]
-    assert re.search(r"cpu \(\d+ threads?\) fp32; FIFO window 4 x 2 partitions = 8 DDIM steps, lookahead on, "
+    assert re.search(r"cpu \(\d+ threads?\) fp32; FIFO window 4 x 2 partitions / block 1 = 8 DDIM steps, lookahead on, "
                      r"init first; \d+ iterations for 1 frame; \d+ samples per iteration, max-batch 4 -> 4",
                      start), start
 

@@ -122,17 +122,19 @@ def test_every_module_lands_on_the_device_in_its_dtype(loaded):
     assert not unexplained(fc.load_syncs)
 
 
-@pytest.mark.parametrize("tech", ["plain", "fifo_fast"])
+@pytest.mark.parametrize("tech", ["plain", "fifo_fast", "block"])
 def test_no_host_sync_inside_an_iteration(loaded, tech):
     """fifo_fast on a family that refuses some of its techniques (Wan) is asserted refused; the iterations then run
-    with what the family supports (Wan: tgate + cfg_cache, its fastest combination)."""
+    with what the family supports (Wan: tgate + cfg_cache, its fastest combination). ``block``: the rolling
+    schedule (--block 2, two frames dequeued per iteration), plain."""
     fc, model, spec = loaded.fc, loaded.model, loaded.spec
-    chosen = techniques(tech)
+    block = 2 if tech == "block" else 1
+    chosen = techniques("plain" if tech == "block" else tech)
     if tech == "fifo_fast" and unsupported(spec):
         assert_refused(spec, [], REPO / "configs" / "fifo_fast.yaml")
         chosen = fastest(spec).techniques
     with fc:
-        report = fifo_iterations(fc, model, chosen, iterations=2, size=(spec.height, spec.width))
+        report = fifo_iterations(fc, model, chosen, iterations=2, size=(spec.height, spec.width), block=block)
     inside = [str(s) for it in report.inside for s in it]
     assert not inside, f"host syncs inside FIFO iterations: {inside}"
     assert not unexplained(fc.syncs)

@@ -43,17 +43,19 @@ def _generate_cmd(out, config="tiny", px=64):
             "-o", str(out), "fifo.window=4", "fifo.partitions=2", f"sampling.height={px}", f"sampling.width={px}"]
 
 
-@pytest.mark.parametrize("config,px,latent,channels", [("tiny", 64, 8, 4), ("tiny_animatediff", 32, 16, 4),
-                                                       ("tiny_wan", 32, 4, 16)])
-def test_gloo_two_processes_equal_one_process(tmp_path, config, px, latent, channels):
+@pytest.mark.parametrize("config,px,latent,channels,extra,calls", [
+    ("tiny", 64, 8, 4, [], 6), ("tiny_animatediff", 32, 16, 4, [], 6), ("tiny_wan", 32, 4, 16, [], 6),
+    ("tiny", 64, 8, 4, ["fifo.block=2"], 3),  # blocks of 2: warm-up 4 frames + 2 frames = 3 iterations
+])
+def test_gloo_two_processes_equal_one_process(tmp_path, config, px, latent, channels, extra, calls):
     """Lookahead, f=4, n=2: 4 windows x (cond, uncond) = 8 samples per iteration; each rank denoises 2 windows.
     The reference runs the same chunks in one process (--max-batch 4 = the samples per rank). Every family (Wan:
-    2 output frames = 2 latent frames, float timesteps)."""
+    2 output frames = 2 latent frames, float timesteps), and the rolling schedule (--block 2: 4 steps)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     single = tmp_path / "single.mp4"
-    ref = subprocess.Popen(_generate_cmd(single, config, px), env=env, stdout=subprocess.PIPE,
+    ref = subprocess.Popen(_generate_cmd(single, config, px) + extra, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT)
     dist_out = tmp_path / "dist.mp4"
     port = str(_free_port())
@@ -61,13 +63,13 @@ def test_gloo_two_processes_equal_one_process(tmp_path, config, px, latent, chan
     for rank in range(2):
         e = {**env, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
              "MASTER_PORT": port}
-        procs.append(subprocess.Popen(_generate_cmd(dist_out, config, px), env=e, stdout=subprocess.PIPE,
+        procs.append(subprocess.Popen(_generate_cmd(dist_out, config, px) + extra, env=e, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT))
     outs = [p.communicate(timeout=240)[0].decode(errors="replace") for p in [ref, *procs]]
     for p, o in zip([ref, *procs], outs, strict=True):
         assert p.returncode == 0, o
     assert "distributed: 2 ranks (gloo)" in outs[1]
-    assert "rank 1: served 6 U-Net calls" in outs[2]  # warm-up 4 + 2 frames: one call per FIFO iteration
+    assert f"rank 1: served {calls} U-Net calls" in outs[2]  # warm-up 4 + 2 frames: one call per FIFO iteration
     a = load_file(str(single.with_suffix(".latents.safetensors")))["latents"]
     b = load_file(str(dist_out.with_suffix(".latents.safetensors")))["latents"]
     assert a.shape == (1, channels, 2, latent, latent) and torch.equal(a, b)

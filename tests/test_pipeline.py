@@ -92,7 +92,9 @@ def test_multi_prompt_windows_follow_their_frames(tiny_model, tmp_path):
 @pytest.mark.parametrize("override,match", [
     (["fifo.num_frames=0"], "num-frames must be >= 1"),
     (["fifo.partitions=0"], "partitions must be >= 1"),
-    (["sampling.steps=10"], "contradicts FIFO's rule"),
+    (["sampling.steps=7"], "--steps 7 does not fit window 4 x 2 partitions"),
+    (["sampling.steps=10", "fifo.block=1", "fifo.partitions=2"], "contradicts window"),
+    (["fifo.block=3"], "valid blocks"),
     (["fifo.window=5"], "even window"),
     (["sampling.height=60"], "multiple of 64"),
     (["fifo.init=zeros"], "--init must be one of"),

@@ -77,6 +77,7 @@ def test_command_line_round_trip():
      "temporal_attn1,temporal_attn2", "--tail-window", "6:3", "--cfg-cache", "2", "techniques.cfg_cache.alpha_lf=1.2"],
     ["--prompt", "a", "--prompt", "b", "--frames-per-prompt", "4,5", "--seed", "2", "--no-lookahead", "--eta", "0",
      "--tgate", "--mode", "fifo", "--max-batch", "2", "fifo.scaled_step=true"],
+    ["--prompt", "p", "--seed", "1", "--steps", "8", "--block", "2"],
 ])
 def test_sidecar_config_back_to_inputs_reproduces_it(argv, tmp_path):
     """History's "load settings": a resolved config -> inputs -> argv -> the same config."""
@@ -241,6 +242,9 @@ def test_status_line_shows_place_progress_and_result(tmp_path):
     job.on_progress("fifo", 12, 24)
     job.frame_index = 3
     assert re.fullmatch(r"running: iteration 12/24, frame 4/16, [\d.]+ s/frame, ETA \d+ s", status_text(job, 0))
+    job.cfg.fifo.window, job.cfg.fifo.partitions, job.cfg.fifo.block, job.cfg.sampling.steps = 8, 2, 2, 8  # resolved
+    assert re.fullmatch(r"running \(window 8 x 2 / block 2 = 8 steps\): iteration 12/24, frame 4/16, [\d.]+ s/frame, "
+                        r"ETA \d+ s", status_text(job, 0))
     job.status, job.error = "failed", "boom"
     assert status_text(job, 0, "B: ") == "B: failed: boom"
 

@@ -17,21 +17,28 @@ INIT_MODES = ("first", "uniform", "noise")
 def base_frame_for_slot(i: int, plan: FifoPlan, mode: InitMode) -> int:
     """Which base frame main slot ``i`` is noised from.
 
-    ``first`` (FIFO-Diffusion): frame 0 for the first S-f+1 slots, then frames 1..f-1 (quirk Q10).
+    ``first`` (FIFO-Diffusion): frame 0 for the first L-f+1 slots, then frames 1..f-1 (quirk Q10); L = f*n main
+    slots (= S when every frame has its own level).
     ``uniform`` (FIFO-Diffusion+ ``unilatent``): frame i // n, each frame spread over n slots.
     """
     if mode == "uniform":
         return i // plan.n
-    return max(0, i - (plan.steps - plan.f))
+    return max(0, i - (plan.frames - plan.f))
 
 
 def warmup_iterations(plan: FifoPlan, mode: InitMode) -> int:
-    """Dequeued frames to discard before the video starts.
+    """Dequeued frames to discard before the video starts (a multiple of the block: whole iterations).
 
-    From a base clip the reference drops S-f frames. From pure noise every initial slot is garbage
-    until it has been flushed, so the whole queue (Q frames) is dropped.
+    From a base clip the reference drops L-f frames (L = f*n main slots). From pure noise every initial slot is
+    garbage until it has been flushed, so the whole queue (Q frames) is dropped.
     """
-    return plan.length if mode == "noise" else plan.steps - plan.f
+    return plan.length if mode == "noise" else plan.frames - plan.f
+
+
+def iterations_for(plan: FifoPlan, warmup: int, latent_frames: int) -> int:
+    """FIFO iterations that dequeue ``warmup`` discarded frames and then ``latent_frames`` kept ones (the last
+    block may carry frames past the end, which are dropped)."""
+    return -(-(warmup + latent_frames) // plan.block)
 
 
 def init_queue(plan: FifoPlan, schedule: DDIMSchedule, noise: NoiseSource, mode: InitMode,
@@ -39,7 +46,8 @@ def init_queue(plan: FifoPlan, schedule: DDIMSchedule, noise: NoiseSource, mode:
     """Fill the queue. ``base`` is the clean clip (B, C, >=f, h, w) for ``first``/``uniform``.
 
     Noise is drawn one slot at a time in slot order (the reference's ``prepare_latents`` order); each slot is
-    forward-noised by the schedule (DDIM's ``q_sample``, or flow matching's ``(1 - sigma) x0 + sigma eps``).
+    forward-noised to its own (its block's) level: DDIM's ``q_sample``, or flow matching's
+    ``(1 - sigma) x0 + sigma eps``.
     """
     if mode not in INIT_MODES:
         raise ValueError(f"unknown init mode {mode!r}; choose one of {', '.join(INIT_MODES)}")
@@ -56,8 +64,8 @@ def init_queue(plan: FifoPlan, schedule: DDIMSchedule, noise: NoiseSource, mode:
     slots = []
     for _ in range(plan.num_lookahead):
         slots.append(schedule.add_noise(base[:, :, :1], 0, noise.randn(base[:, :, :1].shape)))
-    for i in range(plan.steps):
+    for i in range(plan.frames):
         j = base_frame_for_slot(i, plan, mode)
         frame = base[:, :, j : j + 1]
-        slots.append(schedule.add_noise(frame, i, noise.randn(frame.shape)))
+        slots.append(schedule.add_noise(frame, i // plan.block, noise.randn(frame.shape)))
     return FrameQueue.create(torch.cat(slots, dim=2), plan)

@@ -213,7 +213,7 @@ def serve_run(cfg: Any, model: Any) -> int:
 
     fill_model_defaults(cfg, model)
     fc = cfg.fifo
-    plan = FifoPlan(fc.window, fc.partitions, fc.lookahead)
+    plan = FifoPlan(fc.window, fc.partitions, fc.lookahead, fc.block or 1)
     sched = model.schedule(plan.steps, cfg.sampling.eta).to(model.device)
     h_px, w_px = frame_size(cfg, model)
     f = model.latent_factor

@@ -28,7 +28,12 @@ class Window:
 
 @dataclass(frozen=True)
 class FifoPlan:
-    """Geometry of diagonal denoising: window ``f`` frames, ``n`` partitions, S = f*n DDIM steps.
+    """Geometry of diagonal denoising: window ``f`` frames, ``n`` partitions, blocks of ``block`` frames.
+
+    The queue's main part holds f*n frames; ``block`` consecutive frames share one noise level, so there are
+    S = f*n / block levels (DDIM steps or flow sigmas), and each iteration moves every block one level down and
+    emits one clean block. ``block = 1`` is FIFO-Diffusion (one level per frame); ``block = f`` without lookahead
+    makes every window one level, i.e. a native clip, pipelined (the rolling schedule of Rolling Forcing).
 
     With lookahead the queue has f/2 extra context slots in front, windows stride by f/2 and only
     the back half of each window is committed (the reference's lookahead denoising).
@@ -37,6 +42,7 @@ class FifoPlan:
     f: int
     n: int
     lookahead: bool = True
+    block: int = 1
 
     def __post_init__(self) -> None:
         if self.f < 1:
@@ -45,10 +51,20 @@ class FifoPlan:
             raise ValueError(f"partitions must be >= 1, got {self.n}")
         if self.lookahead and self.f % 2:
             raise ValueError(f"lookahead needs an even window length f, got {self.f}; use --no-lookahead")
+        span = self.f // 2 if self.lookahead else self.f
+        if self.block < 1 or span % self.block:
+            raise ValueError(f"block {self.block} must divide {'half the window' if self.lookahead else 'the window'}"
+                             f" ({span} frames), so that no block straddles a committed half")
+
+    @property
+    def frames(self) -> int:
+        """Frames in the main part of the queue (f * n): each passes through every level."""
+        return self.f * self.n
 
     @property
     def steps(self) -> int:
-        return self.f * self.n
+        """Noise levels S = f * n / block: the schedule's step count."""
+        return self.frames // self.block
 
     @property
     def num_lookahead(self) -> int:
@@ -56,16 +72,17 @@ class FifoPlan:
 
     @property
     def length(self) -> int:
-        return self.steps + self.num_lookahead
+        return self.frames + self.num_lookahead
 
     @property
     def head(self) -> int:
-        """Slot dequeued after each iteration (the first non-lookahead slot)."""
+        """First slot dequeued after each iteration (the first non-lookahead slot); a block leaves from here."""
         return self.num_lookahead
 
     def slot_indices(self) -> torch.Tensor:
-        """Schedule index of every slot: lookahead slots sit at index 0, main slot i at index i."""
-        return torch.cat([torch.zeros(self.num_lookahead, dtype=torch.long), torch.arange(self.steps)])
+        """Schedule index of every slot: lookahead slots sit at index 0, main slot i at index i // block."""
+        main = torch.arange(self.frames) // self.block
+        return torch.cat([torch.zeros(self.num_lookahead, dtype=torch.long), main])
 
     def windows(self) -> list[Window]:
         """Windows in the reference's processing order (noisiest first)."""
@@ -176,6 +193,17 @@ class FrameQueue:
         self.offset = (self.offset + 1) % q
         self.next_id += 1
         return out, out_id
+
+    def pop_push_block(self, head: int, tails: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``pop_push`` once per frame of ``tails`` (B, C, K, h, w): returns the K dequeued latents (B, C, K, h, w)
+        in order and the first one's id. The new frames enter the back in order (a block at the noisiest level)."""
+        if tails.shape[2] == 1:
+            return self.pop_push(head, tails)
+        outs, first = [], self.first_id + head
+        for j in range(tails.shape[2]):
+            out, _ = self.pop_push(head, tails[:, :, j : j + 1])
+            outs.append(out)
+        return torch.cat(outs, dim=2), first
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"latents": self.latents, "step_idx": self.step_idx, "frame_ids": self.frame_ids,

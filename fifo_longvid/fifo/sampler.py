@@ -2,9 +2,9 @@
 
 Each iteration denoises every window by one step (DDIM, or flow matching's Euler: the schedule supplies the
 coefficients and the update, so the loop never asks which) at per-frame timesteps, dequeues the clean
-head frame and enqueues fresh noise at the tail. When the windows of an iteration are independent
-(always, for the reference layouts) they go through the denoiser as ONE batch; the result equals
-the reference's sequential window loop.
+head block (one frame, or ``block`` frames that share a level) and enqueues fresh noise at the tail. When
+the windows of an iteration are independent (always, for the reference layouts) they go through the
+denoiser as ONE batch; the result equals the reference's sequential window loop.
 
 Slot -> schedule index is fixed for a run, so ``FifoStepper`` builds everything an iteration needs
 (gather/commit indices, per-row timesteps, DDIM coefficients, the step context) once, on the device.
@@ -26,6 +26,7 @@ from ..diffusion.noise import NoiseSource
 from ..diffusion.sampling import check_finite
 from ..diffusion.schedule import DDIMSchedule
 from .queue import FifoPlan, FrameQueue, Window
+from .tail import NoiseTail
 
 FULL_CHECK_EVERY = 16  # iterations between finite checks of the whole queue (the head is checked by the caller)
 
@@ -94,9 +95,10 @@ class FifoStepper:
 
     def step(self, denoise: WindowDenoiser, queue: FrameQueue, noise: NoiseSource, iteration: int = 0,
              tail: Callable[[FrameQueue, NoiseSource], torch.Tensor] | None = None) -> tuple[torch.Tensor, int]:
-        """One FIFO iteration in place on ``queue``; returns the dequeued (B, C, 1, h, w) latent and its id.
+        """One FIFO iteration in place on ``queue``; returns the dequeued block (B, C, K, h, w) (K = the plan's
+        block, 1 for FIFO-Diffusion) and the id of its first frame.
 
-        ``tail`` draws the latent enqueued at the back (default: fresh white noise from ``noise``).
+        ``tail`` draws the block enqueued at the back (default: fresh white noise from ``noise``).
         """
         if not same_device(queue.buffer.device, self.device):
             raise ValueError(f"queue is on {queue.buffer.device}, the stepper's tables on {self.device}")
@@ -114,8 +116,10 @@ class FifoStepper:
             queue.scatter_slots(g.commit_slots, frames.index_select(2, g.commit_local))
         if iteration % FULL_CHECK_EVERY == FULL_CHECK_EVERY - 1:
             check_finite(queue.buffer, f"FIFO iteration {iteration}")
-        new = tail(queue, noise) if tail is not None else noise.randn(queue.buffer[:, :, :1].shape)
-        return queue.pop_push(self.plan.head, new)
+        k = self.plan.block
+        tail = tail or NoiseTail()
+        new = tail(queue, noise, k) if k > 1 else tail(queue, noise)  # a one-frame tail need not know blocks
+        return queue.pop_push_block(self.plan.head, new)
 
 
 def fifo_iteration(denoise: WindowDenoiser, queue: FrameQueue, plan: FifoPlan, schedule: DDIMSchedule,

@@ -12,10 +12,12 @@ import torch
 
 from ..config import ConfigError, RunConfig
 from .autobatch import BatchChoice, cpu_rule, cuda_rule
+from .geometry import GeometryError, resolve_geometry
 
 
 def fill_model_defaults(cfg: RunConfig, model: Any) -> None:
-    """Unset FIFO sizes come from the model preset (so the tiny test model finishes in seconds)."""
+    """Unset FIFO sizes come from the model preset (so the tiny test model finishes in seconds); the FIFO geometry
+    (partitions, block, steps) is resolved from what was given (``geometry.py``)."""
     fc, mc = cfg.fifo, model.cfg
     fc.window = fc.window or mc.default_window or model.temporal_length
     longest = getattr(model, "max_window", None)
@@ -23,11 +25,19 @@ def fill_model_defaults(cfg: RunConfig, model: Any) -> None:
         raise ConfigError(f"fifo.window={fc.window} is longer than the {longest} frames of the motion modules' "
                           f"positional table; use a window of at most {longest} (the model was trained on "
                           f"{model.temporal_length})")
-    fc.partitions = fc.partitions or mc.default_partitions
     if fc.num_frames is None:
         fc.num_frames = sum(fc.frames_per_prompt) if fc.frames_per_prompt else mc.default_num_frames
-    if cfg.mode == "fifo" and fc.lookahead and fc.window % 2:
+    if cfg.mode != "fifo":
+        fc.partitions = fc.partitions or mc.default_partitions
+        return
+    if fc.lookahead and fc.window % 2:
         raise ConfigError(f"lookahead needs an even window length, got {fc.window}; use --no-lookahead")
+    try:
+        geo = resolve_geometry(fc.window, fc.lookahead, cfg.sampling.steps, fc.block, fc.partitions,
+                               mc.default_partitions, getattr(model, "default_block", 1))
+    except GeometryError as e:
+        raise ConfigError(str(e)) from None
+    fc.partitions, fc.block, cfg.sampling.steps = geo.partitions, geo.block, geo.steps
 
 
 def frame_size(cfg: RunConfig, model: Any) -> tuple[int, int]:

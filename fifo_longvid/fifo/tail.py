@@ -132,17 +132,18 @@ def frequency_mix(low_src: torch.Tensor, high_src: torch.Tensor, lpf: torch.Tens
 
 # ---------------------------------------------------------------- samplers
 
-def last_slot(queue: FrameQueue) -> torch.Tensor:
-    """A view of the queue's last (noisiest) logical slot, (B, C, 1, h, w): no copy, no host sync."""
-    p = (queue.offset + queue.length - 1) % queue.length
+def last_slot(queue: FrameQueue, back: int = 0) -> torch.Tensor:
+    """A view of the queue's logical slot ``length - 1 - back`` (``back = 0``: the last, noisiest one),
+    (B, C, 1, h, w): no copy, no host sync."""
+    p = (queue.offset + queue.length - 1 - back) % queue.length
     return queue.buffer[:, :, p : p + 1]
 
 
 class TailSampler(Protocol):
-    """``FifoStepper.step``'s ``tail`` hook: called once per iteration, after the denoising step, before the pop."""
+    """``FifoStepper.step``'s ``tail`` hook: called once per iteration, after the denoising step, before the pops."""
 
-    def __call__(self, queue: FrameQueue, noise: NoiseSource) -> torch.Tensor:
-        """The new tail (B, C, 1, h, w) float32."""
+    def __call__(self, queue: FrameQueue, noise: NoiseSource, block: int = 1) -> torch.Tensor:
+        """The new tail block (B, C, block, h, w) float32, oldest frame first."""
 
     def state_dict(self) -> dict[str, torch.Tensor]: ...
 
@@ -152,8 +153,11 @@ class TailSampler(Protocol):
 class NoiseTail:
     """Fresh white noise: FIFO-Diffusion's tail, bit for bit."""
 
-    def __call__(self, queue: FrameQueue, noise: NoiseSource) -> torch.Tensor:
-        return noise.randn(queue.buffer[:, :, :1].shape)
+    def __call__(self, queue: FrameQueue, noise: NoiseSource, block: int = 1) -> torch.Tensor:
+        shape = queue.buffer[:, :, :1].shape
+        if block == 1:
+            return noise.randn(shape)
+        return torch.cat([noise.randn(shape) for _ in range(block)], dim=2)  # one frame at a time, as K = 1 draws
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}
@@ -186,8 +190,12 @@ class CoherentTail:
             self._filters[key] = (lpf, high_pass_weight(lpf, self.mix))
         return self._filters[key]
 
-    def __call__(self, queue: FrameQueue, noise: NoiseSource) -> torch.Tensor:
-        src = last_slot(queue).float()
+    def __call__(self, queue: FrameQueue, noise: NoiseSource, block: int = 1) -> torch.Tensor:
+        """With blocks, frame j of the new block comes from frame j of the last block (all one level)."""
+        outs = [self.one(last_slot(queue, block - 1 - j).float(), noise) for j in range(block)]
+        return outs[0] if block == 1 else torch.cat(outs, dim=2)
+
+    def one(self, src: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         eps = noise.randn(src.shape).to(src.device)
         eta = noise.randn(src.shape).to(src.device)
         x_t = self.keep * src + self.fresh * eps
@@ -220,7 +228,13 @@ class RescheduledTail:
         self.history: torch.Tensor | None = None  # (B, C, W+S, h, w) float32 ring, slot = k mod (W+S)
         self.perm: torch.Tensor | None = None  # (S,) long, the current block's permutation
 
-    def __call__(self, queue: FrameQueue, noise: NoiseSource) -> torch.Tensor:
+    def __call__(self, queue: FrameQueue, noise: NoiseSource, block: int = 1) -> torch.Tensor:
+        """A block of K tails is K consecutive tails of the one-frame rule."""
+        if block == 1:
+            return self.one(queue, noise)
+        return torch.cat([self.one(queue, noise) for _ in range(block)], dim=2)
+
+    def one(self, queue: FrameQueue, noise: NoiseSource) -> torch.Tensor:
         shape, device = queue.buffer[:, :, :1].shape, queue.buffer.device
         if self.history is None:
             self.history = torch.zeros((*shape[:2], self.size, *shape[3:]), dtype=torch.float32, device=device)

@@ -28,7 +28,7 @@ EXAMPLES = ["a red circle bouncing", "a blue triangle bouncing", "a green circle
             "a yellow triangle bouncing"]
 CSS = ("#preview img {width: 256px; height: 256px; object-fit: contain} "
        "#preview img, #video video, video.ab {image-rendering: pixelated}")
-INT_FIELDS = {"num_frames", "seed", "partitions", "cfg_cache", "deepcache"}
+INT_FIELDS = {"num_frames", "seed", "partitions", "steps", "block", "cfg_cache", "deepcache"}
 FLOAT_FIELDS = {"cfg", "qcache", "tgate"}
 
 
@@ -74,8 +74,11 @@ def status_text(job: Job, place: int, prefix: str = "") -> str:
     if job.task != "fifo":
         step = f" step {job.done_steps}/{job.total_steps}" if job.total_steps else ""
         return f"{prefix}running: {job.task or 'loading'}{step}"
-    frames = job.cfg.fifo.num_frames
-    text = f"{prefix}running: iteration {job.done_steps}/{job.total_steps}, frame {job.frame_index + 1}/{frames}"
+    fc = job.cfg.fifo
+    geometry = (f" (window {fc.window} x {fc.partitions} / block {fc.block} = {job.cfg.sampling.steps} steps)"
+                if fc.window and fc.block else "")  # resolved by the pipeline once the model is known
+    text = (f"{prefix}running{geometry}: iteration {job.done_steps}/{job.total_steps}, frame "
+            f"{job.frame_index + 1}/{fc.num_frames}")
     if job.s_per_frame is not None:
         text += f", {job.s_per_frame:.2f} s/frame, ETA {job.eta_s:.0f} s"
     return text + (" (stopping after this iteration)" if job.stop.requested else "")
@@ -117,6 +120,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                     cfg = gr.Textbox("", label="Guidance (empty: the model's)", elem_id="guidance")
                     partitions = gr.Textbox("", label="Partitions (empty: the model's)", elem_id="partitions")
                 with gr.Row():
+                    steps = gr.Textbox("", label="Steps (empty: window x partitions / block)", elem_id="steps")
+                    block = gr.Textbox("", label="Block: frames per noise level (empty: 1)", elem_id="block")
+                with gr.Row():
                     init = gr.Dropdown(["first", "uniform", "noise"], value="first", label="--init", elem_id="init")
                     tail = gr.Dropdown(["noise", "coherent", "rescheduled"], value="noise", label="--tail",
                                        elem_id="tail")
@@ -154,8 +160,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                                    elem_id="history")
             refresh_btn = gr.Button("Refresh history", size="sm", elem_id="history-refresh")
 
-        inputs = [prompt, fpp, num_frames, seed, cfg, partitions, init, tail, qcache, tgate, cfg_cache, deepcache,
-                  attn_reuse, extra]
+        inputs = [prompt, fpp, num_frames, seed, cfg, partitions, steps, block, init, tail, qcache, tgate, cfg_cache,
+                  deepcache, attn_reuse, extra]
         run_outputs = [progress, preview, video, cli, seed, session, history, history_paths, compare_view]
 
         def remember(job: Job) -> None:

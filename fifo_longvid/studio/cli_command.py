@@ -21,7 +21,8 @@ RESERVED = {"-o", "--output", "--resume", "--auto-resume", "--overwrite", "--con
 # Run-config keys that are the server's (model identity) or per output, never copied between runs.
 _SERVER_KEYS = {"model", "checkpoint", "motion_adapter", "device", "dtype", "compile"}
 _FLAG_OF = {"num_frames": "--num-frames", "seed": "--seed", "cfg": "--cfg", "partitions": "--partitions",
-            "qcache": "--qcache", "tgate": "--tgate", "cfg_cache": "--cfg-cache", "deepcache": "--deepcache"}
+            "steps": "--steps", "block": "--block", "qcache": "--qcache", "tgate": "--tgate",
+            "cfg_cache": "--cfg-cache", "deepcache": "--deepcache"}
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Settings:
     seed: int | None = None
     cfg: float | None = None
     partitions: int | None = None
+    steps: int | None = None  # None: window x partitions / block
+    block: int | None = None  # frames per noise level (None: 1, or what the steps need)
     init: str = "first"
     tail: str = "noise"
     qcache: float | None = None
@@ -67,7 +70,7 @@ def to_argv(s: Settings, config: str, checkpoint: str | None, output: str | Path
         argv += ["--prompt", p]
     if len(prompts) > 1 and (s.frames_per_prompt or "").strip():
         argv += ["--frames-per-prompt", "".join(s.frames_per_prompt.split())]
-    for name in ("num_frames", "seed", "partitions", "cfg_cache", "deepcache"):
+    for name in ("num_frames", "seed", "partitions", "steps", "block", "cfg_cache", "deepcache"):
         v = getattr(s, name)
         if v is not None:
             argv += [_FLAG_OF[name], str(int(v))]
@@ -183,6 +186,7 @@ def settings_from_config(config: dict[str, Any], model: str, checkpoint: str | N
     settings = Settings(
         prompt="\n".join(prompts), frames_per_prompt=",".join(str(n) for n in fpp),
         num_frames=f.get("num_frames"), seed=s.get("seed"), cfg=s.get("cfg"), partitions=f.get("partitions"),
+        steps=s.get("steps") if config.get("mode", "fifo") == "fifo" else None, block=f.get("block"),
         init=f.get("init") or "first", tail=(f.get("tail") or {}).get("mode") or "noise",
         qcache=on("qcache", "v"), tgate=on("tgate", "gate"), cfg_cache=on("cfg_cache", "every"),
         deepcache=on("deepcache", "every"), attn_reuse=bool(on("attn_reuse", "enabled")),

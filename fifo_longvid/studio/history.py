@@ -49,6 +49,8 @@ def technique_summary(cfg: dict[str, Any]) -> str:
     """The settings a person compares runs by: guidance, partitions, init, tail and the techniques on."""
     s, f, t = cfg.get("sampling", {}), cfg.get("fifo", {}), cfg.get("techniques", {})
     parts = [f"cfg {s.get('cfg')}", f"n {f.get('partitions')}"]
+    if f.get("block") not in (None, 1):
+        parts.append(f"block {f['block']}, {s.get('steps')} steps")
     if f.get("init", "first") != "first":
         parts.append(f"init {f['init']}")
     tail = (f.get("tail") or {}).get("mode", "noise")

@@ -48,13 +48,13 @@ def run_schedule(model: Any, steps: int) -> Any:
 
 def fifo_iterations(fc: FakeCuda, model: Any, techniques: TechniquesConfig | None, iterations: int,
                     size: tuple[int, int], partitions: int = 1, max_batch: int | None = None,
-                    cfg_scale: float = 12.0) -> IterationReport:
+                    cfg_scale: float = 12.0, block: int = 1) -> IterationReport:
     """``iterations`` FIFO iterations at ``size`` (height, width) px (lookahead, queue from noise) with
     ``techniques`` installed; the syncs between each iteration's start and the end of its ``end_iteration`` are
     reported per iteration."""
     f = window(model)
     lat_hw = (size[0] // model.latent_factor, size[1] // model.latent_factor)
-    plan = FifoPlan(f, partitions, lookahead=True)
+    plan = FifoPlan(f, partitions, lookahead=True, block=block)
     sched = run_schedule(model, plan.steps)
     ctx = torch.zeros(1, *model.context_shape, device=model.device)  # made on the card: no copy
     tech = apply_techniques(model.unet, techniques)

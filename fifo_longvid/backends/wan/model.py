@@ -100,6 +100,11 @@ class Wan(nn.Module):
         return self.latent_frames(self.cfg.default_num_frames)
 
     @property
+    def default_block(self) -> int:
+        """``--block``'s default: a diffusion-forcing checkpoint's ``num_frame_per_block`` (1 for Wan2.1)."""
+        return self.unet.native_block
+
+    @property
     def max_window(self) -> int | None:
         return None  # rotary positions, no learned table: any window runs (quality is best within training)
 

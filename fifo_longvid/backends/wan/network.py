@@ -59,10 +59,12 @@ class WanNetwork(nn.Module):
 
         self.transformer = transformer
         cfg = transformer.config
+        self.native_block = 1  # frames per noise level the checkpoint was trained with (diffusion forcing)
         if isinstance(transformer, SkyReelsV2Transformer3DModel):
             self.variant = "skyreels-df"
-            if int(cfg.num_frame_per_block) != 1:  # FIFO windows attend bidirectionally
-                transformer.register_to_config(num_frame_per_block=1)
+            self.native_block = int(cfg.get("fifo_native_block", cfg.num_frame_per_block))
+            if int(cfg.num_frame_per_block) != 1:  # FIFO windows attend bidirectionally; FIFO's --block takes it
+                transformer.register_to_config(num_frame_per_block=1, fifo_native_block=self.native_block)
         elif isinstance(transformer, WanTransformer3DModel):
             self.variant = "wan"
         else:
@@ -150,6 +152,6 @@ def describe_network(net: WanNetwork) -> dict[str, Any]:
            "head_dim": int(c.attention_head_dim), "ffn_dim": int(c.ffn_dim), "text_dim": int(c.text_dim),
            "patch_size": list(c.patch_size)}
     if net.variant == "skyreels-df":
-        out["num_frame_per_block"] = int(c.num_frame_per_block)
+        out["num_frame_per_block"] = net.native_block  # the checkpoint's; FIFO runs it as --block
         out["inject_sample_info"] = bool(c.inject_sample_info)
     return out
