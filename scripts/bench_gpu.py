@@ -22,6 +22,7 @@ graph breaks or recompiles).
 
     python scripts/bench_gpu.py                                  # 320x512, f=16, n=4, lookahead, cfg 12 (CUDA)
     python scripts/bench_gpu.py --device cpu --config smoke      # runs anywhere in seconds: checks the script
+    python scripts/bench_gpu.py --config wan --quick             # Wan2.1-1.3B (scripts/benchwan.py); tiny on a CPU
 """
 
 from __future__ import annotations

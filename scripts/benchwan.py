@@ -290,6 +290,7 @@ def full_umt5(device: torch.device) -> torch.nn.Module:
     with torch.device("meta"):
         enc = UMT5EncoderModel(UMT5Config(**FULL_TEXT))
     enc = enc.to_empty(device="cpu")
+    enc.tie_weights()  # to_empty unties the token embedding from ``shared`` (a second 3.9 GiB); as loaded, one
     g = torch.Generator(device=device).manual_seed(3)
     with torch.no_grad():
         for name, p in enc.named_parameters():

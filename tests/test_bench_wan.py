@@ -77,6 +77,7 @@ def test_block_columns_pass_the_run_config_or_say_why_not(small_full):
 def test_umt5_is_materialised_tensor_by_tensor_with_seeded_values(small_full):
     bw, _ = small_full
     a, b = bw.full_umt5(CPU), bw.full_umt5(CPU)
+    assert a.encoder.embed_tokens.weight is a.shared.weight  # tied, as a loaded encoder: one copy visits the card
     for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         assert p.device.type == "cpu" and torch.isfinite(p).all() and torch.equal(p, q), name
         if p.ndim == 1:
