@@ -204,14 +204,16 @@ class IterationClock:
         return counted
 
 
-def run_fifo(model: Any, setup: WanSetup, mode: WanMode, device: torch.device, decode_s: float,
-             gib: float) -> dict[str, str]:
+def run_fifo(model: Any, setup: WanSetup, mode: WanMode, device: torch.device,
+             decode: tuple[float, float | None], gib: float) -> dict[str, str]:
+    """One FIFO column; ``decode``: the streamed decode's (s per latent frame, peak GiB) in this dtype."""
     from fifo_longvid.fifo.sampler import FifoStepper
     from fifo_longvid.interrupts import StopFlag
     from fifo_longvid.pipeline import generate
 
     if "fifo.block" in mode.flags and not has_block():
         return {"s per output frame, median [min-max]": BLOCK_MISSING}
+    decode_s, decode_peak = decode
     stop = StopFlag()
     clock = IterationClock(setup.warm, setup.timed, device, stop)
     step = FifoStepper.step
@@ -240,9 +242,13 @@ def run_fifo(model: Any, setup: WanSetup, mode: WanMode, device: torch.device, d
     batch = runtime.get("max_batch")
     p = predicted(setup, mode, str(batch or "auto"), gib)
     gpu = device.type == "cuda" and setup.full
+    peak_tflops = card_for(None, gib).tflops_half * 1e12
+    dit_floor = p.details["unet_tflop_per_frame"] * 1e12 * tf / peak_tflops  # one latent frame = tf output frames
+    vae_floor = p.details["vae_tflop_per_frame"] * 1e12 * tf / peak_tflops
     row = {
         "s per output frame, median [min-max]": f"{s:.3f} [{per_frame(min(ts)):.3f}-{per_frame(max(ts)):.3f}]",
-        "s per FIFO iteration (DiT step, no decode), median": f"{per_iter:.3f}",
+        "s per FIFO iteration (DiT step, no decode), median; floor": f"{per_iter:.3f}; "
+                                                                     f"{dit_floor * latents_per_iter:.3f}",
         "floor: plan's FLOPs / the card's dense peak (s per output frame)": f"{p.floor_s_per_frame:.3f} "
                                                                            f"({p.tflop_per_frame:.0f} TFLOP)",
         "measured / floor": f"{s / p.floor_s_per_frame:.1f}x" if gpu else NO_GPU,
@@ -253,6 +259,8 @@ def run_fifo(model: Any, setup: WanSetup, mode: WanMode, device: torch.device, d
                                                                            f"); {p.details['samples_per_iteration']}",
         "host syncs in one FIFO step (sync debug mode)": NO_GPU if device.type != "cuda" else (
             "n/a (the FIFO stepper was not seen)" if clock.syncs is None else str(clock.syncs)),
+        "streamed decode: s per latent frame (4 output frames); floor; peak GiB": f"{decode_s:.3f}; {vae_floor:.4f}; "
+        + (f"{decode_peak:.2f}" if decode_peak is not None else NO_GPU),
     }
     return row
 
@@ -383,12 +391,8 @@ def run_wan(device: torch.device, quick: bool, block: int, full: bool | None, js
                 models[mode.dtype] = build_wan(full, device, mode.dtype)
                 decode[mode.dtype] = decode_time(models[mode.dtype], setup, device)
             model = models[mode.dtype]
-            d_s, d_peak = decode[mode.dtype]
             rows[key] = run_visit(model, setup, device, gib) if mode.visit else \
-                run_fifo(model, setup, mode, device, d_s, gib)
-            if not mode.visit and len(rows[key]) > 1:  # ran (a skipped column has its reason only)
-                rows[key]["streamed decode: s per latent frame (4 output frames); peak GiB"] = (
-                    f"{d_s:.3f}; " + (f"{d_peak:.2f}" if d_peak is not None else NO_GPU))
+                run_fifo(model, setup, mode, device, decode[mode.dtype], gib)
         except Exception as e:  # noqa: BLE001 - one failing column must not lose the others
             rows[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
         print(f"{mode.name}: {rows[key]}", flush=True)
