@@ -22,6 +22,7 @@ graph breaks or recompiles).
 
     python scripts/bench_gpu.py                                  # 320x512, f=16, n=4, lookahead, cfg 12 (CUDA)
     python scripts/bench_gpu.py --device cpu --config smoke      # runs anywhere in seconds: checks the script
+    python scripts/bench_gpu.py --config wan --quick             # Wan2.1-1.3B (scripts/benchwan.py); tiny on a CPU
 """
 
 from __future__ import annotations
@@ -274,16 +275,27 @@ MATMUL: dict[torch.dtype, float] = {}
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--config", choices=("videocrafter2", "medium", "smoke"), default="videocrafter2")
+    ap.add_argument("--config", choices=("videocrafter2", "medium", "smoke", "wan"), default="videocrafter2",
+                    help="wan: Wan2.1-1.3B at full size on a GPU, the tiny Wan config elsewhere (scripts/benchwan.py)")
     ap.add_argument("--quick", action="store_true", help="fewer timed iterations")
-    ap.add_argument("--modes", default="a,b,c,d,e,f", help="subset of a,b,c,d,e,f")
-    ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+    ap.add_argument("--modes", default="a,b,c,d,e,f", help="subset of a,b,c,d,e,f (VideoCrafter configs)")
+    ap.add_argument("--block", type=int, default=4, help="K of the Wan --block columns (latent frames per noise level)")
+    ap.add_argument("--wan-size", choices=("auto", "full", "tiny"), default="auto",
+                    help="auto: full size on a GPU, tiny elsewhere")
+    ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here (after every column)")
     args = ap.parse_args()
     device = torch.device(args.device)
-    setup = setups(args.config, args.quick)
     t_start = time.perf_counter()
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
     print(f"torch {torch.__version__} | device {device} ({card}) | threads {torch.get_num_threads()} | {load_note()}")
+    if args.config == "wan":
+        from benchwan import run_wan
+
+        size = None if args.wan_size == "auto" else args.wan_size == "full"
+        names, rows = run_wan(device, args.quick, args.block, size, args.json, card, lambda m: print(m, flush=True))
+        report(names, rows, t_start)
+        return
+    setup = setups(args.config, args.quick)
     plan = FifoPlan(setup.f, setup.n, True)
     print(f"{args.config}: latent {setup.latent_hw}, f={setup.f}, n={setup.n}, lookahead, {len(plan.windows())} "
           f"windows x 2 CFG branches per iteration, cfg {CFG_SCALE:g}, eta {ETA:g}; random weights; "
@@ -291,21 +303,20 @@ def main() -> None:
           "iterations per mode", flush=True)
     chosen = [MODES[k] for k in args.modes.split(",") if k]
     MATMUL[torch.bfloat16] = matmul_flops_per_s(device, torch.bfloat16)
-    results = []
-    for m in chosen:
+    matmul = f"{MATMUL[torch.bfloat16] / 1e12:.3g}"
+    results: list[dict[str, str]] = [{"error": "not reached (time limit)"} for _ in chosen]
+    for i, m in enumerate(chosen):
         try:
-            results.append(run_mode(setup, device, m))
+            results[i] = run_mode(setup, device, m)
         except Exception as e:  # noqa: BLE001 - one failing mode must not lose the others' rows
-            results.append({"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
-        print(f"{m.name}: {results[-1]}", flush=True)
-    for r in results:
-        r["bf16 matmul TFLOP/s (this run)"] = f"{MATMUL[torch.bfloat16] / 1e12:.3g}"
+            results[i] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+        results[i]["bf16 matmul TFLOP/s (this run)"] = matmul
+        print(f"{m.name}: {results[i]}", flush=True)
+        if args.json:  # after every mode: a time limit loses only the modes not reached
+            args.json.write_text(json.dumps({"device": str(device), "card": card, "torch": torch.__version__,
+                                             "config": args.config, "columns": [m.name for m in chosen],
+                                             "rows": results}, indent=1))
     report([m.name for m in chosen], results, t_start)
-    if args.json:
-        args.json.write_text(json.dumps({"device": str(device), "card": card, "torch": torch.__version__,
-                                         "config": args.config, "columns": [m.name for m in chosen],
-                                         "rows": results}, indent=1))
-
 
 if __name__ == "__main__":
     main()

@@ -33,6 +33,19 @@ def test_summary(xml: Path) -> dict:
     return {"ran": True, "counts": counts, "cases": cases}
 
 
+def table(bench: dict | None, log: str) -> list[str]:
+    """A benchmark's JSON (columns, one dict of metric -> value per column) as a markdown table."""
+    if not bench:
+        return [f"no table (see {log})"]
+    cols = bench["columns"]
+    metrics: list[str] = []
+    for r in bench["rows"]:
+        metrics += [m for m in r if m not in metrics]
+    md = [f"{bench['card']}, torch {bench['torch']}, config {bench['config']}"]
+    md += ["", "| metric | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
+    return md + [f"| {m} | " + " | ".join(r.get(m, "-") for r in bench["rows"]) + " |" for m in metrics]
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     steps = [line.split(" ", 1) for line in (out / "steps.txt").read_text().splitlines() if line.strip()] \
@@ -40,8 +53,9 @@ def main() -> None:
     env = (out / "env.log").read_text().strip() if (out / "env.log").exists() else ""
     tests = test_summary(out / "cuda_tests.xml")
     bench = json.loads((out / "bench.json").read_text()) if (out / "bench.json").exists() else None
+    wan = json.loads((out / "wan_bench.json").read_text()) if (out / "wan_bench.json").exists() else None
     toy = (out / "toy_quality.md").read_text() if (out / "toy_quality.md").exists() else ""
-    report = {"steps": dict(steps), "env": env, "tests": tests, "bench": bench,
+    report = {"steps": dict(steps), "env": env, "tests": tests, "bench": bench, "wan_bench": wan,
               "toy_weights_exported": (out / "toy.safetensors").exists()}
     (out / "gpu_report.json").write_text(json.dumps(report, indent=1))
     md = ["# GPU check", "", "```", env, "```", "", "| step | result |", "| --- | --- |"]
@@ -53,16 +67,9 @@ def main() -> None:
     else:
         md.append("did not run (see cuda_tests.log)")
     md += ["", "## Full-size speed (scripts/bench_gpu.py)", ""]
-    if bench:
-        cols = bench["columns"]
-        metrics: list[str] = []
-        for r in bench["rows"]:
-            metrics += [m for m in r if m not in metrics]
-        md.append(f"{bench['card']}, torch {bench['torch']}, config {bench['config']}")
-        md += ["", "| metric | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
-        md += [f"| {m} | " + " | ".join(r.get(m, "-") for r in bench["rows"]) + " |" for m in metrics]
-    else:
-        md.append("no table (see bench.log)")
+    md += table(bench, "bench.log")
+    md += ["", "## Wan2.1-1.3B (scripts/bench_gpu.py --config wan)", ""]
+    md += table(wan, "wan_bench.log")
     plan = (out / "plan_check.md").read_text() if (out / "plan_check.md").exists() else "(see plan_check.log)"
     md += ["", "## fifo-gen plan against the measurements (scripts/plan_check.py)", "", plan]
     md += ["", "## Toy", "", toy or ("weights exported: toy.safetensors" if report["toy_weights_exported"]
