@@ -279,7 +279,8 @@ def main() -> None:
                     help="wan: Wan2.1-1.3B at full size on a GPU, the tiny Wan config elsewhere (scripts/benchwan.py)")
     ap.add_argument("--quick", action="store_true", help="fewer timed iterations")
     ap.add_argument("--modes", default="a,b,c,d,e,f", help="subset of a,b,c,d,e,f (VideoCrafter configs)")
-    ap.add_argument("--block", type=int, default=4, help="K of the Wan --block columns (latent frames per noise level)")
+    ap.add_argument("--block", type=int, default=None, help="K of the Wan block columns (latent frames per noise "
+                    "level; default: what --steps resolves, as fifo-gen does)")
     ap.add_argument("--wan-size", choices=("auto", "full", "tiny"), default="auto",
                     help="auto: full size on a GPU, tiny elsewhere")
     ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here (after every column)")

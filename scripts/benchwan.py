@@ -7,12 +7,13 @@ costs the same from the first one on; no base clip is computed). One column per 
 
   (w1) plain FIFO, bf16: window 20 x 4 partitions, lookahead, cfg 5 (16 window-samples per iteration)
   (w2) plain FIFO, fp16
-  (w3) ``--block K --steps 50``, bf16, no lookahead
-  (w4) ``--block K --steps 4 --cfg 1``, bf16, no lookahead
+  (w3) ``--steps 50``, bf16, no lookahead (the block ``--steps`` resolves: K = 2, n = 5 at full size; or ``--block``)
+  (w4) ``--steps 4 --cfg 1``, bf16, no lookahead (K = 5, n = 1)
   (u)  the UMT5-XXL visit: the encoder's 5.7B fp32 parameters in host memory, computing on the card piece by piece
 
-The block columns pass ``fifo.block`` / ``sampling.steps`` through the run config; until the config schema has a
-``fifo.block`` field (the rolling-schedule issue #30) they are printed as skipped. Rows: s per output frame (the
+The block columns pass ``sampling.steps`` (and ``fifo.block`` when the bench's ``--block`` is given) through the
+run config; with a config schema that has no ``fifo.block`` field (before the rolling schedule) they are printed as
+skipped. Rows: s per output frame (the
 median iteration plus the streamed decode of the latent frames it dequeues, over the 4 output frames each latent
 frame gives), ``fifo-gen plan``'s floor for the same settings (its counted FLOPs / the card's dense peak) and the
 ratio, peak device memory against plan's prediction, samples per DiT call, host syncs inside one FIFO step
@@ -59,13 +60,15 @@ class WanMode:
     visit: bool = False  # the UMT5 column
 
 
-def wan_modes(block: int) -> list[WanMode]:
-    no_look = {"fifo.lookahead": False, "fifo.block": block}
+def wan_modes(block: int | None = None) -> list[WanMode]:
+    """``block``: K of the block columns; None lets ``--steps`` resolve it, as ``fifo-gen --steps S`` does."""
+    no_look: dict[str, Any] = {"fifo.lookahead": False, **({"fifo.block": block} if block else {})}
+    k = f" --block {block}" if block else ""
     return [
         WanMode("w1", "(w1) plain FIFO, bf16", "bf16"),
         WanMode("w2", "(w2) plain FIFO, fp16", "fp16"),
-        WanMode("w3", f"(w3) --block {block}, 50 steps, bf16", "bf16", {**no_look, "sampling.steps": 50}),
-        WanMode("w4", f"(w4) --block {block}, 4 steps, --cfg 1, bf16", "bf16",
+        WanMode("w3", f"(w3) --steps 50{k}, no lookahead, bf16", "bf16", {**no_look, "sampling.steps": 50}),
+        WanMode("w4", f"(w4) --steps 4{k} --cfg 1, no lookahead, bf16", "bf16",
                 {**no_look, "sampling.steps": 4, "sampling.cfg": 1.0}),
         WanMode("u", "(u) UMT5-XXL visit, fp32, offloaded", "bf16", visit=True),
     ]
@@ -211,7 +214,7 @@ def run_fifo(model: Any, setup: WanSetup, mode: WanMode, device: torch.device,
     from fifo_longvid.interrupts import StopFlag
     from fifo_longvid.pipeline import generate
 
-    if "fifo.block" in mode.flags and not has_block():
+    if "sampling.steps" in mode.flags and not has_block():
         return {"s per output frame, median [min-max]": BLOCK_MISSING}
     decode_s, decode_peak = decode
     stop = StopFlag()
@@ -233,7 +236,7 @@ def run_fifo(model: Any, setup: WanSetup, mode: WanMode, device: torch.device,
     if not ts:
         raise RuntimeError(f"the run stopped after {len(clock.marks)} iterations; {setup.warm + setup.timed} needed")
     per_iter = statistics.median(ts)
-    latents_per_iter = int(mode.flags.get("fifo.block", 1))  # an iteration of --block K dequeues K latent frames
+    latents_per_iter = int(getattr(cfg.fifo, "block", None) or 1)  # resolved by the run: K latent frames out
     tf = model.temporal_factor
     def per_frame(t: float) -> float:
         return (t + latents_per_iter * decode_s) / (latents_per_iter * tf)

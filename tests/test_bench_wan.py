@@ -64,8 +64,10 @@ def test_full_path_times_fifo_through_generate_with_plan_beside(small_full):
 
 def test_block_columns_pass_the_run_config_or_say_why_not(small_full):
     bw, setup = small_full
-    modes = {m.key: m for m in bw.wan_modes(3)}
-    assert modes["w3"].flags == {"fifo.lookahead": False, "fifo.block": 3, "sampling.steps": 50}
+    assert {m.key: m for m in bw.wan_modes(3)}["w3"].flags == {"fifo.lookahead": False, "fifo.block": 3,
+                                                                 "sampling.steps": 50}
+    modes = {m.key: m for m in bw.wan_modes()}  # the default: --steps resolves the block
+    assert modes["w3"].flags == {"fifo.lookahead": False, "sampling.steps": 50}
     assert modes["w4"].flags["sampling.steps"] == 4 and modes["w4"].flags["sampling.cfg"] == 1.0
     assert bw.has_block() == ("block" in {f.name for f in dataclasses.fields(FifoConfig)})
     if bw.has_block():
@@ -96,7 +98,8 @@ def test_cli_on_the_cpu_prints_every_column_and_writes_json(tmp_path):
                           "--quick", "--json", str(js)], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     table = res.stdout[res.stdout.index("| metric |"):]
-    for col in ("(w1) plain FIFO, bf16", "(w2) plain FIFO, fp16", "(w3) --block 4, 50 steps", "(u) UMT5-XXL visit"):
+    for col in ("(w1) plain FIFO, bf16", "(w2) plain FIFO, fp16", "(w3) --steps 50, no lookahead",
+                "(u) UMT5-XXL visit"):
         assert col in table
     for metric in ("s per output frame", "floor: plan's FLOPs", "peak device memory", "plan: predicted peak",
                    "host syncs", "streamed decode", "UMT5: s per encode call"):
