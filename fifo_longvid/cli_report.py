@@ -42,6 +42,7 @@ def report_command(
     nothing.
     """
     from .report import VideoError, measure_video, to_json, write_chart
+    from .report.reader import open_video
     from .report.table import format_report
 
     labels = list(label or [])
@@ -50,15 +51,16 @@ def report_command(
     if chart is not None:
         _check_chart_path(chart, overwrite)
     reports = []
-    for i, video in enumerate(videos):
-        try:
-            rep = measure_video(video, segment_frames=segment_frames, segment_s=segment,
-                                label=labels[i] if i < len(labels) else None)
-        except VideoError as e:
-            fail(_sentence(str(e)))
-        err.print(f"read {video}: {rep['frames']} frames in {rep['read_seconds']:.1f} s "
+    try:
+        sources = [open_video(v) for v in videos]  # every header first: a bad file fails before any reading
+        for i, src in enumerate(sources):
+            reports.append(measure_video(src, segment_frames=segment_frames, segment_s=segment,
+                                         label=labels[i] if i < len(labels) else None))
+    except VideoError as e:
+        fail(_sentence(str(e)))
+    for rep in reports:
+        err.print(f"read {rep['video']}: {rep['frames']} frames in {rep['read_seconds']:.1f} s "
                   f"({rep['frames'] / max(rep['read_seconds'], 1e-9):.0f} frames/s)", highlight=False, markup=False)
-        reports.append(rep)
     _unique_labels(reports)
     if chart is not None:
         names = ", ".join(r["label"] for r in reports)

@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .reader import VideoError, open_video
+from .reader import VideoError, VideoSource, open_video
 
 METRICS = ("lightness", "a", "b", "saturation", "contrast", "sharpness", "motion", "hist_distance")
 _FRAME_METRICS = METRICS[:6]  # averaged over all frames of a segment
@@ -122,11 +122,12 @@ def resolve_segment(fps: float | None, expected: int | None, segment_frames: int
     return segment_frames
 
 
-def measure_video(path: str | Path, segment_frames: int | None = None, segment_s: float | None = None,
+def measure_video(path: str | Path | VideoSource, segment_frames: int | None = None, segment_s: float | None = None,
                   label: str | None = None) -> dict[str, Any]:
-    """Stream ``path`` once and return its report (the ``--json`` object). Raises VideoError for bad input."""
+    """Stream ``path`` (or an opened ``VideoSource``) once and return its report (the ``--json`` object).
+    Raises VideoError for bad input."""
     t0 = time.perf_counter()
-    src = open_video(path)
+    src = path if isinstance(path, VideoSource) else open_video(path)
     seg = resolve_segment(src.fps, src.expected_frames, segment_frames, segment_s, str(src.path))
     rows: list[dict[str, Any]] = []
     first_hist: np.ndarray | None = None
