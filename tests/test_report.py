@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from fifo_longvid.cli import app
 from fifo_longvid.io.video import write_video
 from fifo_longvid.report import measure_video, report_paths, write_report
+from fifo_longvid.report.table import drift_line
 
 runner = CliRunner()
 H = W = 64
@@ -192,9 +193,10 @@ def test_long_table_shows_a_sample_of_segments(tmp_path):
 
 def test_write_report_beside_the_video(tmp_path):
     video = write_video(tmp_path / "fox.mp4", [pattern()] * 20, fps=10)
-    js, png = write_report(video, label="fox")
+    js, png, rep = write_report(video, label="fox")
     assert (js, png) == report_paths(video) == (tmp_path / "fox.report.json", tmp_path / "fox.report.png")
     assert json.loads(js.read_text())["label"] == "fox" and png.stat().st_size > 1000
+    assert rep["frames"] == 20 and "L* +0.00" in drift_line(rep)
 
 
 def _bad_inputs(tmp_path):
@@ -239,3 +241,33 @@ def test_chart_must_be_a_png(tmp_path):
     video = write_video(tmp_path / "v.mp4", [pattern()] * 4, fps=10)
     r = invoke([video, "-o", tmp_path / "chart.jpg"])
     assert r.exit_code == 2 and "must end in .png" in r.output and not (tmp_path / "chart.jpg").exists()
+
+
+def test_batch_report_beside_each_item(tmp_path, monkeypatch):
+    from fifo_longvid import pipeline
+
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("prompt,num_frames\na red fox running,4\na blue car,1\n")
+    out = tmp_path / "out"
+    args = ["batch", str(prompts), "--config", "tiny", "--out-dir", str(out), "--seed", "5", "--device", "cpu",
+            "--report", "fifo.window=4", "fifo.partitions=2", "sampling.height=64", "sampling.width=64"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    recs = {x["prompt"]: x for x in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+    fox = recs["a red fox running"]
+    js, png = report_paths(fox["output"])
+    assert fox["report"] == str(js) and png.stat().st_size > 1000
+    rep = json.loads(js.read_text())
+    assert rep["frames"] == 4 and rep["segment_frames"] == 2 and rep["label"] == fox["name"]
+    assert "drift (last - first segment): L*" in r.output
+    car = recs["a blue car"]  # one frame: no report, logged, the item still done
+    assert car["status"] == "done" and car["report"] is None and "no drift report" in r.output
+    assert not report_paths(car["output"])[0].exists()
+
+    # a re-run skips the complete items and writes a missing report without generating anything
+    js.unlink()
+    png.unlink()
+    monkeypatch.setattr(pipeline, "generate", lambda *a, **k: pytest.fail("nothing should be generated again"))
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert js.is_file() and png.is_file()

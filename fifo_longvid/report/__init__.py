@@ -49,13 +49,13 @@ def report_paths(video: str | Path) -> tuple[Path, Path]:
     return p.with_name(stem + ".report.json"), p.with_name(stem + ".report.png")
 
 
-def write_report(video: str | Path, label: str | None = None) -> tuple[Path, Path]:
+def write_report(video: str | Path, label: str | None = None) -> tuple[Path, Path, dict[str, Any]]:
     """Measure ``video`` with the default segment and write its JSON and chart beside it (replacing older
-    ones); returns (json, png). Raises VideoError for a video a report cannot be made of."""
+    ones); returns (json, png, report). Raises VideoError for a video a report cannot be made of."""
     from ..io.sidecar import write_text_atomic
 
     rep = measure_video(video, label=label)
     json_path, png_path = report_paths(video)
     write_chart([rep], png_path, title=f"drift: {Path(video).name}")
     write_text_atomic(json_path, to_json(rep) + "\n")
-    return json_path, png_path
+    return json_path, png_path, rep

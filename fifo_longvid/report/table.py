@@ -71,4 +71,12 @@ def format_report(rep: dict[str, Any], rows: int = 20) -> str:
 
 def _signed(metric: str, v: float) -> str:
     s = _num(metric, v)
+    if s != "nan" and float(s) == 0:
+        s = s.lstrip("-")  # no "-0.00"
     return s if s.startswith("-") or s == "nan" else "+" + s
+
+
+def drift_line(rep: dict[str, Any]) -> str:
+    """The drift in one log line: every metric's last-minus-first change."""
+    d = rep["drift"]
+    return "drift (last - first segment): " + ", ".join(f"{HEADS[m]} {_signed(m, d[m]['change'])}" for m in METRICS)
