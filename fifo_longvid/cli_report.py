@@ -1,19 +1,37 @@
-"""``fifo-gen report``: the drift report of finished videos (the maths is in ``report/``)."""
+"""``fifo-gen report``: the drift report of finished videos (the maths is in ``report/``).
+
+Imports nothing of the generation side (no torch: ``entry.py`` runs this command alone), so its own stderr
+console and error exit stand here, made as ``cli_support``'s are.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from rich.console import Console
 
-from .cli_support import err, fail
+
+def _stderr_console() -> Console:
+    """On a terminal: rich's defaults. Elsewhere (a job log): no wrapping at 80 columns."""
+    if Console(stderr=True).is_terminal:
+        return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True, width=160)
+
+
+err = _stderr_console()
+
+
+def fail(msg: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    raise typer.Exit(2)
 
 
 def report_command(
     videos: Annotated[list[Path], typer.Argument(help="Videos: mp4, gif or a folder of PNG frames. Several are "
                                                  "drawn as overlaid lines (A/B runs, techniques).",
-                                                 show_default=False)],
+                                                 metavar="VIDEO", show_default=False)],
     segment_frames: Annotated[int | None, typer.Option("--segment-frames", metavar="N", help="Segment length in "
                                                        "frames (at least 2).")] = None,
     segment: Annotated[float | None, typer.Option("--segment", metavar="SECONDS", help="Segment length in "

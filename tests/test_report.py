@@ -271,3 +271,22 @@ def test_batch_report_beside_each_item(tmp_path, monkeypatch):
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert js.is_file() and png.is_file()
+
+
+def test_fifo_gen_report_runs_without_torch(tmp_path):
+    """``fifo-gen report`` (entry.py) imports no torch: the report's memory budget is 300 MB, torch takes 500."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    video = write_video(tmp_path / "v.mp4", [pattern()] * 20, fps=10)
+    code = ("import sys\nfrom fifo_longvid.entry import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    code = e.code\nelse:\n    code = 0\nprint('torch' in sys.modules, code, file=sys.stderr)")
+    root = str(Path(__file__).resolve().parents[1])
+    for args, rc in (([video, "--json"], 0), ([tmp_path / "missing.mp4"], 2)):
+        r = subprocess.run([sys.executable, "-c", code, "report", *map(str, args)], capture_output=True, text=True,
+                           cwd=tmp_path, env={"PYTHONPATH": root, "PATH": "/usr/bin:/bin"})
+        assert r.stderr.strip().endswith(f"False {rc}"), r.stderr
+    assert json.loads(subprocess.run([sys.executable, "-m", "fifo_longvid", "report", str(video), "--json"],
+                                     capture_output=True, text=True, cwd=tmp_path,
+                                     env={"PYTHONPATH": root, "PATH": "/usr/bin:/bin"}).stdout)["frames"] == 20
