@@ -243,9 +243,24 @@ def test_chart_must_be_a_png(tmp_path):
     assert r.exit_code == 2 and "must end in .png" in r.output and not (tmp_path / "chart.jpg").exists()
 
 
-def test_batch_report_beside_each_item(tmp_path, monkeypatch):
-    from fifo_longvid import pipeline
+def _fake_generate(cfg, model=None, progress=None, log=None):
+    """Stands in for pipeline.generate (no model): a real video of ``num_frames`` frames, then its sidecar."""
+    from pathlib import Path
 
+    from fifo_longvid.io.sidecar import sidecar_path, write_json_atomic
+    from fifo_longvid.pipeline import GenerationResult
+
+    out, n = Path(cfg.output.path), cfg.fifo.num_frames
+    write_video(out, [np.roll(pattern(), 2 * t, axis=1) for t in range(n)], fps=10, overwrite=True)
+    side = write_json_atomic(sidecar_path(out), {"prompt": cfg.prompts[0], "complete": True, "frames_written": n})
+    return GenerationResult(out, n, cfg.sampling.seed, side, {"total_s": 0.01})
+
+
+def test_batch_report_beside_each_item(tmp_path, monkeypatch):
+    from fifo_longvid import backends, pipeline
+
+    monkeypatch.setattr(pipeline, "generate", _fake_generate)
+    monkeypatch.setattr(backends, "load_backend", lambda *a, **k: None)
     prompts = tmp_path / "prompts.csv"
     prompts.write_text("prompt,num_frames\na red fox running,4\na blue car,1\n")
     out = tmp_path / "out"
@@ -259,7 +274,7 @@ def test_batch_report_beside_each_item(tmp_path, monkeypatch):
     assert fox["report"] == str(js) and png.stat().st_size > 1000
     rep = json.loads(js.read_text())
     assert rep["frames"] == 4 and rep["segment_frames"] == 2 and rep["label"] == fox["name"]
-    assert "drift (last - first segment): L*" in r.output
+    assert rep["drift"]["motion"]["first"] > 1 and "drift (last - first segment): L*" in r.output
     car = recs["a blue car"]  # one frame: no report, logged, the item still done
     assert car["status"] == "done" and car["report"] is None and "no drift report" in r.output
     assert not report_paths(car["output"])[0].exists()
@@ -271,6 +286,10 @@ def test_batch_report_beside_each_item(tmp_path, monkeypatch):
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert js.is_file() and png.is_file()
+    # without --report nothing is measured
+    js.unlink()
+    r = runner.invoke(app, [a for a in args if a != "--report"])
+    assert r.exit_code == 0 and not js.exists()
 
 
 def test_fifo_gen_report_runs_without_torch(tmp_path):
