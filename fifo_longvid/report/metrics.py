@@ -165,7 +165,7 @@ def measure_video(path: str | Path | VideoSource, segment_frames: int | None = N
             "segments": rows, "drift": drift_of(rows), "read_seconds": round(seconds, 3)}
 
 
-def _check_length(src: Any, count: int, seg: int) -> None:
+def _check_length(src: VideoSource, count: int, seg: int) -> None:
     name = src.path
     if count == 0:
         raise VideoError(f"{name} has no frames")
