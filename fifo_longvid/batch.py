@@ -195,12 +195,15 @@ def run_batch(planned: list[PlannedItem], out_dir: str | Path, shard: Shard, mod
               overwrite: bool = False, log: Callable[[str], None] = print,
               progress: Callable[[str, int, int], None] | None = None,
               on_item: Callable[[str, PlannedItem, dict[str, Any] | None], None] | None = None,
-              generate_fn: Callable[..., Any] | None = None, load: Callable[[], Any] | None = None) -> BatchSummary:
+              generate_fn: Callable[..., Any] | None = None, load: Callable[[], Any] | None = None,
+              report: bool = False) -> BatchSummary:
     """Generate this shard's items (``planned`` must already be this shard's) and keep the manifest current.
 
     ``on_item(event, item, record)``: event is ``start`` | ``skip`` | ``end`` (for progress bars).
     ``load``: builds the model when ``model`` is None, on the first item that needs it (a re-run that only
     skips never loads weights).
+    ``report``: write each finished item's drift report beside it (``NAME.report.json`` and ``.png``), also for
+    a complete item skipped without one.
     """
     from .fifo.state import StateMismatch, state_path
     from .pipeline import generate
@@ -219,6 +222,8 @@ def run_batch(planned: list[PlannedItem], out_dir: str | Path, shard: Shard, mod
                         "sidecar": str(p.sidecar), "host": host, "pid": pid}
                 if not overwrite and is_complete(p):
                     summary.skipped += 1
+                    if report:
+                        item_report(p, log, only_missing=True)
                     if prior.get(p.name, {}).get("status") != "done":  # finished but killed before recording
                         manifest.append({**base, "status": "done", "recovered": True, "error": None})
                     if on_item:
@@ -239,7 +244,7 @@ def run_batch(planned: list[PlannedItem], out_dir: str | Path, shard: Shard, mod
                     if model is None and load is not None:
                         model = load()
                     rec = _run_item(p, base, manifest, generate_fn, model, overwrite, progress, log, on_item,
-                                    state_path, StateMismatch)
+                                    state_path, StateMismatch, report)
                 status = rec["status"]
                 if status == "done":
                     summary.done += 1
@@ -262,7 +267,7 @@ def run_batch(planned: list[PlannedItem], out_dir: str | Path, shard: Shard, mod
 
 def _run_item(p: PlannedItem, base: dict[str, Any], manifest: Manifest, generate_fn: Callable[..., Any], model: Any,
               overwrite: bool, progress: Any, log: Callable[[str], None], on_item: Any, state_path: Any,
-              state_mismatch: type[Exception]) -> dict[str, Any]:
+              state_mismatch: type[Exception], report: bool = False) -> dict[str, Any]:
     started = now_iso()
     manifest.append({**base, "status": "running", "started": started, "error": None})
     manifest.rewrite_view()
@@ -298,11 +303,30 @@ def _run_item(p: PlannedItem, base: dict[str, Any], manifest: Manifest, generate
     rec.update(finished=now_iso(), seconds=round(time.perf_counter() - t0, 3))
     if rec.get("frames"):
         rec["s_per_frame"] = round(rec["seconds"] / rec["frames"], 4)
+    if report and rec["status"] == "done":
+        rec["report"] = item_report(p, log)
     manifest.append(rec)
     manifest.rewrite_view()
     if on_item:
         on_item("end", p, rec)
     return rec
+
+
+def item_report(p: PlannedItem, log: Callable[[str], None], only_missing: bool = False) -> str | None:
+    """``--report``: the item's drift report beside its video; a video it cannot measure (one frame) is
+    logged, not failed. Returns the JSON's path."""
+    from .report import VideoError, report_paths, write_report
+    from .report.table import drift_line
+
+    if only_missing and all(f.exists() for f in report_paths(p.output)):
+        return str(report_paths(p.output)[0])
+    try:
+        js, png, rep = write_report(p.output, label=p.name)
+    except (VideoError, OSError) as e:
+        log(f"{p.name}: no drift report: {e}")
+        return None
+    log(f"{p.name}: {drift_line(rep)} -> {js.name}, {png.name}")
+    return str(js)
 
 
 def _free_cuda_memory(e: BaseException) -> None:

@@ -14,6 +14,7 @@ import typer
 from .cli_batch import batch_command
 from .cli_plan import plan_command
 from .cli_progress import Bars, plural
+from .cli_report import report_command
 from .cli_support import (
     TGATE_DEFAULT,
     OptionalTgateCommand,
@@ -35,7 +36,7 @@ app = typer.Typer(
     "Run `fifo-gen --prompt \"...\"` (same as `fifo-gen generate --prompt ...`). "
     "The `tiny` config runs anywhere without weights: add `--config tiny`.",
 )
-COMMANDS = {"generate", "batch", "download", "convert", "studio", "plan"}
+COMMANDS = {"generate", "batch", "download", "convert", "studio", "plan", "report"}
 
 @app.command(cls=OptionalTgateCommand)
 def generate(
@@ -313,6 +314,7 @@ def _with_generate_options(func: Any) -> Any:
 
 batch = app.command("batch")(_with_generate_options(batch_command))
 plan = app.command("plan")(_with_generate_options(plan_command))
+report = app.command("report")(report_command)
 
 
 @app.command()

@@ -33,6 +33,8 @@ def batch_command(
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed item (default: record "
                                             "the error in the manifest and go on).")] = False,
     fmt: Annotated[str, typer.Option("--format", help="mp4, gif or png (a folder of PNGs per item).")] = "mp4",
+    report: Annotated[bool, typer.Option("--report", help="Also write each item's drift report beside it: "
+                                         "NAME.report.json and NAME.report.png (as fifo-gen report).")] = False,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the run config for every "
                                                           "item; every run-config key is reachable this way.")] = None,
     **opts: Any,
@@ -46,7 +48,8 @@ def batch_command(
 
     try:
         with terminate_as_interrupt():
-            summary = _run_batch_command(prompts_file, out_dir, shard, fail_fast, fmt, overrides or [], opts)
+            summary = _run_batch_command(prompts_file, out_dir, shard, fail_fast, fmt, overrides or [], opts,
+                                         report)
     except typer.Exit:
         raise
     except KeyboardInterrupt:
@@ -61,7 +64,7 @@ def batch_command(
 
 
 def _run_batch_command(prompts_file: Path, out_dir: Path, shard: str | None, fail_fast: bool, fmt: str,
-                       overrides: list[str], opts: dict[str, Any]) -> Any:
+                       overrides: list[str], opts: dict[str, Any], report: bool = False) -> Any:
     from .backends import has_image_encoder, load_backend
     from .batch import plan_batch, run_batch
     from .io.prompts import read_prompts
@@ -88,7 +91,7 @@ def _run_batch_command(prompts_file: Path, out_dir: Path, shard: str | None, fai
         if threads:
             bars.print(f"torch threads: {threads} (SLURM_CPUS_PER_TASK)")
         return run_batch(mine, out_dir, the_shard, None, fail_fast=fail_fast, overwrite=opts["overwrite"],
-                         log=bars.print, progress=bars, on_item=bars.item_event,
+                         log=bars.print, progress=bars, on_item=bars.item_event, report=report,
                          load=lambda: load_backend(base.model, base.checkpoint, device, base.dtype,
                                                    base.motion_adapter))
 

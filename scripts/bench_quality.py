@@ -6,7 +6,10 @@
 Each configuration is a set of run-config overrides (the keys of ``fifo-gen ... key=value``); add one with
 ``--extra "NAME:key=value,key=value"`` when a technique lands, or append it to CONFIGS. Every cell is
 mean +- std over the prompts (seed i for prompt i). "base clip" is one plain clip of the model's window
-length (the longest a base clip gets). A drift curve over ``--drift-frames`` follows the table.
+length (the longest a base clip gets). Beside the toy's ground-truth scores, every row has the drift report's
+(``fifo-gen report``, no ground truth needed): each metric's change from the first ``--report-segment`` frames to
+the last ones (``report L*`` ... ``report motion``; ``report hist_dist`` is the last segment's colour-histogram
+distance to the first). A drift curve over ``--drift-frames`` follows the table.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from benchlib import load_note, print_table  # noqa: E402
 from fifo_longvid.backends.videocrafter.load import load_model  # noqa: E402
 from fifo_longvid.config import build_run_config  # noqa: E402
 from fifo_longvid.pipeline import generate  # noqa: E402
+from fifo_longvid.report import METRICS as REPORT_METRICS  # noqa: E402
+from fifo_longvid.report import measure_video  # noqa: E402
+from fifo_longvid.report.table import HEADS  # noqa: E402
 from fifo_longvid.toy.data import DIRECTIONS, caption_of, sample_shape  # noqa: E402
 from fifo_longvid.toy.metrics import drift_curve, score_video, summarize  # noqa: E402
 
@@ -68,15 +74,21 @@ def parse_extra(spec: str) -> tuple[str, dict[str, object]]:
     return name.strip(), {k.strip(): v.strip() for k, v in pairs}
 
 
-def run_one(model, prompt: str, seed: int, frames: int, overrides: dict[str, object], tmp: Path) -> torch.Tensor:
-    """Generate one video through the real pipeline and read the written frames back (uint8 F, H, W, 3)."""
+def run_one(model, prompt: str, seed: int, frames: int, overrides: dict[str, object], tmp: Path,
+            report_segment: int = 0) -> torch.Tensor | tuple[torch.Tensor, dict[str, float]]:
+    """Generate one video through the real pipeline and read the written frames back (uint8 F, H, W, 3); with
+    ``report_segment``, also the drift report's changes (last segment minus first) of the written file."""
     out = tmp / f"v{seed}.mp4"
     if overrides.get("dtype") not in (None, "fp32"):  # the preloaded model is fp32: this row loads its own
         model = None
     flags = {"model": "toy", "device": DEVICE[0], "prompts": [prompt], "fifo.num_frames": frames,
              "sampling.seed": seed, "output.path": str(out), "output.overwrite": True, **overrides}
     generate(build_run_config(flags=flags), model=model, log=lambda _m: None)
-    return torch.from_numpy(iio.imread(out))
+    video = torch.from_numpy(iio.imread(out))
+    if not report_segment:
+        return video
+    rep = measure_video(out, segment_frames=max(2, min(report_segment, len(video) // 2)))
+    return video, {m: rep["drift"][m]["change"] for m in REPORT_METRICS}
 
 
 def main() -> None:
@@ -85,6 +97,8 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=256)
     p.add_argument("--drift-frames", type=int, default=512, help="length of the drift-curve run (0: skip)")
     p.add_argument("--segment", type=int, default=64, help="drift-curve segment length")
+    p.add_argument("--report-segment", type=int, default=32,
+                   help="drift report segment (frames; half the video for a shorter one)")
     p.add_argument("--extra", action="append", default=[], help="NAME:key=value,... another configuration")
     p.add_argument("--only", default=None, help="comma list of configuration names to run")
     p.add_argument("--threads", type=int, default=1)
@@ -106,11 +120,15 @@ def main() -> None:
         tmp = Path(td)
         for name, ov in configs:
             t0 = time.perf_counter()
-            scores = [score_video(run_one(model, c, i, args.frames, ov, tmp), c) for i, c in enumerate(caps)]
+            runs = [run_one(model, c, i, args.frames, ov, tmp, args.report_segment) for i, c in enumerate(caps)]
+            scores = [score_video(v, c) for (v, _), c in zip(runs, caps, strict=True)]
             row = {"frames": str(model.temporal_length if ov.get("mode") == "base" else args.frames)}
             for m in METRICS:
                 mean, std = summarize([getattr(s, m) if m != "score" else s.score for s in scores])
                 row[m] = f"{mean:.3f} ± {std:.3f}"
+            for m in REPORT_METRICS:
+                mean, std = summarize([d[m] for _, d in runs])
+                row[f"report {HEADS[m]}"] = f"{mean:+.3f} ± {std:.3f}"
             wall = (time.perf_counter() - t0) / len(caps)
             row["wall s / video"] = f"{wall:.1f}"
             row["s / frame"] = f"{wall / int(row['frames']):.3f}"

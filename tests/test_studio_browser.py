@@ -3,7 +3,8 @@
 One server for the module (a subprocess in its own process group, on a free port, with a temporary
 ``--out-dir``), one page per test. On the toy model: a 16-frame video with a preview frame before the end,
 the file equal frame for frame to what the page's "Copy as CLI" command writes, Stop then Resume equal to an
-uninterrupted run, an A/B compare, a bad input that writes nothing, a closed browser whose run still lands.
+uninterrupted run, an A/B compare, a bad input that writes nothing, a closed browser whose run still lands, the
+drift chart under a finished video and A and B's lines under the compare.
 A screenshot of the finished page goes to ``outputs/test-artifacts/studio.png``.
 """
 
@@ -231,6 +232,10 @@ def test_ab_compare_renders_both(page, server):
                            " return b.paused && Math.abs(b.currentTime - 0.35) < 0.06 }", timeout=10_000)
     titles = page.inner_text("#compare-view")
     assert "qcache.enabled=false" in titles and "qcache.enabled=true" in titles
+    # the drift chart of both, under the pair, loaded by the browser
+    page.wait_for_function("() => { const i = document.querySelector('#compare-view img.ab-chart');"
+                           " return i && i.complete && i.naturalWidth > 800 }", timeout=30_000)
+    assert (out / "a_green_circle_bouncing_9_B.ab.report.png").is_file()
     a, b = _frames(out / "a_green_circle_bouncing_9_A.mp4"), _frames(out / "a_green_circle_bouncing_9_B.mp4")
     assert a.shape == b.shape == (8, 64, 64, 3) and not np.array_equal(a, b)
 
@@ -263,3 +268,33 @@ def test_a_closed_browser_does_not_kill_its_run(browser, server):
     while not (video.is_file() and video.with_suffix(".json").is_file()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert video.is_file() and len(_frames(video)) == 8
+
+
+def _chart_shown(page) -> bool:
+    return page.evaluate("() => { const i = document.querySelector('#drift-chart img');"
+                         " return !!(i && i.complete && i.naturalWidth > 800) }")
+
+
+def test_drift_chart_under_a_finished_video(page, server):
+    _, out = server
+    _set_inputs(page, "a red circle bouncing", 8, 12)
+    page.click("#generate")
+    _wait_progress(page, r"^(queued|running)")
+    assert not _chart_shown(page)  # no chart while the run goes on
+    _wait_progress(page, r"^done")
+    page.wait_for_function("() => { const i = document.querySelector('#drift-chart img');"
+                           " return i && i.complete && i.naturalWidth > 800 }", timeout=30_000)
+    chart = out / "a_red_circle_bouncing_12.report.png"
+    assert chart.is_file()
+    from PIL import Image
+
+    shown = page.evaluate("() => [document.querySelector('#drift-chart img').naturalWidth,"
+                          " document.querySelector('#drift-chart img').naturalHeight]")
+    with Image.open(chart) as im:
+        assert list(im.size) == shown  # the page shows this report's chart
+    # the chart sits under the video
+    video_box = page.locator("#video").bounding_box()
+    chart_box = page.locator("#drift-chart").bounding_box()
+    assert chart_box["y"] >= video_box["y"] + video_box["height"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "studio-drift.png"), full_page=True)

@@ -16,6 +16,7 @@ import gradio as gr
 from ..config import ConfigError
 from .cli_command import Settings, to_argv
 from .compare import compare_html
+from .drift import ab_chart, existing_chart, video_chart
 from .history import COLUMNS, list_history, read_entry
 from .jobs import Studio
 from .presets import apply_preset, preset_names
@@ -150,6 +151,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                                  elem_id="video")
                 cli = gr.Textbox("", label="Copy as CLI (reproduces the video bit for bit)", interactive=False,
                                  buttons=["copy"], elem_id="cli-command")
+        drift_chart = gr.Image(None, label="Drift over time (fifo-gen report): lightness, colour, sharpness, motion "
+                               "per segment", interactive=False, format="png", elem_id="drift-chart")
         with gr.Accordion("A/B compare: the same prompt and seed under two settings", open=True):
             b_extra = gr.Textbox("--qcache 0.9", label="B = the settings above plus these options",
                                  elem_id="compare-b")
@@ -162,7 +165,7 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         inputs = [prompt, fpp, num_frames, seed, cfg, partitions, steps, block, init, tail, qcache, tgate, cfg_cache,
                   deepcache, attn_reuse, extra]
-        run_outputs = [progress, preview, video, cli, seed, session, history, history_paths, compare_view]
+        run_outputs = [progress, preview, video, cli, seed, session, history, history_paths, compare_view, drift_chart]
 
         def remember(job: Job) -> None:
             """Jobs a Stop button may name; the oldest finished ones are forgotten (a long-running server)."""
@@ -188,13 +191,16 @@ def build_app(studio: Studio) -> gr.Blocks:
                                    session: {**sess, "resumable": job.status == STOPPED}}
             if r is not None and r.frames and Path(r.output).is_file():
                 upd[video] = str(r.output)
+                if job.status == DONE:
+                    chart = video_chart(Path(r.output))
+                    upd[drift_chart] = str(chart) if chart else None
             return upd
 
         def start(job: Job, sess: dict[str, Any]) -> dict[Any, Any]:
             remember(job)
             studio.runner.submit(job)
             prefix = f"{job.label}: " if job.label in ("A", "B") else ""
-            return {cli: studio.command(job.shown_argv or job.argv), video: None, preview: None,
+            return {cli: studio.command(job.shown_argv or job.argv), video: None, preview: None, drift_chart: None,
                     progress: status_text(job, studio.runner.place(job), prefix),
                     session: {**sess, "jobs": [job.id], "argv": job.shown_argv, "resumable": False}}
 
@@ -250,8 +256,10 @@ def build_app(studio: Studio) -> gr.Blocks:
             yield from watch(job_a, "A: ")
             yield from watch(job_b, "B: ")
             paths = [j.result.output if j.status == DONE else None for j in (job_a, job_b)]
+            titles = ("A", f"B (A + {more.strip()})")
+            chart = ab_chart(Path(paths[0]), Path(paths[1]), titles) if paths[0] and paths[1] else None
             view = compare_html((da, paths[0], studio.command(job_a.argv)), (db, paths[1], studio.command(job_b.argv)),
-                                ("A", f"B (A + {more.strip()})"))
+                                titles, chart)
             yield {**finish(job_b, {"jobs": ids, "argv": job_b.argv}), compare_view: view,
                    cli: studio.command(job_b.argv)}
 
@@ -263,7 +271,9 @@ def build_app(studio: Studio) -> gr.Blocks:
             s = studio.settings_of(entry.config)
             argv = to_argv(s, studio.config, studio.checkpoint, entry.config["output"]["path"])
             upd = {comp: shown(name, getattr(s, name)) for comp, name in zip(inputs, Settings.names(), strict=True)}
+            chart = existing_chart(entry.video)
             return {**upd, video: str(entry.video), cli: studio.command(argv), preset: "none",
+                    drift_chart: str(chart) if chart else None,
                     session: {"jobs": [], "argv": argv, "resumable": entry.resumable()},
                     progress: f"loaded the settings of {entry.video.name}"}
 
@@ -276,7 +286,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         resume_btn.click(on_resume, [session], run_outputs, concurrency_limit=None)
         stop_btn.click(on_stop, [session], [progress], concurrency_limit=None)
         compare_btn.click(on_compare, [*inputs, b_extra], run_outputs, concurrency_limit=None)
-        history.select(on_history, [history_paths], [*inputs, video, cli, preset, session, progress],
+        history.select(on_history, [history_paths], [*inputs, video, cli, preset, session, progress, drift_chart],
                        concurrency_limit=None)
         refresh_btn.click(on_refresh, None, [history, history_paths], concurrency_limit=None)
         preset.change(lambda name, *cur: apply_preset(name, *cur), [preset, *technique_inputs], technique_inputs)

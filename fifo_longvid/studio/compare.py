@@ -1,4 +1,5 @@
-"""A/B compare: two videos side by side, playing in sync, each titled by the settings in which it differs.
+"""A/B compare: two videos side by side, playing in sync, each titled by the settings in which it differs, and
+under them the drift chart with A and B as two lines.
 
 The page's HTML is inserted without running scripts, so the syncing lives in one script in the page head
 (``SYNC_JS``): media events do not bubble, so it listens in the capture phase on the document and pairs the
@@ -58,7 +59,12 @@ def side(title: str, differs: list[str], path: Path | None, command: str, lead: 
 
 
 def compare_html(a: tuple[list[str], Path | None, str], b: tuple[list[str], Path | None, str],
-                 titles: tuple[str, str] = ("A", "B")) -> str:
-    """``a``, ``b``: (differing settings, video or None, reproducing command)."""
-    return ("<div class='ab-pair' style='display:flex;gap:12px'>" + side(titles[0], a[0], a[1], a[2], True)
+                 titles: tuple[str, str] = ("A", "B"), chart: Path | None = None) -> str:
+    """``a``, ``b``: (differing settings, video or None, reproducing command); ``chart``: both drift lines."""
+    pair = ("<div class='ab-pair' style='display:flex;gap:12px'>" + side(titles[0], a[0], a[1], a[2], True)
             + side(titles[1], b[0], b[1], b[2], False) + "</div>")
+    if chart is None:
+        return pair
+    return (pair + "<h4>Drift over time, A and B (fifo-gen report)</h4>"
+            f"<img class='ab-chart' alt='drift chart of A and B' src='{html.escape(file_url(chart))}' "
+            "style='width:100%;max-width:1400px'>")
