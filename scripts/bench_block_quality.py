@@ -6,7 +6,8 @@
 Every row runs the toy at the same step count S (``--steps``, default 16 = the toy's window 8 x 2 partitions), so
 the rows cost the same per output frame and differ only in how the S levels are laid over the queue. Columns are
 the toy's ground-truth metrics (``fifo_longvid.toy.metrics``: colour/shape/direction accuracy, speed, jerk,
-flicker) as mean +- std over the prompts (seed i for prompt i), and the seam ratio: the mean absolute frame-to-frame
+flicker) as mean +- std over the prompts (seed i for prompt i), the drift report's changes from the first
+``--report-segment`` frames to the last (``fifo-gen report``), and the seam ratio: the mean absolute frame-to-frame
 change (8-bit pixels) across block boundaries over the same inside blocks. 1.0 = no seams; above 1 = a visible
 jump each time a block leaves the queue. K = 1 has no inside, so its ratio is taken with the boundaries of K = 2
 and 4 (a control: what 'no seam' measures on the same videos).
@@ -28,6 +29,8 @@ from bench_quality import METRICS, prompts, run_one  # noqa: E402
 from benchlib import load_note, print_table  # noqa: E402
 
 from fifo_longvid.backends.videocrafter.load import load_model  # noqa: E402
+from fifo_longvid.report import METRICS as REPORT_METRICS  # noqa: E402
+from fifo_longvid.report.table import HEADS  # noqa: E402
 from fifo_longvid.toy.metrics import score_video, summarize  # noqa: E402
 
 
@@ -49,6 +52,7 @@ def main() -> None:
     p.add_argument("--blocks", default="1,2,4")
     p.add_argument("--lookahead", default="on,off")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--report-segment", type=int, default=32, help="drift report segment (fifo-gen report), frames")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     blocks = [int(k) for k in a.blocks.split(",")]
@@ -64,12 +68,16 @@ def main() -> None:
             for k in blocks:
                 ov = {"fifo.block": k, "sampling.steps": a.steps, "fifo.lookahead": la}
                 t0 = time.perf_counter()
-                videos = [run_one(model, c, i, a.frames, ov, Path(td)) for i, c in enumerate(caps)]
+                runs = [run_one(model, c, i, a.frames, ov, Path(td), a.report_segment) for i, c in enumerate(caps)]
+                videos = [v for v, _ in runs]
                 scores = [score_video(v, c) for v, c in zip(videos, caps, strict=True)]
                 row = {"frames": str(a.frames)}
                 for m in METRICS:
                     mean, std = summarize([getattr(s, m) if m != "score" else s.score for s in scores])
                     row[m] = f"{mean:.3f} ± {std:.3f}"
+                for m in REPORT_METRICS:
+                    mean, std = summarize([d[m] for _, d in runs])
+                    row[f"report {HEADS[m]}"] = f"{mean:+.3f} ± {std:.3f}"
                 seam_k = [k] if k > 1 else [b for b in blocks if b > 1] or [2]
                 for b in seam_k:
                     mean, std = summarize([seam_ratio(v, b) for v in videos])

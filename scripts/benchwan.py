@@ -62,7 +62,9 @@ class WanMode:
 
 def wan_modes(block: int | None = None) -> list[WanMode]:
     """``block``: K of the block columns; None lets ``--steps`` resolve it, as ``fifo-gen --steps S`` does."""
-    no_look: dict[str, Any] = {"fifo.lookahead": False, **({"fifo.block": block} if block else {})}
+    # partitions follow from the steps (and the block), as they do for ``fifo-gen --steps S``
+    no_look: dict[str, Any] = {"fifo.lookahead": False, "fifo.partitions": None,
+                               **({"fifo.block": block} if block else {})}
     k = f" --block {block}" if block else ""
     return [
         WanMode("w1", "(w1) plain FIFO, bf16", "bf16"),
@@ -158,8 +160,8 @@ def predicted(setup: WanSetup, mode: WanMode, batch: str, gib: float) -> Any:
     """``fifo-gen plan`` for the full-size run of the same settings (the tiny config has no cost table)."""
     flags = {**setup.flags, **mode.flags, "model": "wan", "dtype": mode.dtype, "fifo.max_batch": batch}
     if not setup.full:  # plan speaks of the full-size run (its own max-batch); the smoke checks that it answers
-        flags.update({"sampling.height": 480, "sampling.width": 832, "fifo.window": 20, "fifo.partitions": 4,
-                      "fifo.max_batch": "auto"})
+        flags.update({"sampling.height": 480, "sampling.width": 832, "fifo.window": 20, "fifo.max_batch": "auto",
+                      "fifo.partitions": mode.flags.get("fifo.partitions", 4)})  # None: what --steps resolves
     return make_plan(build_run_config(flags=flags), card_for(None, gib))
 
 

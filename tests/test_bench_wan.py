@@ -64,10 +64,10 @@ def test_full_path_times_fifo_through_generate_with_plan_beside(small_full):
 
 def test_block_columns_pass_the_run_config_or_say_why_not(small_full):
     bw, setup = small_full
-    assert {m.key: m for m in bw.wan_modes(3)}["w3"].flags == {"fifo.lookahead": False, "fifo.block": 3,
-                                                                 "sampling.steps": 50}
-    modes = {m.key: m for m in bw.wan_modes()}  # the default: --steps resolves the block
-    assert modes["w3"].flags == {"fifo.lookahead": False, "sampling.steps": 50}
+    assert {m.key: m for m in bw.wan_modes(3)}["w3"].flags == {"fifo.lookahead": False, "fifo.partitions": None,
+                                                                 "fifo.block": 3, "sampling.steps": 50}
+    modes = {m.key: m for m in bw.wan_modes()}  # the default: --steps resolves the block and the partitions
+    assert modes["w3"].flags == {"fifo.lookahead": False, "fifo.partitions": None, "sampling.steps": 50}
     assert modes["w4"].flags["sampling.steps"] == 4 and modes["w4"].flags["sampling.cfg"] == 1.0
     assert bw.has_block() == ("block" in {f.name for f in dataclasses.fields(FifoConfig)})
     if bw.has_block():

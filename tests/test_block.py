@@ -288,3 +288,20 @@ def test_wan_folder_with_blocks_and_a_diffusion_forcing_native_block(tmp_path):
     assert r.returncode == 0, r.stderr
     side = json.loads((tmp_path / "s.json").read_text())
     assert side["config"]["fifo"]["block"] == 2 and side["model"]["transformer"]["num_frame_per_block"] == 2
+
+
+def test_plan_counts_blocks_guidance_and_meets_the_targets(tmp_path):
+    """The issue's Done-when: Wan at 50 steps without lookahead costs at most WanPipeline's 352.8 TFLOP per output
+    frame, at 4 steps and --cfg 1 at most 17.6 (5 %); plan shows the geometry it resolved."""
+    got = {}
+    for name, extra in (("50", ["--steps", "50", "--no-lookahead"]), ("4", ["--steps", "4", "--cfg", "1",
+                                                                           "--no-lookahead"])):
+        r = fifo_gen("plan", "--config", "wan", *extra, "--json", cwd=tmp_path, timeout=120)
+        assert r.returncode == 0, r.stderr
+        got[name] = json.loads(r.stdout)
+    assert got["50"]["tflop_per_frame"] <= 352.8 and got["4"]["tflop_per_frame"] <= 17.6
+    d50, d4 = got["50"]["details"], got["4"]["details"]
+    assert (d50["block"], d50["partitions"], d50["steps"], d50["samples_per_iteration"]) == (2, 5, 50, 10)
+    assert (d4["block"], d4["partitions"], d4["steps"], d4["samples_per_iteration"]) == (5, 1, 4, 1)  # cond only
+    bad = fifo_gen("plan", "--config", "wan", "--steps", "7", cwd=tmp_path, timeout=120)
+    assert bad.returncode == 2 and "--steps 7 fits no block with window 20" in bad.stderr

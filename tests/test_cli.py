@@ -70,7 +70,7 @@ def test_fifo_gif_with_override(tmp_path):
     (["--prompt", "x", "--config", "tiny", "notakeyvalue"], "key=value"),
     (["--prompt", "x", "--config", "tiny", "--num-frames", "0"], "num-frames must be >= 1"),
     (["--prompt", "x", "--config", "tiny", "--partitions", "0"], "partitions must be >= 1"),
-    (["--prompt", "x", "--config", "tiny", "--steps", "7"], "contradicts FIFO's rule"),
+    (["--prompt", "x", "--config", "tiny", "--steps", "7"], "--steps 7 fits no block with window 8"),
     (["--prompt", "x", "--config", "tiny", "fifo.window=3"], "even window"),
     (["--prompt", "x", "--config", "videocrafter2", "--checkpoint", "/nonexistent/model.ckpt"],
      "checkpoint not found"),
