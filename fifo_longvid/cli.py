@@ -70,6 +70,10 @@ def generate(
                                               "FIFO-Diffusion; K must divide the window (half of it with "
                                               "lookahead). A diffusion-forcing checkpoint defaults to its own "
                                               "block size.")] = None,
+    stagger: Annotated[bool, typer.Option("--stagger", help="With --block K: each frame of a block keeps its own "
+                                          "level of a K-times finer schedule and steps K levels per iteration, so "
+                                          "no two frames share a level and blocks leave no seams (same cost; each "
+                                          "frame takes S steps, on one of K interleaved grids).")] = False,
     lookahead: Annotated[bool | None, typer.Option("--lookahead/--no-lookahead", help="Lookahead denoising "
                                                    "(windows overlap by half; default on).")] = None,
     init: Annotated[str | None, typer.Option(help="Queue init: first (base clip, reference), uniform "

@@ -78,6 +78,7 @@ def build_flags(o: dict[str, Any]) -> dict[str, Any]:
     }
     flags.update({k: v for k, v in opt.items() if v is not None})
     switches = {"conditioning.latent_seed": o["latent_seed"], "output.overwrite": o["overwrite"],
+                "fifo.stagger": o.get("stagger", False),
                 "output.save_latents": o["save_latents"], "output.save_frames": o["save_frames"],
                 "output.resume": o.get("resume", False)}
     for k, v in switches.items():

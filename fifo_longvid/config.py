@@ -39,6 +39,7 @@ class FifoConfig:
     window: int | None = None  # f; default from the preset (the model's temporal length 16; tiny: 8)
     lookahead: bool = True
     block: int | None = None  # K frames per noise level (the rolling schedule); None: 1, or what --steps needs
+    stagger: bool = False  # a block's frames at their own levels of a K-times finer grid (no seams)
     init: str = "first"  # first | uniform | noise
     max_batch: str = "auto"  # samples per U-Net call: "auto", "all", or an integer
     scaled_step: bool = False  # apply scale_arr in FIFO's DDIM step (the reference does not: quirk Q1)
@@ -172,6 +173,8 @@ def numerics_hash(cfg: RunConfig, checkpoint_id: str) -> str:
     d["fifo"].pop("max_batch")
     if d["fifo"].get("block") in (None, 1):  # FIFO-Diffusion's one level per frame: hashes from before --block
         d["fifo"].pop("block")
+    if not d["fifo"].get("stagger"):
+        d["fifo"].pop("stagger", None)
     if cfg.mode == "fifo":  # the geometry (window, partitions, block) fixes the steps; --steps only chose it
         d["sampling"]["steps"] = None
     prune_tail_settings(d)

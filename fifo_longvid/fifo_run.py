@@ -64,16 +64,19 @@ class FifoRun:
         self.timings, self.progress, self.log, self.executor = timings, progress, log, executor
         fc = cfg.fifo
         self.window: int = fc.window  # type: ignore[assignment]
-        self.plan = FifoPlan(self.window, fc.partitions, fc.lookahead, fc.block or 1)  # type: ignore[arg-type]
+        self.plan = FifoPlan(self.window, fc.partitions, fc.lookahead, fc.block or 1,  # type: ignore[arg-type]
+                             fc.stagger)
         if cfg.sampling.steps is not None and cfg.sampling.steps != self.plan.steps:  # fill_model_defaults resolves it
             raise ConfigError(f"--steps {cfg.sampling.steps} != window {self.window} x {fc.partitions} partitions / "
                               f"block {self.plan.block} = {self.plan.steps}")
-        self.sched = model.schedule(self.plan.steps, cfg.sampling.eta).to(model.device)
-        techniques.bind(self.sched)
+        # the levels the queue spans (the base clip samples them all); FIFO steps them ``stride`` at a time
+        self.sched = model.schedule(self.plan.levels, cfg.sampling.eta).to(model.device)
+        self.step_sched = self.sched.strided(self.plan.stride)
+        techniques.bind(self.step_sched)
         if fc.tail.mode == "rescheduled" and fc.tail.window is None:
             fc.tail.window = self.window  # the default period, recorded in the sidecar
         try:
-            self.tail = make_tail_sampler(fc.tail, self.sched, self.window)
+            self.tail = make_tail_sampler(fc.tail, self.step_sched, self.window)
         except ValueError as e:
             raise ConfigError(str(e)) from None
         self.warmup = warmup_iterations(self.plan, fc.init)  # type: ignore[arg-type]  # frames, whole blocks
@@ -104,7 +107,8 @@ class FifoRun:
         threads = f" ({n} thread{'s' if n != 1 else ''})" if self.model.device.type == "cpu" else ""
         kind = "DDIM" if self.sched.kind == "ddim" else "flow-matching"
         return (f"{self.model.device}{threads} {dtype_name(self.model.dtype)}; FIFO window {p.f} x {p.n} "
-                f"partition{'s' if p.n != 1 else ''} / block {p.block} = {p.steps} {kind} steps, lookahead "
+                f"partition{'s' if p.n != 1 else ''} / block {p.block} = {p.steps} {kind} steps"
+                f"{f' (staggered over {p.levels} levels)' if p.stagger else ''}, lookahead "
                 f"{'on' if p.lookahead else 'off'}, init {fc.init}; {self.total_iters} iterations for "
                 f"{fc.num_frames} frame{'s' if fc.num_frames != 1 else ''}; {self.samples_per_iteration} samples "
                 f"per iteration, max-batch {fc.max_batch} -> {mb}")
@@ -260,7 +264,7 @@ class FifoRun:
         """The diagonal loop: each iteration past the warm-up logs, decodes and writes one frame per block frame."""
         cfg = self.cfg
         reseed_every = cfg.conditioning.latent_seed_every
-        stepper = FifoStepper(self.plan, self.sched, 1, self.lat_hw, self.model.cfg.channels, self.model.device,
+        stepper = FifoStepper(self.plan, self.step_sched, 1, self.lat_hw, self.model.cfg.channels, self.model.device,
                               use_scale=cfg.fifo.scaled_step)
         k = self.plan.block
         while self.iteration < self.total_iters:

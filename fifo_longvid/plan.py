@@ -112,7 +112,7 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
         if v <= 0 or v % mult:
             raise ConfigError(f"--{name} {v} is not a positive multiple of {mult}")
     lat = (height // lat_f, width // lat_f)
-    plan = FifoPlan(window, parts, fc.lookahead, geo.block)
+    plan = FifoPlan(window, parts, fc.lookahead, geo.block, fc.stagger)  # staggering costs nothing more
     branches = 1 if s.cfg == 1.0 else 2  # guidance 1 runs the conditional branch alone
     rows = branches * len(plan.windows())
     iterations = iterations_for(plan, warmup_iterations(plan, fc.init), latent_frames)  # type: ignore[arg-type]

@@ -10,7 +10,8 @@ flicker) as mean +- std over the prompts (seed i for prompt i), the drift report
 ``--report-segment`` frames to the last (``fifo-gen report``), and the seam ratio: the mean absolute frame-to-frame
 change (8-bit pixels) across block boundaries over the same inside blocks. 1.0 = no seams; above 1 = a visible
 jump each time a block leaves the queue. K = 1 has no inside, so its ratio is taken with the boundaries of K = 2
-and 4 (a control: what 'no seam' measures on the same videos).
+and 4 (a control: what 'no seam' measures on the same videos). ``--stagger on`` runs the seam remedy instead
+(``fifo-gen --stagger``: the frames of a block on their own levels of a K-times finer grid); ``on,off`` both.
 """
 
 from __future__ import annotations
@@ -51,12 +52,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--blocks", default="1,2,4")
     p.add_argument("--lookahead", default="on,off")
+    p.add_argument("--stagger", default="off", help="off, on, or on,off: rows with --stagger (the seam remedy)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-segment", type=int, default=32, help="drift report segment (fifo-gen report), frames")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     blocks = [int(k) for k in a.blocks.split(",")]
     lookaheads = [s.strip() == "on" for s in a.lookahead.split(",")]
+    staggers = [s.strip() == "on" for s in a.stagger.split(",")]
     t_start = time.perf_counter()
     print(load_note())
     model = load_model("toy", device="cpu")
@@ -64,30 +67,30 @@ def main() -> None:
     print("prompts: " + "; ".join(f"{i}: {c}" for i, c in enumerate(caps)), flush=True)
     names, results = [], []
     with tempfile.TemporaryDirectory() as td:
-        for la in lookaheads:
-            for k in blocks:
-                ov = {"fifo.block": k, "sampling.steps": a.steps, "fifo.lookahead": la}
-                t0 = time.perf_counter()
-                runs = [run_one(model, c, i, a.frames, ov, Path(td), a.report_segment) for i, c in enumerate(caps)]
-                videos = [v for v, _ in runs]
-                scores = [score_video(v, c) for v, c in zip(videos, caps, strict=True)]
-                row = {"frames": str(a.frames)}
-                for m in METRICS:
-                    mean, std = summarize([getattr(s, m) if m != "score" else s.score for s in scores])
-                    row[m] = f"{mean:.3f} ± {std:.3f}"
-                for m in REPORT_METRICS:
-                    mean, std = summarize([d[m] for _, d in runs])
-                    row[f"report {HEADS[m]}"] = f"{mean:+.3f} ± {std:.3f}"
-                seam_k = [k] if k > 1 else [b for b in blocks if b > 1] or [2]
-                for b in seam_k:
-                    mean, std = summarize([seam_ratio(v, b) for v in videos])
-                    row[f"seam (K={b} boundaries)" if k == 1 else "seam"] = f"{mean:.3f} ± {std:.3f}"
-                wall = (time.perf_counter() - t0) / len(caps)
-                row["s / frame"] = f"{wall / a.frames:.3f}"
-                name = f"K={k}, lookahead {'on' if la else 'off'}"
-                names.append(name)
-                results.append(row)
-                print(f"{name}: " + ", ".join(f"{key} {v}" for key, v in row.items()), flush=True)
+        for la, k, stagger in [(la, k, st) for st in staggers for la in lookaheads for k in blocks
+                               if not (st and k == 1)]:
+            ov = {"fifo.block": k, "sampling.steps": a.steps, "fifo.lookahead": la, "fifo.stagger": stagger}
+            t0 = time.perf_counter()
+            runs = [run_one(model, c, i, a.frames, ov, Path(td), a.report_segment) for i, c in enumerate(caps)]
+            videos = [v for v, _ in runs]
+            scores = [score_video(v, c) for v, c in zip(videos, caps, strict=True)]
+            row = {"frames": str(a.frames)}
+            for m in METRICS:
+                mean, std = summarize([getattr(s, m) if m != "score" else s.score for s in scores])
+                row[m] = f"{mean:.3f} ± {std:.3f}"
+            for m in REPORT_METRICS:
+                mean, std = summarize([d[m] for _, d in runs])
+                row[f"report {HEADS[m]}"] = f"{mean:+.3f} ± {std:.3f}"
+            seam_k = [k] if k > 1 else [b for b in blocks if b > 1] or [2]
+            for b in seam_k:
+                mean, std = summarize([seam_ratio(v, b) for v in videos])
+                row[f"seam (K={b} boundaries)" if k == 1 else "seam"] = f"{mean:.3f} ± {std:.3f}"
+            wall = (time.perf_counter() - t0) / len(caps)
+            row["s / frame"] = f"{wall / a.frames:.3f}"
+            name = f"K={k}{' staggered' if stagger else ''}, lookahead {'on' if la else 'off'}"
+            names.append(name)
+            results.append(row)
+            print(f"{name}: " + ", ".join(f"{key} {v}" for key, v in row.items()), flush=True)
     print()
     print_table(names, results)
     print(f"\ntotal wall time {time.perf_counter() - t_start:.1f} s; {load_note(at_start=False)}")

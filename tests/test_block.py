@@ -140,12 +140,15 @@ def test_block_of_the_window_is_a_native_flow_clip_pipelined():
     assert _native_clip_check(wan, 5.0, False) < 1e-5
 
 
-@pytest.mark.parametrize("lookahead,block", [(True, 2), (False, 4), (True, 1)])
+@pytest.mark.parametrize("lookahead,block,stagger", [(True, 2, False), (False, 4, False), (True, 1, False),
+                                                     (True, 2, True), (False, 4, True)])
 @torch.no_grad()
-def test_every_frame_passes_exactly_the_schedules_timesteps(tiny_model, lookahead, block):
-    """Per frame id, the committed rows' timesteps over its life are the S-step schedule's, noisiest first."""
-    plan = FifoPlan(8, 2, lookahead, block)
-    sched = tiny_model.schedule(plan.steps, 0.0)
+def test_every_frame_passes_exactly_the_schedules_timesteps(tiny_model, lookahead, block, stagger):
+    """Per frame id, the committed rows' timesteps over its life are the S-step schedule's, noisiest first.
+    Staggered: every K-th level of the K-times finer grid, one of K interleaved sub-grids, and the frames of a
+    block never share a level."""
+    plan = FifoPlan(8, 2, lookahead, block, stagger)
+    sched = tiny_model.schedule(plan.levels, 0.0).strided(plan.stride)
     seen: dict[int, list[int]] = {}
 
     def den(b):
@@ -161,13 +164,19 @@ def test_every_frame_passes_exactly_the_schedules_timesteps(tiny_model, lookahea
     stepper = FifoStepper(plan, sched, 1, (2, 2), 4, "cpu")
     for it in range(3 * plan.steps):
         stepper.step(den, queue, noise, iteration=it)
-    want = list(reversed(sched.timestep_list))
-    assert len(want) == plan.steps == 16 // block
     newcomers = [fid for fid in seen if fid >= plan.length]  # entered as tails, lived a whole life
     finished = [fid for fid in newcomers if fid < plan.length + (3 * plan.steps - plan.steps - 1) * block]
-    assert len(finished) >= plan.steps
+    assert len(finished) >= plan.steps and plan.steps == 16 // block
+    fine = list(reversed(sched.timestep_list))  # noisiest first
     for fid in finished:
-        assert seen[fid] == want, (fid, seen[fid])
+        if not stagger:
+            assert len(fine) == plan.steps and seen[fid] == fine, (fid, seen[fid])
+        else:  # entered at fine level L - K + j (j = its place in the block), then K levels per iteration
+            j = (fid - plan.length) % block
+            assert seen[fid] == fine[block - 1 - j :: block] and len(seen[fid]) == plan.steps, (fid, seen[fid])
+    if stagger:  # the frames of a block never share a level
+        for a, b in zip(finished, finished[1:], strict=False):
+            assert not set(seen[a]) & set(seen[b])
 
 
 # -- the CLI -------------------------------------------------------------------------------------------------
@@ -217,6 +226,7 @@ def test_block_1_equals_the_default_bitwise_and_sigkill_resume_of_blocks_is_bitw
     ["--block", "2", "--steps", "8", "--qcache", "0.9", "--tgate", "--cfg-cache", "2", "--attn-reuse",
      "--deepcache", "2"],
     ["--block", "2", "--steps", "8", "--prompt", "a blue square", "--frames-per-prompt", "5,4"],
+    ["--block", "2", "--steps", "8", "--stagger", "--tail", "coherent"],
 ])
 def test_blocks_run_with_every_mode_tail_init_and_technique(tiny_model, tmp_path, extra):
     from fifo_longvid import pipeline
@@ -305,3 +315,21 @@ def test_plan_counts_blocks_guidance_and_meets_the_targets(tmp_path):
     assert (d4["block"], d4["partitions"], d4["steps"], d4["samples_per_iteration"]) == (5, 1, 4, 1)  # cond only
     bad = fifo_gen("plan", "--config", "wan", "--steps", "7", cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and "--steps 7 fits no block with window 20" in bad.stderr
+
+
+def test_strided_schedules_step_k_levels_and_stagger_needs_a_block(tiny_model, tmp_path):
+    from fifo_longvid.backends import load_backend
+
+    d = tiny_model.schedule(8, 1.0)
+    assert d.strided(1) is d
+    s = d.strided(2)
+    assert torch.equal(s.alphas_prev[2:], d.alphas[:-2]) and torch.equal(s.alphas_prev[:2], d.alphas_prev[:1].repeat(2))
+    a, ap = d.alphas.double(), s.alphas_prev.double()
+    assert torch.equal(s.alphas, d.alphas) and torch.allclose(s.sigmas.double(), torch.sqrt((1 - ap) / (1 - a) *
+                                                                                           (1 - a / ap)), atol=1e-6)
+    f = load_backend("tiny_wan", device="cpu", dtype="fp32").schedule(8)
+    g = f.strided(4)
+    assert torch.equal(g.sigmas_next[4:], f.sigmas[:-4]) and (g.sigmas_next[:4] == 0).all()
+    r = fifo_gen("--prompt", "a red circle", *TINY, "--stagger", "-o", "v.mp4", cwd=tmp_path)
+    assert r.returncode == 2 and "--stagger spreads the frames of a block" in r.stderr
+    assert not (tmp_path / "v.mp4").exists()

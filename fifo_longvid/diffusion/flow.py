@@ -72,6 +72,16 @@ class FlowSchedule:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return FlowSchedule(**moved)
 
+    def strided(self, k: int) -> FlowSchedule:
+        """The same sigmas with every step going ``k`` indices down (index i to i - k; the first k to sigma 0):
+        FIFO's staggered blocks, where a frame takes every k-th level of this finer grid."""
+        if k == 1:
+            return self
+        if not 1 <= k <= self.num_steps:
+            raise ValueError(f"a stride of {k} needs at least {k} levels, the schedule has {self.num_steps}")
+        nxt = torch.cat([self.sigmas_next[:1].repeat(k), self.sigmas[:-k]])
+        return FlowSchedule(**dict(self.__dict__, sigmas_next=nxt))
+
     def coeffs(self, idx: torch.Tensor | int, like: torch.Tensor, use_scale: bool = False) -> FlowCoeffs:
         """Euler factors at schedule index ``idx`` (scalar, (B,), or (B|1, F)) for tensors shaped like ``like``."""
         if use_scale:

@@ -68,6 +68,7 @@ class DDIMSchedule:
     scale_arr_prev: torch.Tensor | None = None
     timestep_list: tuple[int, ...] = ()
     stochastic: bool = False  # eta > 0: every step draws noise
+    eta: float = 0.0
     kind: ClassVar[str] = "ddim"
 
     @property
@@ -80,6 +81,21 @@ class DDIMSchedule:
 
     def to(self, device: torch.device | str) -> DDIMSchedule:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return DDIMSchedule(**moved)
+
+    def strided(self, k: int) -> DDIMSchedule:
+        """The same levels with every step going ``k`` indices down (index i to i - k; the first k to the clean
+        end): FIFO's staggered blocks, where a frame takes every k-th level of this finer grid."""
+        if k == 1:
+            return self
+        if not 1 <= k <= self.num_steps:
+            raise ValueError(f"a stride of {k} needs at least {k} levels, the schedule has {self.num_steps}")
+        a = self.alphas.double()
+        a_prev = torch.cat([self.alphas_prev[:1].repeat(k), self.alphas[:-k]]).double()
+        sigmas = self.eta * torch.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+        moved = dict(self.__dict__, alphas_prev=a_prev.float(), sigmas=sigmas.float())
+        if self.scale_arr is not None and self.scale_arr_prev is not None:
+            moved["scale_arr_prev"] = torch.cat([self.scale_arr_prev[:1].repeat(k), self.scale_arr[:-k]])
         return DDIMSchedule(**moved)
 
     # the schedule interface FIFO, the samplers and the tails use (flow matching has the same three)
@@ -117,6 +133,7 @@ def make_ddim_schedule(alphas_cumprod: torch.Tensor, num_steps: int, eta: float 
         sqrt_one_minus_alphas=torch.sqrt(1.0 - a).float(),
         timestep_list=tuple(int(t) for t in ts),
         stochastic=bool(eta != 0 and (sigmas != 0).any()),
+        eta=float(eta),
     )
     if scale_arr is not None:
         sa = scale_arr.detach().cpu()

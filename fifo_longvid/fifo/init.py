@@ -64,8 +64,9 @@ def init_queue(plan: FifoPlan, schedule: DDIMSchedule, noise: NoiseSource, mode:
     slots = []
     for _ in range(plan.num_lookahead):
         slots.append(schedule.add_noise(base[:, :, :1], 0, noise.randn(base[:, :, :1].shape)))
+    level = plan.slot_indices()[plan.num_lookahead :].tolist()  # each main slot's own (its block's) level
     for i in range(plan.frames):
         j = base_frame_for_slot(i, plan, mode)
         frame = base[:, :, j : j + 1]
-        slots.append(schedule.add_noise(frame, i // plan.block, noise.randn(frame.shape)))
+        slots.append(schedule.add_noise(frame, level[i], noise.randn(frame.shape)))
     return FrameQueue.create(torch.cat(slots, dim=2), plan)

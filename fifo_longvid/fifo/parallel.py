@@ -213,8 +213,8 @@ def serve_run(cfg: Any, model: Any) -> int:
 
     fill_model_defaults(cfg, model)
     fc = cfg.fifo
-    plan = FifoPlan(fc.window, fc.partitions, fc.lookahead, fc.block or 1)
-    sched = model.schedule(plan.steps, cfg.sampling.eta).to(model.device)
+    plan = FifoPlan(fc.window, fc.partitions, fc.lookahead, fc.block or 1, fc.stagger)
+    sched = model.schedule(plan.levels, cfg.sampling.eta).to(model.device).strided(plan.stride)
     h_px, w_px = frame_size(cfg, model)
     f = model.latent_factor
     max_batch = resolve_max_batch(fc.max_batch, model.device, model, (h_px // f, w_px // f), fc.window)

@@ -43,6 +43,7 @@ class FifoPlan:
     n: int
     lookahead: bool = True
     block: int = 1
+    stagger: bool = False  # blocks' frames at their own levels of a K-times finer grid (see ``levels``)
 
     def __post_init__(self) -> None:
         if self.f < 1:
@@ -67,6 +68,18 @@ class FifoPlan:
         return self.frames // self.block
 
     @property
+    def levels(self) -> int:
+        """Points of the schedule the queue spans: S, or f * n when staggered (each frame keeps its own level of
+        the finer grid and steps ``block`` levels per iteration, so adjacent frames always differ by the same
+        amount and no two share a level: blocks without seams, at the price of K sub-grids of S steps)."""
+        return self.frames if self.stagger else self.steps
+
+    @property
+    def stride(self) -> int:
+        """Levels a frame steps down per iteration."""
+        return self.block if self.stagger else 1
+
+    @property
     def num_lookahead(self) -> int:
         return self.f // 2 if self.lookahead else 0
 
@@ -80,8 +93,9 @@ class FifoPlan:
         return self.num_lookahead
 
     def slot_indices(self) -> torch.Tensor:
-        """Schedule index of every slot: lookahead slots sit at index 0, main slot i at index i // block."""
-        main = torch.arange(self.frames) // self.block
+        """Schedule index of every slot: lookahead slots sit at index 0, main slot i at index i // block (i when
+        staggered)."""
+        main = torch.arange(self.frames) // (1 if self.stagger else self.block)
         return torch.cat([torch.zeros(self.num_lookahead, dtype=torch.long), main])
 
     def windows(self) -> list[Window]:

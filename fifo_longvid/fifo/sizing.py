@@ -38,6 +38,9 @@ def fill_model_defaults(cfg: RunConfig, model: Any) -> None:
     except GeometryError as e:
         raise ConfigError(str(e)) from None
     fc.partitions, fc.block, cfg.sampling.steps = geo.partitions, geo.block, geo.steps
+    if fc.stagger and geo.block == 1:
+        raise ConfigError("--stagger spreads the frames of a block over their own levels: it needs a block of 2 or "
+                          "more (--block K, or a --steps that resolves to one)")
 
 
 def frame_size(cfg: RunConfig, model: Any) -> tuple[int, int]:

@@ -70,7 +70,8 @@ def ddim_schedule_from_config(config: dict[str, Any], num_steps: int, eta: float
     sigmas = eta * torch.sqrt((1 - a_prev.double()) / (1 - a.double()) * (1 - a.double() / a_prev.double()))
     return DDIMSchedule(timesteps=ts, alphas=a, alphas_prev=a_prev, sigmas=sigmas.float(),
                         sqrt_one_minus_alphas=torch.sqrt(1.0 - a.double()).float(),
-                        timestep_list=tuple(int(t) for t in ts), stochastic=bool(eta != 0 and (sigmas != 0).any()))
+                        timestep_list=tuple(int(t) for t in ts), stochastic=bool(eta != 0 and (sigmas != 0).any()),
+                        eta=float(eta))
 
 
 class AnimateDiff(nn.Module):
