@@ -20,11 +20,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_wan_flops import count  # noqa: E402
+from bench_wan_flops import MetaWan  # noqa: E402
 
 from fifo_longvid.fifo.geometry import resolve_geometry  # noqa: E402
 from fifo_longvid.fifo.queue import FifoPlan  # noqa: E402
@@ -34,32 +32,10 @@ STEPS = (4, 8, 50)
 
 def wan_counts(height: int, width: int, window: int, clip_frames: int) -> dict[str, float]:
     """Counted FLOPs of one window call, one clip call (one sample each) and the streamed decode, on ``meta``."""
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
-
-    from fifo_longvid.backends.wan.full import FULL_TRANSFORMER, FULL_VAE
-    from fifo_longvid.backends.wan.model import cast_transformer
-    from fifo_longvid.backends.wan.network import WanNetwork
-    from fifo_longvid.backends.wan.vae import StreamDecoder
-
-    with torch.device("meta"):
-        net = WanNetwork(cast_transformer(WanTransformer3DModel(**FULL_TRANSFORMER), torch.bfloat16))
-        vae = torch.nn.Module.to(AutoencoderKLWan(**FULL_VAE), torch.bfloat16)
-    h, w = height // 8, width // 8
-    ctx = torch.empty(1, 512, 4096, device="meta", dtype=torch.bfloat16)
-
-    def dit(frames: int) -> float:
-        x = torch.empty(1, 16, frames, h, w, device="meta")
-        t = torch.empty(1, frames, device="meta")
-        with torch.no_grad():
-            return count(lambda: net(x, t, ctx))
-
+    m = MetaWan(height, width)
     clip_latents = (clip_frames - 1) // 4 + 1
-    dec = StreamDecoder(vae)
-    z = torch.empty(1, 16, 1, h, w, device="meta")
-    with torch.no_grad():
-        first = count(lambda: dec.decode(z))
-        steady = count(lambda: dec.decode(z))
-    return {"window": dit(window), "clip": dit(clip_latents), "first": first, "steady": steady,
+    first, steady = m.decode()
+    return {"window": m.dit(window), "clip": m.dit(clip_latents), "first": first, "steady": steady,
             "clip_latents": clip_latents}
 
 

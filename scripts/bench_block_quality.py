@@ -26,12 +26,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality import METRICS, prompts, run_one  # noqa: E402
+from bench_quality import prompts, run_one, summary_cells  # noqa: E402
 from benchlib import load_note, print_table  # noqa: E402
 
 from fifo_longvid.backends.videocrafter.load import load_model  # noqa: E402
-from fifo_longvid.report import METRICS as REPORT_METRICS  # noqa: E402
-from fifo_longvid.report.table import HEADS  # noqa: E402
 from fifo_longvid.toy.metrics import score_video, summarize  # noqa: E402
 
 
@@ -74,13 +72,7 @@ def main() -> None:
             runs = [run_one(model, c, i, a.frames, ov, Path(td), a.report_segment) for i, c in enumerate(caps)]
             videos = [v for v, _ in runs]
             scores = [score_video(v, c) for v, c in zip(videos, caps, strict=True)]
-            row = {"frames": str(a.frames)}
-            for m in METRICS:
-                mean, std = summarize([getattr(s, m) if m != "score" else s.score for s in scores])
-                row[m] = f"{mean:.3f} ± {std:.3f}"
-            for m in REPORT_METRICS:
-                mean, std = summarize([d[m] for _, d in runs])
-                row[f"report {HEADS[m]}"] = f"{mean:+.3f} ± {std:.3f}"
+            row = {"frames": str(a.frames), **summary_cells(scores, [d for _, d in runs])}
             seam_k = [k] if k > 1 else [b for b in blocks if b > 1] or [2]
             for b in seam_k:
                 mean, std = summarize([seam_ratio(v, b) for v in videos])

@@ -95,6 +95,18 @@ def run_one(model, prompt: str, seed: int, frames: int, overrides: dict[str, obj
     return video, {m: rep["drift"][m]["change"] for m in REPORT_METRICS}
 
 
+def summary_cells(scores: list, reports: list[dict[str, float]]) -> dict[str, str]:
+    """Mean +- std over the prompts of the toy's scores and of the drift report's changes (when measured)."""
+    row = {}
+    for m in METRICS:
+        mean, std = summarize([getattr(s, m) if m != "score" else s.score for s in scores])
+        row[m] = f"{mean:.3f} ± {std:.3f}"
+    for m in REPORT_METRICS if all(reports) else ():
+        mean, std = summarize([d[m] for d in reports])
+        row[f"report {HEADS[m]}"] = f"{mean:+.3f} ± {std:.3f}"
+    return row
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompts", type=int, default=8)
@@ -128,12 +140,7 @@ def main() -> None:
             runs = [r if isinstance(r, tuple) else (r, {}) for r in runs]  # no report (no OpenCV): scores only
             scores = [score_video(v, c) for (v, _), c in zip(runs, caps, strict=True)]
             row = {"frames": str(model.temporal_length if ov.get("mode") == "base" else args.frames)}
-            for m in METRICS:
-                mean, std = summarize([getattr(s, m) if m != "score" else s.score for s in scores])
-                row[m] = f"{mean:.3f} ± {std:.3f}"
-            for m in REPORT_METRICS:
-                mean, std = summarize([d[m] for _, d in runs])
-                row[f"report {HEADS[m]}"] = f"{mean:+.3f} ± {std:.3f}"
+            row.update(summary_cells(scores, [d for _, d in runs]))
             wall = (time.perf_counter() - t0) / len(caps)
             row["wall s / video"] = f"{wall:.1f}"
             row["s / frame"] = f"{wall / int(row['frames']):.3f}"

@@ -66,6 +66,38 @@ def reuse_eligible(steps: int, max_timestep: int = 681) -> float:
     return float((t < max_timestep).double().mean())
 
 
+class MetaWan:
+    """Wan2.1-1.3B's published DiT and VAE on the ``meta`` device at ``height`` x ``width``, for counting FLOPs."""
+
+    def __init__(self, height: int, width: int):
+        from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+        from fifo_longvid.backends.wan.model import cast_transformer
+        from fifo_longvid.backends.wan.network import WanNetwork
+
+        with torch.device("meta"):
+            self.net = WanNetwork(cast_transformer(WanTransformer3DModel(**TRANSFORMER), torch.bfloat16))
+            self.vae = torch.nn.Module.to(AutoencoderKLWan(**VAE), torch.bfloat16)
+        self.h, self.w = height // 8, width // 8
+        self.ctx = torch.empty(1, 512, 4096, device="meta", dtype=torch.bfloat16)
+
+    def dit(self, frames: int) -> float:
+        """FLOPs of one DiT call on one sample of ``frames`` latent frames."""
+        x = torch.empty(1, 16, frames, self.h, self.w, device="meta")
+        t = torch.empty(1, frames, device="meta")
+        with torch.no_grad():
+            return count(lambda: self.net(x, t, self.ctx))
+
+    def decode(self) -> tuple[float, float]:
+        """FLOPs of the streamed decode of the first latent frame and of one in steady state."""
+        from fifo_longvid.backends.wan.vae import StreamDecoder
+
+        dec = StreamDecoder(self.vae)
+        z = torch.empty(1, 16, 1, self.h, self.w, device="meta")
+        with torch.no_grad():
+            return count(lambda: dec.decode(z)), count(lambda: dec.decode(z))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--height", type=int, default=480)
@@ -75,34 +107,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50, help="WanPipeline's steps (its default)")
     ap.add_argument("--clip-frames", type=int, default=81)
     a = ap.parse_args()
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
-
-    from fifo_longvid.backends.wan.model import cast_transformer
-    from fifo_longvid.backends.wan.network import WanNetwork
-    from fifo_longvid.backends.wan.vae import StreamDecoder
-
-    with torch.device("meta"):
-        net = WanNetwork(cast_transformer(WanTransformer3DModel(**TRANSFORMER), torch.bfloat16))
-        vae = torch.nn.Module.to(AutoencoderKLWan(**VAE), torch.bfloat16)
-    h, w = a.height // 8, a.width // 8
+    m = MetaWan(a.height, a.width)
+    h, w = m.h, m.w
     clip_latents = (a.clip_frames - 1) // 4 + 1
-    ctx = torch.empty(1, 512, 4096, device="meta", dtype=torch.bfloat16)
-
-    def dit(frames: int) -> float:
-        x = torch.empty(1, 16, frames, h, w, device="meta")
-        t = torch.empty(1, frames, device="meta")
-        with torch.no_grad():
-            return count(lambda: net(x, t, ctx))
-
-    window, clip = dit(a.window), dit(clip_latents)
-    reused = half_rows_reused(net, lambda: dit(a.window))
+    window, clip = m.dit(a.window), m.dit(clip_latents)
+    reused = half_rows_reused(m.net, lambda: m.dit(a.window))
     eligible = reuse_eligible(a.window * a.partitions)
     reuse_ratio = 1 - eligible * (1 - reused / window)
-    dec = StreamDecoder(vae)
-    z = torch.empty(1, 16, 1, h, w, device="meta")
-    with torch.no_grad():
-        first = count(lambda: dec.decode(z))
-        steady = count(lambda: dec.decode(z))
+    first, steady = m.decode()
     rows = 2 * 2 * a.partitions  # lookahead: 2n windows, each with both CFG branches
     fifo_dit = rows * window / 4
     fifo_vae = steady / 4
