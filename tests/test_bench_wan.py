@@ -69,11 +69,7 @@ def test_block_columns_pass_the_run_config_or_say_why_not(small_full):
     modes = {m.key: m for m in bw.wan_modes()}  # the default: --steps resolves the block and the partitions
     assert modes["w3"].flags == {"fifo.lookahead": False, "fifo.partitions": None, "sampling.steps": 50}
     assert modes["w4"].flags["sampling.steps"] == 4 and modes["w4"].flags["sampling.cfg"] == 1.0
-    assert bw.has_block() == ("block" in {f.name for f in dataclasses.fields(FifoConfig)})
-    if bw.has_block():
-        pytest.skip("fifo.block exists: the block columns run (checked by the smoke)")
-    row = bw.run_fifo(None, setup, modes["w4"], CPU, (0.0, None), 80.0)
-    assert row == {"s per output frame, median [min-max]": "skipped: needs --block (issue #30)"}
+    assert bw.has_block() and "block" in {f.name for f in dataclasses.fields(FifoConfig)}  # the columns run
 
 
 def test_umt5_is_materialised_tensor_by_tensor_with_seeded_values(small_full):
