@@ -12,12 +12,12 @@ def main(argv: list[str] | None = None) -> None:
     if args[:1] == ["report"]:
         import typer
 
-        from .cli_report import report_command
+        from .cli.report import report_command
 
         app = typer.Typer(add_completion=False)
         app.command("report")(report_command)  # the only command: it runs without naming it
         app(args=args[1:], prog_name="fifo-gen report")
         return
-    from .cli import main as cli_main
+    from .cli.main import main as cli_main
 
     cli_main(args)

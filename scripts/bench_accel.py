@@ -38,7 +38,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fifo_longvid.backends.videocrafter.load import build_model
 from fifo_longvid.backends.videocrafter.presets import videocrafter2
-from fifo_longvid.config import build_run_config
 from fifo_longvid.diffusion.context import StepContext, publish
 from fifo_longvid.diffusion.guidance import unet_network
 from fifo_longvid.diffusion.noise import NoiseSource
@@ -46,6 +45,7 @@ from fifo_longvid.diffusion.schedule import make_ddim_schedule, train_schedule
 from fifo_longvid.fifo.init import init_queue
 from fifo_longvid.fifo.queue import FifoPlan
 from fifo_longvid.fifo.sampler import fifo_iteration
+from fifo_longvid.run.config import build_run_config
 from fifo_longvid.techniques import TechniquesConfig, apply_techniques
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import load_note  # noqa: E402
 
 from fifo_longvid.backends import load_backend  # noqa: E402
-from fifo_longvid.config import build_run_config  # noqa: E402
-from fifo_longvid.pipeline import generate  # noqa: E402
+from fifo_longvid.run.config import build_run_config  # noqa: E402
+from fifo_longvid.run.pipeline import generate  # noqa: E402
 
 
 def main() -> None:

@@ -39,13 +39,13 @@ import fifo_longvid
 from fifo_longvid.backends.videocrafter.load import build_model
 from fifo_longvid.backends.videocrafter.presets import tiny
 from fifo_longvid.backends.videocrafter.unet import UNetConfig
-from fifo_longvid.config import build_run_config
 from fifo_longvid.diffusion.guidance import NetworkFn, cfg_denoiser, unet_network
 from fifo_longvid.diffusion.noise import NoiseSource
 from fifo_longvid.fifo.init import init_queue
 from fifo_longvid.fifo.queue import FifoPlan
 from fifo_longvid.fifo.sampler import FifoStepper, WindowBatch
-from fifo_longvid.pipeline import generate
+from fifo_longvid.run.config import build_run_config
+from fifo_longvid.run.pipeline import generate
 
 PROMPT = "a red fox running"
 CFG_SCALE = 12.0  # the CLI default

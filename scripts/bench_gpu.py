@@ -43,7 +43,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fifo_longvid.backends.videocrafter.unet import UNet3D, UNetConfig
 from fifo_longvid.backends.videocrafter.vae import AutoencoderKL, VAEConfig, decode_video
-from fifo_longvid.config import build_run_config
 from fifo_longvid.diffusion.guidance import unet_network
 from fifo_longvid.diffusion.noise import NoiseSource
 from fifo_longvid.diffusion.schedule import make_ddim_schedule, train_schedule
@@ -51,6 +50,7 @@ from fifo_longvid.fifo.autobatch import cpu_rule, cuda_rule
 from fifo_longvid.fifo.init import init_queue
 from fifo_longvid.fifo.queue import FifoPlan
 from fifo_longvid.fifo.sampler import FifoStepper, WindowBatch
+from fifo_longvid.run.config import build_run_config
 from fifo_longvid.techniques import TechniquesConfig, apply_techniques
 
 REPO = Path(__file__).resolve().parents[1]

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import load_note, print_table  # noqa: E402
 
 from fifo_longvid.backends.videocrafter.load import load_model  # noqa: E402
-from fifo_longvid.config import build_run_config  # noqa: E402
-from fifo_longvid.pipeline import generate  # noqa: E402
+from fifo_longvid.run.config import build_run_config  # noqa: E402
+from fifo_longvid.run.pipeline import generate  # noqa: E402
 
 try:  # the drift report needs OpenCV, which the GPU check's carried wheels leave out: its rows are then skipped
     from fifo_longvid.report import METRICS as REPORT_METRICS  # noqa: E402

@@ -44,7 +44,7 @@ def png_encoder() -> Any:
 
 def run_once(model: Any, folder: Path, name: str, frames: int, seed: int, preview: bool) -> tuple[float, int]:
     """(FIFO seconds per frame, frames the watcher encoded)."""
-    from fifo_longvid.pipeline import generate
+    from fifo_longvid.run.pipeline import generate
     from fifo_longvid.studio.cli_command import parse
     from fifo_longvid.studio.runner import Job
 

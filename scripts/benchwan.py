@@ -43,8 +43,8 @@ from typing import Any
 
 import torch
 
-from fifo_longvid.config import FifoConfig, build_run_config
 from fifo_longvid.plan import GIB, card_for, make_plan
+from fifo_longvid.run.config import FifoConfig, build_run_config
 
 NO_GPU = "no GPU"
 PROMPT = "a red car runs on the beach at night"
@@ -214,7 +214,7 @@ def run_fifo(model: Any, setup: WanSetup, mode: WanMode, device: torch.device,
     """One FIFO column; ``decode``: the streamed decode's (s per latent frame, peak GiB) in this dtype."""
     from fifo_longvid.fifo.sampler import FifoStepper
     from fifo_longvid.interrupts import StopFlag
-    from fifo_longvid.pipeline import generate
+    from fifo_longvid.run.pipeline import generate
 
     if "sampling.steps" in mode.flags and not has_block():
         return {"s per output frame, median [min-max]": BLOCK_MISSING}

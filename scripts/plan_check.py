@@ -15,9 +15,9 @@ import json
 import re
 from pathlib import Path
 
-from fifo_longvid.config import build_run_config
 from fifo_longvid.fifo.costs import costs_for
 from fifo_longvid.plan import GIB, card_for, make_plan
+from fifo_longvid.run.config import build_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 MODE_SETTINGS = {"(a)": ("fp32", False), "(b)": ("fp16", False), "(c)": ("bf16", False), "(d)": ("bf16", False),

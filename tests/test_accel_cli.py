@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from fifo_longvid import pipeline
-from fifo_longvid.cli import app
-from fifo_longvid.config import build_run_config
+from fifo_longvid.cli.main import app
+from fifo_longvid.run.config import build_run_config
 from fifo_longvid.techniques import TechniquesConfig, check_distributed
 
 SMALL = ["fifo.window=4", "fifo.partitions=2", "sampling.height=64", "sampling.width=64", "sampling.seed=7"]

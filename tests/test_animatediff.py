@@ -16,7 +16,7 @@ from fifo_longvid.backends.animatediff.attention import PlainProcessor
 from fifo_longvid.backends.animatediff.load import load_motion_adapter
 from fifo_longvid.backends.animatediff.tiny import TINY_SCHEDULER, tiny_components
 from fifo_longvid.backends.base import CheckpointError, mirror_pairs
-from fifo_longvid.cli import app
+from fifo_longvid.cli.main import app
 from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
 from fifo_longvid.diffusion.sampling import sample_ddim
 
@@ -283,7 +283,7 @@ SMALL = ["fifo.window=4", "fifo.partitions=2", "sampling.height=32", "sampling.w
 
 def _run(model, out, extra=(), progress=None):
     from fifo_longvid import pipeline
-    from fifo_longvid.config import build_run_config
+    from fifo_longvid.run.config import build_run_config
 
     cfg = build_run_config(flags={"model": "tiny_animatediff", "prompts": ["a red fox running"],
                                   "output.path": str(out)}, overrides=SMALL + list(extra))

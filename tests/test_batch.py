@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fifo_longvid.batch import plan_batch, run_batch
-from fifo_longvid.config import ConfigError
+from fifo_longvid.batch.manifest import Manifest
+from fifo_longvid.batch.runner import plan_batch, run_batch
+from fifo_longvid.batch.sharding import Shard, parse_shard, shard_from_env, shard_items
 from fifo_longvid.io.naming import item_hash, output_name, prompt_seed, slugify
 from fifo_longvid.io.prompts import NO_I2V, BatchItem, PromptFileError, read_prompts
 from fifo_longvid.io.sidecar import sidecar_path, write_json_atomic
-from fifo_longvid.manifest import Manifest
-from fifo_longvid.sharding import Shard, parse_shard, shard_from_env, shard_items
+from fifo_longvid.run.config import ConfigError
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 TINY = {"model": "tiny", "mode": "fifo", "device": "cpu", "dtype": "auto", "fifo.num_frames": 2}
@@ -238,7 +238,7 @@ class FakeGenerate:
         self.fail, self.kill_at, self.delay, self.log_file = set(fail), kill_at, delay, log_file
 
     def __call__(self, cfg, model=None, progress=None, log=None):
-        from fifo_longvid.pipeline import GenerationResult
+        from fifo_longvid.run.pipeline import GenerationResult
 
         out = Path(cfg.output.path)
         self.calls.append(out.name)
@@ -362,7 +362,7 @@ def test_same_shard_twice_is_refused(tmp_path):
 
 def test_cli_batch_on_the_tiny_model_then_rerun_skips(tmp_path, monkeypatch):
     from fifo_longvid import pipeline
-    from fifo_longvid.cli import app
+    from fifo_longvid.cli.main import app
 
     prompts = write(tmp_path, "prompts.txt", "# two videos\na red fox running\n\na blue car\n")
     out = tmp_path / "out"
@@ -388,7 +388,7 @@ def test_cli_batch_on_the_tiny_model_then_rerun_skips(tmp_path, monkeypatch):
 
 def test_cli_batch_failures_exit_nonzero_and_bad_file_generates_nothing(tmp_path, monkeypatch):
     from fifo_longvid import pipeline
-    from fifo_longvid.cli import app
+    from fifo_longvid.cli.main import app
 
     runner = CliRunner()
     bad = write(tmp_path, "bad.csv", "prompt,seed\nok,1\n,2\nfine,x\n")
@@ -431,7 +431,7 @@ def test_killed_batch_process_rerun_redoes_nothing_complete(tmp_path, monkeypatc
     import sys
 
     from fifo_longvid import pipeline
-    from fifo_longvid.cli import app
+    from fifo_longvid.cli.main import app
 
     prompts = write(tmp_path, "p.txt", "a red fox\na blue car\na green tree\n")
     out = tmp_path / "out"

@@ -15,7 +15,7 @@ import torch
 
 from fifo_longvid.backends.wan import full
 from fifo_longvid.backends.wan.tiny import TINY_TEXT, TINY_TRANSFORMER, TINY_VAE
-from fifo_longvid.config import FifoConfig
+from fifo_longvid.run.config import FifoConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from fifo_longvid.cli import app, main
+from fifo_longvid.cli.main import app, main
 from fifo_longvid.io.video import read_video
 
 runner = CliRunner()
@@ -31,7 +31,7 @@ def test_help_lists_commands_and_options():
 
 def test_default_command_is_generate(monkeypatch):
     seen = {}
-    monkeypatch.setattr("fifo_longvid.cli.app", lambda args, prog_name: seen.setdefault("args", args))
+    monkeypatch.setattr("fifo_longvid.cli.main.app", lambda args, prog_name: seen.setdefault("args", args))
     main(["--prompt", "x", "--config", "tiny"])
     assert seen["args"][:2] == ["generate", "--prompt"]
 

@@ -15,16 +15,16 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from fifo_longvid import fifo_run, pipeline
-from fifo_longvid.batch import BatchSummary, plan_batch
-from fifo_longvid.cli import app
-from fifo_longvid.cli_progress import Bars, plural
-from fifo_longvid.cli_support import threads_from_slurm
-from fifo_longvid.config import ConfigError, build_run_config
+from fifo_longvid.batch.runner import BatchSummary, plan_batch
+from fifo_longvid.batch.sharding import Shard, shard_from_env
+from fifo_longvid.cli.main import app
+from fifo_longvid.cli.progress import Bars, plural
+from fifo_longvid.cli.support import threads_from_slurm
 from fifo_longvid.io.atomic import HOST
 from fifo_longvid.io.prompts import read_prompts
 from fifo_longvid.io.video import read_video
-from fifo_longvid.sharding import Shard, shard_from_env
-from fifo_longvid.validation import validate
+from fifo_longvid.run.config import ConfigError, build_run_config
+from fifo_longvid.run.validation import validate
 
 TINY = ["--config", "tiny", "--height", "64", "--width", "64", "--seed", "3", "fifo.window=4"]
 SMALL = ["fifo.window=4", "fifo.partitions=2", "sampling.height=64", "sampling.width=64", "sampling.seed=7"]
@@ -210,7 +210,7 @@ def test_job_log_progress_lines_are_whole():
 
 
 def test_plurals_and_the_interrupted_column(capsys):
-    from fifo_longvid.cli_batch import _print_summary
+    from fifo_longvid.cli.batch import _print_summary
 
     assert (plural(1, "item"), plural(2, "item"), plural(0, "frame")) == ("1 item", "2 items", "0 frames")
     _print_summary(BatchSummary(Shard(0, 1), total=1, done=0, interrupted=True))

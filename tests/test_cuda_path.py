@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fifo_longvid.cli import app
+from fifo_longvid.cli.main import app
 from fifo_longvid.devices import index_tensor, resolve_device, same_device, to_device
 from fifo_longvid.diffusion.noise import NoiseSource
 from fifo_longvid.techniques import TechniquesConfig, check_compile
@@ -79,7 +79,7 @@ def test_cli_compile_with_tgate_is_a_clear_error(tmp_path):
 
 
 HOT_PATH = [*sorted((PACKAGE / "techniques").glob("*.py")), PACKAGE / "diffusion" / "context.py",
-            PACKAGE / "diffusion" / "guidance.py", PACKAGE / "conditioning.py"]
+            PACKAGE / "diffusion" / "guidance.py", PACKAGE / "run" / "conditioning.py"]
 
 
 @pytest.mark.parametrize("path", HOT_PATH, ids=lambda p: p.name)
@@ -103,9 +103,9 @@ def test_index_tensor_and_to_device_on_cpu():
 
 
 def test_prompt_schedule_copies_its_bounds_once_per_device():
-    from fifo_longvid.conditioning import prompt_schedule
-    from fifo_longvid.config import build_run_config
     from fifo_longvid.fifo.queue import FifoPlan
+    from fifo_longvid.run.conditioning import prompt_schedule
+    from fifo_longvid.run.config import build_run_config
 
     cfg = build_run_config(flags={"model": "tiny", "prompts": ["a", "b"], "fifo.num_frames": 6,
                                   "fifo.frames_per_prompt": [2, 4]})

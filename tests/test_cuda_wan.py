@@ -19,8 +19,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fifo_longvid.config import build_run_config
-from fifo_longvid.pipeline import generate
+from fifo_longvid.run.config import build_run_config
+from fifo_longvid.run.pipeline import generate
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fifo_longvid.config import build_run_config
+from fifo_longvid.run.config import build_run_config
 from fifo_longvid.techniques import TechniquesConfig
 from tests.fakecuda import SKIP_REASON
 
@@ -66,8 +66,8 @@ def fastest(spec: FakeModel, *extra: str, **flags: object):
 
 def assert_refused(spec: FakeModel, overrides: list[str], config: Path | None = None) -> None:
     """``validate`` (run before anything loads) refuses the run, naming the family."""
-    from fifo_longvid.config import ConfigError
-    from fifo_longvid.validation import validate
+    from fifo_longvid.run.config import ConfigError
+    from fifo_longvid.run.validation import validate
 
     cfg = build_run_config(config, flags={"model": spec.name, "prompts": ["x"]}, overrides=overrides)
     with pytest.raises(ConfigError, match=f"the {spec.name} family has none"):

@@ -15,7 +15,7 @@ from fifo_longvid.backends.videocrafter.image import clip_preprocess
 from fifo_longvid.backends.videocrafter.load import build_model
 from fifo_longvid.backends.videocrafter.presets import load_model_config, tiny_i2v, videocrafter1_i2v
 from fifo_longvid.backends.videocrafter.recipe import verify_against
-from fifo_longvid.cli import app
+from fifo_longvid.cli.main import app
 from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
 from fifo_longvid.diffusion.sampling import sample_ddim
 from fifo_longvid.fifo.init import init_queue
@@ -122,7 +122,7 @@ def test_reseeding_keeps_context_length(i2v_model, tmp_path, monkeypatch):
         return c
 
     monkeypatch.setattr(conditioning.CondState, "conds", spy)
-    from fifo_longvid.config import build_run_config
+    from fifo_longvid.run.config import build_run_config
 
     cfg = build_run_config(flags={"model": "tiny_i2v", "prompts": ["a boat"], "output.path": str(tmp_path / "s")},
                            overrides=["fifo.window=4", "sampling.height=64", "sampling.width=64", "fifo.num_frames=4",

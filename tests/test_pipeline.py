@@ -12,11 +12,11 @@ import torch
 from safetensors.torch import load_file
 
 from fifo_longvid import pipeline
-from fifo_longvid.conditioning import prompt_schedule
-from fifo_longvid.config import ConfigError, build_run_config
 from fifo_longvid.fifo.sizing import fill_model_defaults
 from fifo_longvid.fifo.state import StateMismatch, state_path
 from fifo_longvid.io.video import read_video
+from fifo_longvid.run.conditioning import prompt_schedule
+from fifo_longvid.run.config import ConfigError, build_run_config
 
 SMALL = ["fifo.window=4", "fifo.partitions=2", "sampling.height=64", "sampling.width=64", "sampling.seed=7"]
 

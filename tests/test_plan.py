@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fifo_longvid.cli import app
-from fifo_longvid.config import ConfigError, build_run_config
+from fifo_longvid.cli.main import app
 from fifo_longvid.plan import CARDS, card_for, make_plan
+from fifo_longvid.run.config import ConfigError, build_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = {"model", "height", "width", "num_frames", "iterations", "calls_per_frame", "tflop_per_frame", "max_batch",

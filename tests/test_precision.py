@@ -11,14 +11,14 @@ from safetensors.torch import load_file, save_file
 from fifo_longvid import load_model
 from fifo_longvid.backends import sdpa as attention  # the chunked SDPA every backend's attention uses
 from fifo_longvid.backends.videocrafter.convert import convert_checkpoint
-from fifo_longvid.config import build_run_config
 from fifo_longvid.diffusion.context import current
 from fifo_longvid.diffusion.noise import NoiseSource
 from fifo_longvid.diffusion.schedule import ddim_coeffs, make_ddim_schedule
 from fifo_longvid.fifo.init import init_queue
 from fifo_longvid.fifo.queue import FifoPlan
 from fifo_longvid.fifo.sampler import FifoStepper
-from fifo_longvid.pipeline import generate
+from fifo_longvid.run.config import build_run_config
+from fifo_longvid.run.pipeline import generate
 
 
 def _small_run(tmp_path, name: str, **flags) -> tuple[torch.Tensor, dict]:

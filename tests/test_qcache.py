@@ -13,7 +13,7 @@ from fifo_longvid.backends.videocrafter.load import build_model
 from fifo_longvid.backends.videocrafter.presets import videocrafter2
 from fifo_longvid.backends.videocrafter.sites import find_attention_sites, mirror_pairs
 from fifo_longvid.backends.videocrafter.unet import UNet3D, UNetConfig
-from fifo_longvid.cli import app
+from fifo_longvid.cli.main import app
 from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
 from fifo_longvid.fifo.init import init_queue
 from fifo_longvid.fifo.queue import FifoPlan

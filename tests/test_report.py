@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fifo_longvid.cli import app
+from fifo_longvid.cli.main import app
 from fifo_longvid.io.video import write_video
 from fifo_longvid.report import measure_video, report_paths, write_report
 from fifo_longvid.report.table import drift_line
@@ -248,7 +248,7 @@ def _fake_generate(cfg, model=None, progress=None, log=None):
     from pathlib import Path
 
     from fifo_longvid.io.sidecar import sidecar_path, write_json_atomic
-    from fifo_longvid.pipeline import GenerationResult
+    from fifo_longvid.run.pipeline import GenerationResult
 
     out, n = Path(cfg.output.path), cfg.fifo.num_frames
     write_video(out, [np.roll(pattern(), 2 * t, axis=1) for t in range(n)], fps=10, overwrite=True)

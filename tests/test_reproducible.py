@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fifo_longvid.config import build_run_config
 from fifo_longvid.fifo import autobatch, sizing
-from fifo_longvid.pipeline import generate
+from fifo_longvid.run.config import build_run_config
+from fifo_longvid.run.pipeline import generate
 
 
 def _auto_run(tmp_path, name: str, **flags) -> tuple[torch.Tensor, dict]:
@@ -106,7 +106,7 @@ def test_choose_max_batch_fixed_and_auto(tiny_model):
 
 @pytest.mark.parametrize("spec", ["0", "-2", "many"])
 def test_bad_max_batch_is_refused(spec):
-    from fifo_longvid.config import ConfigError
+    from fifo_longvid.run.config import ConfigError
 
     with pytest.raises(ConfigError, match="--max-batch"):
         sizing.parse_max_batch(spec)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fifo_longvid.config import ConfigError, build_run_config, to_dict
 from fifo_longvid.interrupts import StopFlag
+from fifo_longvid.run.config import ConfigError, build_run_config, to_dict
 from fifo_longvid.studio.cli_command import (
     Settings,
     argv_of_command,
@@ -273,7 +273,7 @@ def test_frame_hook_and_stop_flag_on_the_toy(tmp_path):
     flag from the hook stops the run as SIGTERM does (partial video + state), and --resume finishes it."""
     from fifo_longvid.backends import load_backend
     from fifo_longvid.io.video import read_video
-    from fifo_longvid.pipeline import generate
+    from fifo_longvid.run.pipeline import generate
 
     model = load_backend("toy", None, "cpu", "auto", None)
     out = tmp_path / "v.mp4"

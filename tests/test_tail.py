@@ -224,8 +224,8 @@ def test_config_checks_and_parsers():
 
 
 def test_only_settings_that_change_the_video_enter_the_hashes():
-    from fifo_longvid.batch import settings_of
-    from fifo_longvid.config import build_run_config, numerics_hash
+    from fifo_longvid.batch.runner import settings_of
+    from fifo_longvid.run.config import build_run_config, numerics_hash
 
     def hashes(*overrides):
         cfg = build_run_config(overrides=list(overrides))
@@ -247,7 +247,7 @@ SMALL = ["fifo.window=4", "fifo.partitions=2", "sampling.height=64", "sampling.w
 
 def _generate(model, name, out, extra=(), progress=None):
     from fifo_longvid import pipeline
-    from fifo_longvid.config import build_run_config
+    from fifo_longvid.run.config import build_run_config
 
     cfg = build_run_config(flags={"model": name, "prompts": ["a red fox running"], "output.path": str(out)},
                            overrides=SMALL + list(extra))
@@ -335,7 +335,7 @@ def test_tails_compose_with_uniform_init_qcache_multiprompt_and_no_lookahead(tin
     import json
 
     from fifo_longvid import pipeline
-    from fifo_longvid.config import build_run_config
+    from fifo_longvid.run.config import build_run_config
 
     common = [*SMALL, "fifo.num_frames=5", "fifo.frames_per_prompt=[2,3]", "fifo.init=uniform",
               "techniques.qcache.enabled=true", "techniques.qcache.v=0.9", "output.save_latents=true"]
@@ -370,7 +370,7 @@ def test_cli_tail_options(tmp_path):
 
     from typer.testing import CliRunner
 
-    from fifo_longvid.cli import app
+    from fifo_longvid.cli.main import app
 
     base = ["generate", "--prompt", "a person swimming in ocean", "--config", "tiny", "--height", "64", "--width",
             "64", "--seed", "3", "--num-frames", "2", "fifo.window=4"]

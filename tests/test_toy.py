@@ -116,8 +116,8 @@ def toy_model():
 def _fifo_scores(model, prompt: str, out, seed: int = 0, frames: int = 24, **flags):
     import imageio.v3 as iio
 
-    from fifo_longvid.config import build_run_config
-    from fifo_longvid.pipeline import generate
+    from fifo_longvid.run.config import build_run_config
+    from fifo_longvid.run.pipeline import generate
 
     cfg = build_run_config(flags={"model": "toy", "device": "cpu", "prompts": [prompt], "fifo.num_frames": frames,
                                   "sampling.seed": seed, "output.path": str(out), **flags})

@@ -14,11 +14,11 @@ from safetensors.torch import load_file
 
 from fifo_longvid import pipeline
 from fifo_longvid.backends import load_backend
-from fifo_longvid.config import ConfigError, build_run_config
 from fifo_longvid.diffusion.flow import FlowSchedule, flow_schedule_from_config, flow_scheduler
 from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
 from fifo_longvid.diffusion.sampling import sample_clip
 from fifo_longvid.io.video import read_video
+from fifo_longvid.run.config import ConfigError, build_run_config
 
 TINY = ["fifo.window=4", "fifo.partitions=2", "sampling.height=32", "sampling.width=32"]
 
@@ -236,7 +236,7 @@ def test_resume_is_bitwise_under_flow_matching(tiny_wan, tmp_path):
 
 
 def test_negative_prompt_changes_the_video_and_its_hash(tiny_wan, tmp_path):
-    from fifo_longvid.config import numerics_hash
+    from fifo_longvid.run.config import numerics_hash
 
     plain = _tiny(tmp_path / "p.mp4", "fifo.num_frames=5", model=tiny_wan)
     neg = _tiny(tmp_path / "n.mp4", "fifo.num_frames=5", "sampling.negative_prompt=blurry", model=tiny_wan)
@@ -254,7 +254,7 @@ def test_batch_run_on_a_wan_folder(folders, tmp_path):
     a batch refusing a technique the DiT cannot carry generates nothing."""
     from typer.testing import CliRunner
 
-    from fifo_longvid.cli import app
+    from fifo_longvid.cli.main import app
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle bouncing\na blue square\n")

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError, RunConfig
+from ..run.config import ConfigError, RunConfig
 from .autobatch import BatchChoice, cpu_rule, cuda_rule
 from .geometry import GeometryError, resolve_geometry
 

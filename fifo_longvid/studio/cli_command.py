@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, RunConfig, to_dict
+from ..run.config import ConfigError, RunConfig, to_dict
 
 # Options the studio decides itself: the model is loaded once per server, and the output files are its own.
 RESERVED = {"-o", "--output", "--resume", "--auto-resume", "--overwrite", "--config", "-c", "--checkpoint",
@@ -103,7 +103,7 @@ def extra_args(text: str) -> list[str]:
 
 def parse(argv: list[str]) -> RunConfig:
     """``fifo-gen generate ARGV`` -> RunConfig, through the command's own parser."""
-    from ..cli import parse_generate_argv
+    from ..cli.main import parse_generate_argv
 
     return parse_generate_argv(argv)
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, RunConfig
-from ..outputs import OutputFiles
-from ..validation import validate
+from ..run.config import ConfigError, RunConfig
+from ..run.outputs import OutputFiles
+from ..run.validation import validate
 from .cli_command import Settings, command_line, parse, to_argv
 from .runner import Job, Runner
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, build_run_config, to_dict
+from ..run.config import ConfigError, build_run_config, to_dict
 
 
 def preset_dirs() -> list[Path]:

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import RunConfig
 from ..interrupts import StopFlag
+from ..run.config import RunConfig
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED, CANCELLED = "queued", "running", "done", "stopped", "failed", "cancelled"
 FINISHED = (DONE, STOPPED, FAILED, CANCELLED)
@@ -81,7 +81,7 @@ class Runner:
     def __init__(self, model: Any, generate: Callable[..., Any] | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         if generate is None:
-            from ..pipeline import generate
+            from ..run.pipeline import generate
         self.model, self._generate, self._log = model, generate, log or (lambda m: None)
         self._waiting: deque[Job] = deque()
         self._cv = threading.Condition()

@@ -33,7 +33,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("fifo_longvid/techniques/deepcache.py", "bind"): "reads the schedule's timesteps once per run",
     ("fifo_longvid/fifo/autobatch.py", "cuda_rule"): "--max-batch auto: one probe forward, once per run",
     ("fifo_longvid/io/sinks.py", "to_hwc_uint8"): "the decoded frame leaves the card to be written",
-    ("fifo_longvid/fifo_run.py", "resume"): "--resume: the saved max-batch is read once (the extras were moved to the "
+    ("fifo_longvid/run/fifo_run.py", "resume"): "--resume: the saved max-batch is read once (the extras were moved to the "
                                             "card by load_state)",
     ("fifo_longvid/models/text.py", "forward"): "the prompt's tokens go to the card, once per prompt",
     ("fifo_longvid/backends/animatediff/model.py", "encode_text"): "the prompt's tokens go to the card, once per "
@@ -44,12 +44,12 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("fifo_longvid/backends/wan/vae.py", "latent_stats"): "Wan's VAE latent mean and std (16 floats each) go to the "
                                                           "card at each decode, beside the decoded frame's own sync "
                                                           "(outside the iterations; caching them would remove it)",
-    ("fifo_longvid/conditioning.py", "encode_conditioning"): "--image: the image goes to the card, once per run",
+    ("fifo_longvid/run/conditioning.py", "encode_conditioning"): "--image: the image goes to the card, once per run",
     ("fifo_longvid/models/image.py", "clip_preprocess"): "--image: CLIP's mean and std go to the card, once per "
                                                          "image",
     ("fifo_longvid/io/video.py", "append"): "the decoded frame leaves the card to be written",
     ("fifo_longvid/io/video.py", "to_uint8"): "the decoded frame leaves the card to be written",
-    ("fifo_longvid/fifo_run.py", "open_writer"): "--resume: frames written before the interruption are re-decoded",
+    ("fifo_longvid/run/fifo_run.py", "open_writer"): "--resume: frames written before the interruption are re-decoded",
 }
 
 

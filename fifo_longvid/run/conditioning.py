@@ -12,14 +12,14 @@ from typing import Any
 
 import torch
 
-from .backends.base import Backend
+from ..backends.base import Backend
+from ..diffusion.guidance import cfg_denoiser, unet_network
+from ..fifo.queue import FifoPlan
+from ..fifo.sampler import WindowBatch, WindowDenoiser
+from ..io.images import load_image
+from ..io.sidecar import file_sha256
+from ..techniques.seeding import i2v_uncond
 from .config import RunConfig
-from .diffusion.guidance import cfg_denoiser, unet_network
-from .fifo.queue import FifoPlan
-from .fifo.sampler import WindowBatch, WindowDenoiser
-from .io.images import load_image
-from .io.sidecar import file_sha256
-from .techniques.seeding import i2v_uncond
 
 
 class CondState:

@@ -1,4 +1,4 @@
-"""``fifo-gen batch``: one video per line of a prompt file (the command; the work is in ``batch.py``)."""
+"""``fifo-gen batch``: one video per line of a prompt file (the command; the work is in ``batch/runner.py``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli_progress import BatchBars, plural
-from .cli_support import (
+from ..interrupts import EXIT_INTERRUPTED, terminate_as_interrupt
+from ..run.config import build_run_config
+from .progress import BatchBars, plural
+from .support import (
     build_flags,
     default_checkpoint,
     err,
@@ -17,8 +19,6 @@ from .cli_support import (
     local_device,
     threads_from_slurm,
 )
-from .config import build_run_config
-from .interrupts import EXIT_INTERRUPTED, terminate_as_interrupt
 
 
 def batch_command(
@@ -65,10 +65,10 @@ def batch_command(
 
 def _run_batch_command(prompts_file: Path, out_dir: Path, shard: str | None, fail_fast: bool, fmt: str,
                        overrides: list[str], opts: dict[str, Any], report: bool = False) -> Any:
-    from .backends import has_image_encoder, load_backend
-    from .batch import plan_batch, run_batch
-    from .io.prompts import read_prompts
-    from .sharding import resolve_shard, shard_items
+    from ..backends import has_image_encoder, load_backend
+    from ..batch.runner import plan_batch, run_batch
+    from ..batch.sharding import resolve_shard, shard_items
+    from ..io.prompts import read_prompts
 
     flags = build_flags(opts)
     base = build_run_config(opts["run_config"], flags, overrides or [])

@@ -11,11 +11,13 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli_batch import batch_command
-from .cli_plan import plan_command
-from .cli_progress import Bars, plural
-from .cli_report import report_command
-from .cli_support import (
+from ..interrupts import EXIT_INTERRUPTED, ignore_stop_signals, terminate_as_interrupt
+from ..run.config import build_run_config
+from .batch import batch_command
+from .plan import plan_command
+from .progress import Bars, plural
+from .report import report_command
+from .support import (
     TGATE_DEFAULT,
     OptionalTgateCommand,
     build_flags,
@@ -25,8 +27,6 @@ from .cli_support import (
     fail,
     threads_from_slurm,
 )
-from .config import build_run_config
-from .interrupts import EXIT_INTERRUPTED, ignore_stop_signals, terminate_as_interrupt
 
 app = typer.Typer(
     add_completion=False,
@@ -197,7 +197,7 @@ def parse_generate_argv(argv: list[str]) -> Any:
     """``fifo-gen generate ARGV`` -> its RunConfig, without running anything: the command's own parser and
     option mapping, so a command line shown to a user means exactly what the studio ran. Raises ConfigError
     for anything ``generate`` would refuse before loading weights."""
-    from .config import ConfigError
+    from ..run.config import ConfigError
 
     command = typer.main.get_command(app).commands["generate"]  # type: ignore[attr-defined]
     try:
@@ -214,8 +214,8 @@ def _auto_resume(run: Any) -> bool:
     """``--auto-resume``: resume when -o has a saved state; True (nothing to do) when -o is already complete."""
     import json
 
-    from .fifo.state import saved_seed
-    from .outputs import OutputFiles
+    from ..fifo.state import saved_seed
+    from ..run.outputs import OutputFiles
 
     if not run.output.path:
         fail("--auto-resume needs -o/--output (the saved state is found by the output name)")
@@ -236,8 +236,8 @@ def _auto_resume(run: Any) -> bool:
 
 
 def _run(run: Any) -> None:
-    from .fifo.parallel import dist_env
-    from .pipeline import generate as run_generation
+    from ..fifo.parallel import dist_env
+    from ..run.pipeline import generate as run_generation
 
     threads = threads_from_slurm()
     if dist_env() is not None:
@@ -266,9 +266,9 @@ def _run_distributed(run: Any) -> None:
     Rank 0 owns the queue, the progress bars and the output; the other ranks serve U-Net calls."""
     import torch.distributed as dist
 
-    from .fifo.parallel import DistributedExecutor, init_distributed, serve_run
-    from .pipeline import generate as run_generation
-    from .techniques import check_distributed
+    from ..fifo.parallel import DistributedExecutor, init_distributed, serve_run
+    from ..run.pipeline import generate as run_generation
+    from ..techniques import check_distributed
 
     try:  # every rank sees the same config, so every rank stops here with the same message
         check_distributed(run.techniques)
@@ -278,7 +278,7 @@ def _run_distributed(run: Any) -> None:
     run.device = device
     try:
         if rank != 0:
-            from .backends import load_backend
+            from ..backends import load_backend
 
             with ignore_stop_signals():  # rank 0 decides when to stop (it needs us to finish the iteration)
                 model = load_backend(run.model, run.checkpoint, device, run.dtype, run.motion_adapter)
@@ -332,7 +332,7 @@ def download(
     dest: Annotated[Path, typer.Option(help="Target folder.")] = Path("checkpoints"),
 ) -> None:
     """Fetch the model checkpoint from the Hugging Face Hub (resumable)."""
-    from .backends.download import download
+    from ..backends.download import download
 
     try:
         path = download(model, dest, log=lambda m: err.print(m, highlight=False))
@@ -349,8 +349,8 @@ def convert(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Convert a checkpoint to safetensors (safe to share, loads without pickle, memory-mappable)."""
-    from .backends import convert_checkpoint
-    from .backends.base import CheckpointError
+    from ..backends import convert_checkpoint
+    from ..backends.base import CheckpointError
 
     try:
         out = convert_checkpoint(src, dst, half=half, overwrite=overwrite)
@@ -379,7 +379,7 @@ def studio(
         from rich.markup import escape
 
         fail(escape(f"the studio needs gradio: pip install -e '.[studio]' ({e})"))
-    from .studio.server import serve
+    from ..studio.server import serve
 
     try:
         serve(config=config, checkpoint=str(checkpoint) if checkpoint else None, out_dir=out_dir, host=host,

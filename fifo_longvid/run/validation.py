@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .backends import Family, family_for
+from ..backends import Family, family_for
+from ..fifo.geometry import GeometryError, resolve_geometry
+from ..fifo.init import INIT_MODES
+from ..fifo.sizing import parse_max_batch
+from ..fifo.tail import check_tail_config
+from ..io.prompts import MAX_PROMPT_CHARS
 from .config import ConfigError, RunConfig
-from .fifo.geometry import GeometryError, resolve_geometry
-from .fifo.init import INIT_MODES
-from .fifo.sizing import parse_max_batch
-from .fifo.tail import check_tail_config
-from .io.prompts import MAX_PROMPT_CHARS
 
 
 def validate(cfg: RunConfig) -> None:
@@ -37,8 +37,8 @@ def validate(cfg: RunConfig) -> None:
     _check_conditioning(cfg, family)
     if cfg.mode == "fifo":
         _check_geometry(cfg, family)
-    from .techniques import check_compile, check_family
-    from .techniques import check_config as check_techniques
+    from ..techniques import check_compile, check_family
+    from ..techniques import check_config as check_techniques
 
     try:
         check_techniques(cfg.techniques)  # every enabled technique and their combination

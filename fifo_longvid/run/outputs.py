@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .io.atomic import partial_path, resolve_output, temp_owner, writer_alive
-from .io.sidecar import sidecar_path
+from ..io.atomic import partial_path, resolve_output, temp_owner, writer_alive
+from ..io.sidecar import sidecar_path
 
 
 @dataclass(frozen=True)

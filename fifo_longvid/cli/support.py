@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand
 
-from .config import ConfigError
+from ..run.config import ConfigError
 
 
 def _stderr_console() -> Console:
@@ -115,7 +115,7 @@ def build_flags(o: dict[str, Any]) -> dict[str, Any]:
 def tail_flags(mode: str | None, cutoff: str | None, window: str | None) -> dict[str, Any]:
     """--tail, --tail-cutoff, --tail-window -> fifo.tail.* (ranges are checked by validation.py).
     Raises ConfigError (the commands print it as one error line, the studio shows it in the page)."""
-    from .fifo.tail import parse_cutoff, parse_window
+    from ..fifo.tail import parse_cutoff, parse_window
 
     flags: dict[str, Any] = {}
     for opt, spec, implied in (("--tail-cutoff", cutoff, "coherent"), ("--tail-window", window, "rescheduled")):
@@ -148,10 +148,10 @@ def default_checkpoint(run: Any) -> None:
 
 def exit_on_known_error(e: BaseException) -> None:
     """Known failures become one clear line and an exit code; anything else returns (the caller re-raises)."""
-    from .backends.base import CheckpointError
-    from .diffusion.sampling import NonFiniteError
-    from .fifo.state import StateMismatch
-    from .fifo_run import OutOfMemory
+    from ..backends.base import CheckpointError
+    from ..diffusion.sampling import NonFiniteError
+    from ..fifo.state import StateMismatch
+    from ..run.fifo_run import OutOfMemory
 
     known = EXIT_ERRORS + (CheckpointError, NonFiniteError, StateMismatch, FileNotFoundError, OSError, OutOfMemory)
     if isinstance(e, known):

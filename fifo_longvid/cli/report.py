@@ -59,9 +59,9 @@ def report_command(
     Bad input (not a video, empty, truncated, one frame, a segment longer than the video) exits 2 and writes
     nothing.
     """
-    from .report import VideoError, measure_video, to_json, write_chart
-    from .report.reader import open_video
-    from .report.table import format_report
+    from ..report import VideoError, measure_video, to_json, write_chart
+    from ..report.reader import open_video
+    from ..report.table import format_report
 
     labels = list(label or [])
     if len(labels) > len(videos):

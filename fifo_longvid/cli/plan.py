@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli_support import build_flags, err, fail
+from .support import build_flags, err, fail
 
 
 def plan_command(
@@ -24,8 +24,8 @@ def plan_command(
 
     Needs no weights and no GPU: the costs were measured at full size on fake CUDA tensors (README "Planning").
     """
-    from .config import ConfigError, build_run_config
-    from .plan import card_for, format_plan, make_plan
+    from ..plan import card_for, format_plan, make_plan
+    from ..run.config import ConfigError, build_run_config
 
     flags = build_flags({"prompt": ["(plan)"], **opts})
     try:

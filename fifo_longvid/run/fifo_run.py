@@ -14,21 +14,21 @@ from typing import Any
 
 import torch
 
-from .backends.base import Backend
+from ..backends.base import Backend
+from ..diffusion.guidance import cfg_denoiser, unet_network
+from ..diffusion.noise import NoiseSource
+from ..diffusion.sampling import check_finite, sample_clip
+from ..fifo.init import init_queue, iterations_for, warmup_iterations
+from ..fifo.queue import FifoPlan, FrameQueue
+from ..fifo.sampler import FifoStepper, WindowDenoiser
+from ..fifo.sizing import choose_max_batch, parse_max_batch, resolve_max_batch, store_reserve
+from ..fifo.state import FifoState, LatentLog, load_state, save_state, state_path
+from ..fifo.tail import make_tail_sampler
+from ..interrupts import StopFlag, graceful_interrupt
+from ..io.video import VideoWriter
+from ..techniques.seeding import frame_image_tokens, seed_image_tokens
 from .conditioning import CondState, fifo_denoiser, prompt_schedule
 from .config import ConfigError, RunConfig, numerics_hash
-from .diffusion.guidance import cfg_denoiser, unet_network
-from .diffusion.noise import NoiseSource
-from .diffusion.sampling import check_finite, sample_clip
-from .fifo.init import init_queue, iterations_for, warmup_iterations
-from .fifo.queue import FifoPlan, FrameQueue
-from .fifo.sampler import FifoStepper, WindowDenoiser
-from .fifo.sizing import choose_max_batch, parse_max_batch, resolve_max_batch, store_reserve
-from .fifo.state import FifoState, LatentLog, load_state, save_state, state_path
-from .fifo.tail import make_tail_sampler
-from .interrupts import StopFlag, graceful_interrupt
-from .io.video import VideoWriter
-from .techniques.seeding import frame_image_tokens, seed_image_tokens
 
 Progress = Callable[[str, int, int], None]  # (task, done, total)
 FrameHook = Callable[[torch.Tensor, int], None]  # (decoded frame (3, H, W) in [-1, 1], output index): a live view
@@ -45,7 +45,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def checkpoint_id(cfg: RunConfig) -> str:
     """The weights' identity for hashes and sidecars: the file's sha256, or the recipe of random weights."""
-    from .backends import weights_id
+    from ..backends import weights_id
 
     return weights_id(cfg.checkpoint, cfg.motion_adapter, cfg.model)
 
@@ -227,7 +227,7 @@ class FifoRun:
         prompt_of = prompt_schedule(self.cfg, self.plan, self.warmup, self.model.latent_frames)
         s = self.cfg.sampling
         if self.executor is not None:
-            from .techniques import check_distributed
+            from ..techniques import check_distributed
 
             try:
                 check_distributed(self.cfg.techniques)

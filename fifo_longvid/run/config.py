@@ -16,8 +16,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .fifo.tail import TailConfig, tail_hash_settings
-from .techniques import TechniquesConfig
+from ..fifo.tail import TailConfig, tail_hash_settings
+from ..techniques import TechniquesConfig
 
 
 @dataclass
@@ -108,7 +108,7 @@ def build_run_config(yaml_path: str | Path | None = None, flags: dict[str, Any] 
     except OmegaConfBaseException as e:
         msg = str(e).splitlines()[0]
         raise ConfigError(f"invalid configuration: {msg}. Valid keys: see `fifo-gen --help` and "
-                          "fifo_longvid/config.py") from None
+                          "fifo_longvid/run/config.py") from None
     assert isinstance(cfg, RunConfig)
     if cfg.sampling.cfg is None:  # resolved here, before anything hashes the config: 12.0 hashes as it always did
         cfg.sampling.cfg = preset_guidance(cfg.model)
@@ -119,7 +119,7 @@ def build_run_config(yaml_path: str | Path | None = None, flags: dict[str, Any] 
 
 def preset_guidance(model: str) -> float:
     """The guidance scale a model preset samples with by default (12, the reference's, unless it says)."""
-    from .backends import preset_cfg
+    from ..backends import preset_cfg
 
     scale = preset_cfg(model)  # None: an unreadable model config, reported when the model loads
     return 12.0 if scale is None else scale
@@ -127,7 +127,7 @@ def preset_guidance(model: str) -> float:
 
 def default_eta(model: str) -> float:
     """1.0 for DDIM families (the reference's stochastic default); 0 for flow matching (its Euler step has none)."""
-    from .backends import family_for
+    from ..backends import family_for
 
     return 0.0 if family_for(model).schedule == "flow" else 1.0
 
@@ -184,7 +184,7 @@ def numerics_hash(cfg: RunConfig, checkpoint_id: str) -> str:
         d["sampling"].pop("negative_prompt")
     d["checkpoint"] = checkpoint_id
     if cfg.conditioning.image:
-        from .io.sidecar import file_sha256
+        from ..io.sidecar import file_sha256
 
         d["conditioning"]["image"] = file_sha256(cfg.conditioning.image, cache=False)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

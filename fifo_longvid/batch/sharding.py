@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import ConfigError
+from ..run.config import ConfigError
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, build_run_config, parse_value, prune_tail_settings, to_dict
-from .io.naming import item_hash, output_name, prompt_seed
-from .io.prompts import BatchItem, PromptFileError
-from .io.sidecar import file_sha256, sidecar_path
+from ..io.naming import item_hash, output_name, prompt_seed
+from ..io.prompts import BatchItem, PromptFileError
+from ..io.sidecar import file_sha256, sidecar_path
+from ..run.config import ConfigError, RunConfig, build_run_config, parse_value, prune_tail_settings, to_dict
 from .manifest import Manifest, now_iso
 from .sharding import Shard
 
@@ -92,7 +92,7 @@ def plan_batch(items: list[BatchItem], out_dir: str | Path, flags: dict[str, Any
                validate_fn: Callable[[RunConfig], None] | None = None) -> list[PlannedItem]:
     """Resolve every item's run config, seed, hash and output name. Raises ``PromptFileError`` listing every
     line whose settings are invalid; nothing has been generated at that point."""
-    from .validation import validate
+    from ..run.validation import validate
 
     validate_fn = validate_fn or validate
     out_dir = Path(out_dir)
@@ -205,8 +205,8 @@ def run_batch(planned: list[PlannedItem], out_dir: str | Path, shard: Shard, mod
     ``report``: write each finished item's drift report beside it (``NAME.report.json`` and ``.png``), also for
     a complete item skipped without one.
     """
-    from .fifo.state import StateMismatch, state_path
-    from .pipeline import generate
+    from ..fifo.state import StateMismatch, state_path
+    from ..run.pipeline import generate
 
     generate_fn = generate_fn or generate
     manifest = Manifest(out_dir, shard)
@@ -315,8 +315,8 @@ def _run_item(p: PlannedItem, base: dict[str, Any], manifest: Manifest, generate
 def item_report(p: PlannedItem, log: Callable[[str], None], only_missing: bool = False) -> str | None:
     """``--report``: the item's drift report beside its video; a video it cannot measure (one frame) is
     logged, not failed. Returns the JSON's path."""
-    from .report import VideoError, report_paths, write_report
-    from .report.table import drift_line
+    from ..report import VideoError, report_paths, write_report
+    from ..report.table import drift_line
 
     if only_missing and all(f.exists() for f in report_paths(p.output)):
         return str(report_paths(p.output)[0])
@@ -333,7 +333,7 @@ def _free_cuda_memory(e: BaseException) -> None:
     """After an out-of-memory item, give the cached blocks back so the next item starts clean."""
     import torch
 
-    from .fifo_run import OutOfMemory
+    from ..run.fifo_run import OutOfMemory
 
     oom = (OutOfMemory, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
     if isinstance(e, oom) and torch.cuda.is_available():
