@@ -12,13 +12,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .errors import ConfigError
 from .fifo import costs as C
 from .fifo.autobatch import CUDA_MEMORY_SHARE, cuda_fit
 from .fifo.geometry import GeometryError, resolve_geometry
 from .fifo.init import iterations_for, warmup_iterations
 from .fifo.queue import FifoPlan
 from .fifo.sizing import parse_max_batch
-from .run.config import ConfigError, RunConfig
+from .run.config import RunConfig
 
 GIB = 2**30
 

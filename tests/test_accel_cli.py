@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from fifo_longvid import pipeline
 from fifo_longvid.cli.main import app
+from fifo_longvid.run import pipeline
 from fifo_longvid.run.config import build_run_config
 from fifo_longvid.techniques import TechniquesConfig, check_distributed
 

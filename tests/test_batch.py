@@ -361,8 +361,8 @@ def test_same_shard_twice_is_refused(tmp_path):
 
 
 def test_cli_batch_on_the_tiny_model_then_rerun_skips(tmp_path, monkeypatch):
-    from fifo_longvid import pipeline
     from fifo_longvid.cli.main import app
+    from fifo_longvid.run import pipeline
 
     prompts = write(tmp_path, "prompts.txt", "# two videos\na red fox running\n\na blue car\n")
     out = tmp_path / "out"
@@ -387,8 +387,8 @@ def test_cli_batch_on_the_tiny_model_then_rerun_skips(tmp_path, monkeypatch):
 
 
 def test_cli_batch_failures_exit_nonzero_and_bad_file_generates_nothing(tmp_path, monkeypatch):
-    from fifo_longvid import pipeline
     from fifo_longvid.cli.main import app
+    from fifo_longvid.run import pipeline
 
     runner = CliRunner()
     bad = write(tmp_path, "bad.csv", "prompt,seed\nok,1\n,2\nfine,x\n")
@@ -430,8 +430,8 @@ def test_killed_batch_process_rerun_redoes_nothing_complete(tmp_path, monkeypatc
     import signal
     import sys
 
-    from fifo_longvid import pipeline
     from fifo_longvid.cli.main import app
+    from fifo_longvid.run import pipeline
 
     prompts = write(tmp_path, "p.txt", "a red fox\na blue car\na green tree\n")
     out = tmp_path / "out"

@@ -229,8 +229,8 @@ def test_block_1_equals_the_default_bitwise_and_sigkill_resume_of_blocks_is_bitw
     ["--block", "2", "--steps", "8", "--stagger", "--tail", "coherent"],
 ])
 def test_blocks_run_with_every_mode_tail_init_and_technique(tiny_model, tmp_path, extra):
-    from fifo_longvid import pipeline
     from fifo_longvid.cli.main import parse_generate_argv
+    from fifo_longvid.run import pipeline
 
     cfg = parse_generate_argv(["--prompt", "a red circle", "--config", "tiny", "--seed", "2", "--num-frames", "9",
                                "-o", str(tmp_path / "v.mp4"), "--save-latents", *extra])
@@ -241,8 +241,8 @@ def test_blocks_run_with_every_mode_tail_init_and_technique(tiny_model, tmp_path
 
 def test_guidance_1_runs_the_conditional_branch_alone(tiny_model, tmp_path):
     """--cfg 1: every network call holds one row per window (no unconditional rows)."""
-    from fifo_longvid import pipeline
     from fifo_longvid.cli.main import parse_generate_argv
+    from fifo_longvid.run import pipeline
 
     rows: list[int] = []
     hook = tiny_model.unet.register_forward_pre_hook(lambda m, args: rows.append(int(args[0].shape[0])))

@@ -14,7 +14,6 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from fifo_longvid import fifo_run, pipeline
 from fifo_longvid.batch.runner import BatchSummary, plan_batch
 from fifo_longvid.batch.sharding import Shard, shard_from_env
 from fifo_longvid.cli.main import app
@@ -23,6 +22,7 @@ from fifo_longvid.cli.support import threads_from_slurm
 from fifo_longvid.io.atomic import HOST
 from fifo_longvid.io.prompts import read_prompts
 from fifo_longvid.io.video import read_video
+from fifo_longvid.run import fifo_run, pipeline
 from fifo_longvid.run.config import ConfigError, build_run_config
 from fifo_longvid.run.validation import validate
 

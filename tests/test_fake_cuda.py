@@ -202,9 +202,9 @@ def test_base_clip_and_queue_init_have_no_host_sync(loaded):
 def test_generate_with_an_interrupt_then_resume(loaded, tmp_path, monkeypatch):
     """``generate`` through the real pipeline on the fake card: SIGINT after the first frame keeps a partial and a
     state; ``--resume`` finishes. No sync inside an iteration; every other sync is on the allowlist."""
-    from fifo_longvid import pipeline
     from fifo_longvid.fifo.sampler import FifoStepper
     from fifo_longvid.fifo.state import state_path
+    from fifo_longvid.run import pipeline
 
     fc, model, spec = loaded.fc, loaded.model, loaded.spec
     inside: list[str] = []

@@ -111,7 +111,7 @@ SMALL = ["--config", "tiny_i2v", "--height", "64", "--width", "64", "--seed", "1
 
 
 def test_reseeding_keeps_context_length(i2v_model, tmp_path, monkeypatch):
-    from fifo_longvid import conditioning, fifo_run, pipeline
+    from fifo_longvid.run import conditioning, fifo_run, pipeline
 
     lengths = []
     real = conditioning.CondState.conds

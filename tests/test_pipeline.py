@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fifo_longvid import pipeline
 from fifo_longvid.fifo.sizing import fill_model_defaults
 from fifo_longvid.fifo.state import StateMismatch, state_path
 from fifo_longvid.io.video import read_video
+from fifo_longvid.run import pipeline
 from fifo_longvid.run.conditioning import prompt_schedule
 from fifo_longvid.run.config import ConfigError, build_run_config
 

@@ -185,8 +185,8 @@ def test_compiled_unet_matches_eager(tmp_path, monkeypatch):
     """--compile traces the U-Net with the run's Q-cache processors, hooks and step context through dynamo.
     Dynamo's "eager" backend (the captured graphs, run without code generation) keeps this affordable on a
     CPU; inductor's C++ build of the same graphs takes many minutes here (scripts/bench_gpu.py mode d)."""
-    from fifo_longvid import pipeline
     from fifo_longvid.backends.videocrafter.load import compile_unet
+    from fifo_longvid.run import pipeline
 
     torch._dynamo.reset()
     monkeypatch.setattr(pipeline, "compile_unet", lambda m: compile_unet(m, backend="eager"))

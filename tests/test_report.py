@@ -257,7 +257,8 @@ def _fake_generate(cfg, model=None, progress=None, log=None):
 
 
 def test_batch_report_beside_each_item(tmp_path, monkeypatch):
-    from fifo_longvid import backends, pipeline
+    from fifo_longvid import backends
+    from fifo_longvid.run import pipeline
 
     monkeypatch.setattr(pipeline, "generate", _fake_generate)
     monkeypatch.setattr(backends, "load_backend", lambda *a, **k: None)

@@ -41,7 +41,7 @@ FULL = Settings(prompt="a red circle bouncing\na blue triangle bouncing", frames
 
 def test_argv_is_what_generate_runs(monkeypatch, tmp_path):
     """The studio's argv, parsed by ``parse_generate_argv``, is the RunConfig ``fifo-gen generate`` builds."""
-    from fifo_longvid import cli
+    from fifo_longvid.cli import main as cli
 
     argv = to_argv(FULL, "toy", None, tmp_path / "x.mp4")
     got = []

@@ -246,7 +246,7 @@ SMALL = ["fifo.window=4", "fifo.partitions=2", "sampling.height=64", "sampling.w
 
 
 def _generate(model, name, out, extra=(), progress=None):
-    from fifo_longvid import pipeline
+    from fifo_longvid.run import pipeline
     from fifo_longvid.run.config import build_run_config
 
     cfg = build_run_config(flags={"model": name, "prompts": ["a red fox running"], "output.path": str(out)},
@@ -334,7 +334,7 @@ def test_resume_is_bitwise_with_every_tail(tiny_model, tmp_path, tail):
 def test_tails_compose_with_uniform_init_qcache_multiprompt_and_no_lookahead(tiny_model, tmp_path):
     import json
 
-    from fifo_longvid import pipeline
+    from fifo_longvid.run import pipeline
     from fifo_longvid.run.config import build_run_config
 
     common = [*SMALL, "fifo.num_frames=5", "fifo.frames_per_prompt=[2,3]", "fifo.init=uniform",

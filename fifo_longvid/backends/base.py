@@ -24,9 +24,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-
-class CheckpointError(RuntimeError):
-    """Weights that cannot be used; the message says why and what to do."""
+from ..errors import CheckpointError as CheckpointError  # raised by every family; kept importable here
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..io.sidecar import write_text_atomic
-from ..run.config import ConfigError
 from .sharding import Shard
 
 try:  # POSIX; elsewhere shards must not share an output folder concurrently

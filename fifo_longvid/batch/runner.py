@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..io.naming import item_hash, output_name, prompt_seed
 from ..io.prompts import BatchItem, PromptFileError
 from ..io.sidecar import file_sha256, sidecar_path
-from ..run.config import ConfigError, RunConfig, build_run_config, parse_value, prune_tail_settings, to_dict
+from ..run.config import RunConfig, build_run_config, parse_value, prune_tail_settings, to_dict
 from .manifest import Manifest, now_iso
 from .sharding import Shard
 

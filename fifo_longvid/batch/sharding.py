@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..run.config import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)

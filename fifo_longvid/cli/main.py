@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,16 +13,13 @@ from typing import Annotated, Any
 import typer
 
 from ..interrupts import EXIT_INTERRUPTED, ignore_stop_signals, terminate_as_interrupt
-from ..run.config import build_run_config
+from .args import generate_options, run_config_from_options, with_options_of
 from .batch import batch_command
 from .plan import plan_command
 from .progress import Bars, plural
 from .report import report_command
 from .support import (
-    TGATE_DEFAULT,
     OptionalTgateCommand,
-    build_flags,
-    default_checkpoint,
     err,
     exit_on_known_error,
     fail,
@@ -39,140 +37,17 @@ app = typer.Typer(
 COMMANDS = {"generate", "batch", "download", "convert", "studio", "plan", "report"}
 
 @app.command(cls=OptionalTgateCommand)
-def generate(
-    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Text prompt. Repeat for a multi-prompt "
-                                              "video (with --frames-per-prompt).")] = [],  # noqa: B006
-    config: Annotated[str, typer.Option("--config", "-c", help="Model preset or a model YAML path. VideoCrafter: "
-                                        "videocrafter2, videocrafter1_i2v, toy (trained, shipped), tiny. AnimateDiff: "
-                                        "animatediff (needs --checkpoint), tiny_animatediff (no weights). Wan: wan "
-                                        "(Wan2.1-T2V-1.3B or SkyReels-V2-DF-1.3B folder), tiny_wan (no weights).")
-                      ] = "videocrafter2",
-    checkpoint: Annotated[Path | None, typer.Option(help="Weights. VideoCrafter: a .ckpt or .safetensors (default "
-                                                    "checkpoints/videocrafter2/model.ckpt). AnimateDiff: a diffusers "
-                                                    "AnimateDiffPipeline folder, an SD-1.5 folder or a single-file "
-                                                    "SD-1.5 .safetensors (the last two with --motion-adapter). Wan: a "
-                                                    "diffusers WanPipeline or SkyReelsV2DiffusionForcingPipeline "
-                                                    "folder (default checkpoints/wan/).")
-                          ] = None,
-    motion_adapter: Annotated[Path | None, typer.Option(help="AnimateDiff motion modules for an SD-1.5 checkpoint: a "
-                                                        "diffusers MotionAdapter folder or an original "
-                                                        "mm_sd_v15_v2.ckpt / .safetensors.")] = None,
-    mode: Annotated[str, typer.Option(help="fifo: long video (FIFO-Diffusion). base: one plain clip of the "
-                                      "model.")] = "fifo",
-    num_frames: Annotated[int | None, typer.Option("--num-frames", "-l", help="Output length in frames "
-                                                   "(FIFO). Wan: output frames; the queue counts latent frames, 4 "
-                                                   "frames each after the first.")] = None,
-    partitions: Annotated[int | None, typer.Option("--partitions", "-n", help="FIFO partitions n: the queue holds "
-                                                   "window x n frames; steps = window x n / block.")] = None,
-    block: Annotated[int | None, typer.Option("--block", "-k", help="Frames per noise level K (the rolling "
-                                              "schedule): each iteration moves every block one level down and emits "
-                                              "K frames, so steps = window x partitions / K. 1 (default) is "
-                                              "FIFO-Diffusion; K must divide the window (half of it with "
-                                              "lookahead). A diffusion-forcing checkpoint defaults to its own "
-                                              "block size.")] = None,
-    stagger: Annotated[bool, typer.Option("--stagger", help="With --block K: each frame of a block keeps its own "
-                                          "level of a K-times finer schedule and steps K levels per iteration, so "
-                                          "no two frames share a level and blocks leave no seams (same cost; each "
-                                          "frame takes S steps, on one of K interleaved grids).")] = False,
-    lookahead: Annotated[bool | None, typer.Option("--lookahead/--no-lookahead", help="Lookahead denoising "
-                                                   "(windows overlap by half; default on).")] = None,
-    init: Annotated[str | None, typer.Option(help="Queue init: first (base clip, reference), uniform "
-                                             "(FIFO-Diffusion+ unilatent), noise (no base clip).")] = None,
-    frames_per_prompt: Annotated[str | None, typer.Option(help="Comma list of frame counts, one per "
-                                                          "--prompt, e.g. 40,60.")] = None,
-    max_batch: Annotated[str | None, typer.Option(help="Samples per U-Net call (windows x 2 for CFG): "
-                                                  "auto (a fixed rule of the model, the shapes and the card's "
-                                                  "total memory: the same command gives the same bits), all or N. "
-                                                  "Lower = less memory, slower.")] = None,
-    qcache: Annotated[float | None, typer.Option(
-        "--qcache", help="Weighted Q-cache v in [0, 1]: decoder queries of the temporal self-attention become "
-        "(1-v)*Q_dec + v*Q_enc of the mirrored encoder layer (FIFO-Diffusion+). 0.9 is the paper's setting.")] = None,
-    qcache_schedule: Annotated[str | None, typer.Option(
-        help="v over denoising progress instead of a constant: linear:0.9:0.8 (noisiest -> cleanest), "
-        "list:V1,...,VS, or const:V. Implies --qcache.")] = None,
-    qcache_targets: Annotated[str | None, typer.Option(
-        help="Comma list of attention layers to blend: temporal_attn1 (default), temporal_attn2, "
-        "spatial_attn1, spatial_attn2.")] = None,
-    tail: Annotated[str | None, typer.Option(
-        help="What enters the queue each iteration: noise (fresh white noise, FIFO-Diffusion; default), coherent "
-        "(low frequencies from the last queue latent, high from fresh noise: Ouroboros-Diffusion), rescheduled "
-        "(shuffled reuse of earlier tail noise: FreeNoise).")] = None,
-    tail_cutoff: Annotated[str | None, typer.Option(
-        help="Coherent tail: Gaussian low-pass widths D_S[:D_T] in normalised frequency (default 0.25:1.0). "
-        "Implies --tail coherent.")] = None,
-    tail_window: Annotated[str | None, typer.Option(
-        help="Rescheduled tail: noise period W[:S], S = frames per shuffled block (default: the FIFO window and "
-        "4; FreeNoise used 16:4). Implies --tail rescheduled.")] = None,
-    tgate: Annotated[float | None, typer.Option(
-        "--tgate", metavar="[GATE]", help="TGATE: each frame computes its cross-attention for the first GATE of its "
-        f"schedule (default {TGATE_DEFAULT}: TGATE's 10 of 25 steps), then reuses it; windows past the gate run "
-        "without guidance (cond only).")] = None,
-    cfg_cache: Annotated[int | None, typer.Option(
-        "--cfg-cache", metavar="K", help="FasterCache CFG-Cache: each window computes its uncond pass every K "
-        "iterations (staggered); in between it is rebuilt from the cond pass and per-frame frequency deltas.")] = None,
-    attn_reuse: Annotated[bool, typer.Option(
-        "--attn-reuse", help="FasterCache attention reuse: spatial self-attention on alternate iterations per "
-        "frame, extrapolated from its last two outputs in between (not in the noisiest part).")] = False,
-    deepcache: Annotated[int | None, typer.Option(
-        "--deepcache", metavar="K", help="DeepCache: each window runs the full U-Net every K iterations (staggered), "
-        "only the outermost resolution level in between, with cached deep features.")] = None,
-    image: Annotated[Path | None, typer.Option(
-        help="Image-to-video (I2V models): this png/jpg conditions the whole video. It is centre-cropped to the "
-        "frame's aspect ratio and resized to --height x --width (the reference squashed it instead); "
-        "grayscale/RGBA are converted.")] = None,
-    latent_seed: Annotated[bool, typer.Option(
-        "--latent-seed", help="FIFO-Diffusion+ latent seeding (I2V models): image tokens of the decoded head of "
-        "the initial queue join the text context of every conditional U-Net call.")] = False,
-    latent_seed_every: Annotated[int | None, typer.Option(
-        help="With --latent-seed: every K output frames, replace the image tokens by those of the latest "
-        "output frame (the context length stays constant).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (default: random, printed and recorded).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Denoising steps (DDIM, or flow-matching sigmas). FIFO: with "
-                                              "--block, partitions = steps x block / window; with --partitions, "
-                                              "block = partitions x window / steps; alone, the smallest block that "
-                                              "fits (default: window x partitions, block 1). Few-step models: e.g. "
-                                              "--steps 4 --cfg 1. Base: default 50.")] = None,
-    cfg: Annotated[float | None, typer.Option("--cfg", help="Classifier-free guidance scale (default: the model's; "
-                                              "12 for VideoCrafter2, 7.5 AnimateDiff, 5 Wan).")] = None,
-    negative_prompt: Annotated[str | None, typer.Option(
-        help="What the unconditional (guidance) branch encodes instead of the empty prompt (default \"\": the "
-        "empty prompt, as the reference and diffusers' pipelines do without one). Every family supports it.")] = None,
-    eta: Annotated[float | None, typer.Option(help="DDIM eta, 0 = deterministic (default 1.0; flow-matching models "
-                                              "(Wan) have no eta: their Euler step is deterministic).")] = None,
-    height: Annotated[int | None, typer.Option(help="Frame height in pixels: a multiple of 8 x 2^(U-Net levels - 1), "
-                                               "64 for VideoCrafter2 and tiny.")] = None,
-    width: Annotated[int | None, typer.Option(help="Frame width in pixels, the same multiple as --height.")] = None,
-    fps: Annotated[int | None, typer.Option(help="fps conditioning of the model (default 8).")] = None,
-    output_fps: Annotated[float | None, typer.Option(help="Frame rate of the written video (default 10).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output: .mp4, .gif, or a folder for "
-                                                "PNGs. A .json sidecar is written next to it.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
-    save_latents: Annotated[bool, typer.Option(help="Also save the output latents (.latents.safetensors).")] = False,
-    save_frames: Annotated[bool, typer.Option(help="Also save every frame as PNG in <name>_frames/.")] = False,
-    checkpoint_every: Annotated[int | None, typer.Option(help="Save resumable state every K output frames.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its saved state.")] = False,
-    auto_resume: Annotated[bool, typer.Option(
-        "--auto-resume", help="For job scripts that may be requeued: continue from the saved state of -o if it has "
-        "one, else start; a complete -o is left as it is (exit 0).")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    dtype: Annotated[str, typer.Option(help="U-Net and VAE precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, "
-                                        "bf16. The queue, noise and DDIM maths stay fp32.")] = "auto",
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the U-Net (first "
-                                          "iterations compile; worth it for long runs on a GPU).")] = False,
-    run_config: Annotated[Path | None, typer.Option(help="YAML run file (same keys as the overrides).")] = None,
-    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the run config, "
-                                                          "e.g. sampling.cfg=7.5 fifo.partitions=2.")] = None,
-) -> None:
+@with_options_of(generate_options)
+def generate(**options: Any) -> None:
     """Generate a video (FIFO-Diffusion by default, or one base clip with --mode base).
 
     Ctrl-C or SIGTERM (a scheduler's stop): the current iteration ends, a playable NAME.partial.mp4 and the
     resume state are written, and the exit code is 130; the same command plus --resume continues.
     """
-    options = dict(locals())
     try:
         with terminate_as_interrupt():
             run = run_config_from_options(options)
-            if auto_resume and _auto_resume(run):
+            if options["auto_resume"] and _auto_resume(run):
                 return
             _run(run)
     except typer.Exit:
@@ -183,31 +58,6 @@ def generate(
     except Exception as e:  # noqa: BLE001 - turn known failures into one clear line and exit code
         exit_on_known_error(e)
         raise
-
-
-def run_config_from_options(options: dict[str, Any]) -> Any:
-    """``generate``'s option values (by parameter name) -> the RunConfig it runs. The studio parses its
-    ``fifo-gen generate`` argv through this same function (``parse_generate_argv``)."""
-    run = build_run_config(options["run_config"], build_flags(options), list(options["overrides"] or []))
-    default_checkpoint(run)
-    return run
-
-
-def parse_generate_argv(argv: list[str]) -> Any:
-    """``fifo-gen generate ARGV`` -> its RunConfig, without running anything: the command's own parser and
-    option mapping, so a command line shown to a user means exactly what the studio ran. Raises ConfigError
-    for anything ``generate`` would refuse before loading weights."""
-    from ..run.config import ConfigError
-
-    command = typer.main.get_command(app).commands["generate"]  # type: ignore[attr-defined]
-    try:
-        ctx = command.make_context("fifo-gen generate", list(argv))
-    except Exception as e:
-        if callable(getattr(e, "format_message", None)):  # a usage error of click (or of typer's bundled click)
-            raise ConfigError(e.format_message()) from None
-        raise
-    with ctx:
-        return run_config_from_options(dict(ctx.params))
 
 
 def _auto_resume(run: Any) -> bool:
@@ -301,13 +151,11 @@ def _run_distributed(run: Any) -> None:
 _BATCH_PER_ITEM = ("prompt", "output", "resume", "auto_resume", "image", "frames_per_prompt", "overrides")
 
 
-def _with_generate_options(func: Any) -> Any:
-    """Give ``func`` (a ``**opts`` command) every option of ``generate`` except the per-item ones, so typer
-    declares them once: generate's signature is the single source of truth."""
-    import inspect
-
+def _with_options_of_generate(func: Any) -> Any:
+    """A ``**opts`` command (batch, plan) with its own options, then every option of ``generate`` except the
+    per-item ones, then the overrides: typer declares each option once."""
     own = inspect.signature(func, eval_str=True).parameters
-    gen = inspect.signature(generate, eval_str=True).parameters
+    gen = inspect.signature(generate_options, eval_str=True).parameters
     head = [p for n, p in own.items() if n not in ("overrides", "opts")]
     shared = [p for n, p in gen.items() if n not in _BATCH_PER_ITEM and n not in own]
     params = head + shared + [own["overrides"]]
@@ -316,8 +164,8 @@ def _with_generate_options(func: Any) -> Any:
     return func
 
 
-batch = app.command("batch")(_with_generate_options(batch_command))
-plan = app.command("plan")(_with_generate_options(plan_command))
+batch = app.command("batch")(_with_options_of_generate(batch_command))
+plan = app.command("plan")(_with_options_of_generate(plan_command))
 report = app.command("report")(report_command)
 
 

@@ -24,8 +24,9 @@ def plan_command(
 
     Needs no weights and no GPU: the costs were measured at full size on fake CUDA tensors (README "Planning").
     """
+    from ..errors import ConfigError
     from ..plan import card_for, format_plan, make_plan
-    from ..run.config import ConfigError, build_run_config
+    from ..run.config import build_run_config
 
     flags = build_flags({"prompt": ["(plan)"], **opts})
     try:

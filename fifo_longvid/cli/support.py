@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand
 
-from ..run.config import ConfigError
+from ..errors import CheckpointError, ConfigError, NonFiniteError, OutOfMemory, StateMismatch
 
 
 def _stderr_console() -> Console:
@@ -148,11 +148,6 @@ def default_checkpoint(run: Any) -> None:
 
 def exit_on_known_error(e: BaseException) -> None:
     """Known failures become one clear line and an exit code; anything else returns (the caller re-raises)."""
-    from ..backends.base import CheckpointError
-    from ..diffusion.sampling import NonFiniteError
-    from ..fifo.state import StateMismatch
-    from ..run.fifo_run import OutOfMemory
-
     known = EXIT_ERRORS + (CheckpointError, NonFiniteError, StateMismatch, FileNotFoundError, OSError, OutOfMemory)
     if isinstance(e, known):
         fail(str(e), 1 if isinstance(e, (NonFiniteError, OSError, OutOfMemory)) else 2)

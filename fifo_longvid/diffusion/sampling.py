@@ -7,14 +7,11 @@ from collections.abc import Callable
 
 import torch
 
+from ..errors import NonFiniteError
 from .context import StepContext, publish
 from .guidance import Denoiser
 from .noise import NoiseSource
 from .schedule import DDIMSchedule
-
-
-class NonFiniteError(FloatingPointError):
-    """NaN/inf appeared in the latents; the message names the step."""
 
 
 def check_finite(x: torch.Tensor, where: str) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-class GeometryError(ValueError):
-    """Settings that fit no queue geometry; the message names values that do."""
+from ..errors import GeometryError
 
 
 @dataclass(frozen=True)

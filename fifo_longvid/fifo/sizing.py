@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from ..run.config import ConfigError, RunConfig
+from ..errors import ConfigError
+from ..run.config import RunConfig
 from .autobatch import BatchChoice, cpu_rule, cuda_rule
 from .geometry import GeometryError, resolve_geometry
 

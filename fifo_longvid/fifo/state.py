@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import StateMismatch
 from ..io.atomic import temp_path
 from .queue import FrameQueue
 
@@ -59,10 +60,6 @@ def saved_seed(path: str | Path) -> int | None:
     """The seed recorded in a state file (None for files written before it was recorded)."""
     seed = torch.load(path, map_location="cpu", weights_only=True).get("seed")
     return None if seed is None else int(seed)
-
-
-class StateMismatch(ValueError):
-    pass
 
 
 def load_state(path: str | Path, config_hash: str, device: torch.device) -> FifoState:

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ..errors import ConfigError
 from ..fifo.tail import TailConfig, tail_hash_settings
 from ..techniques import TechniquesConfig
 
@@ -80,10 +81,6 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     techniques: TechniquesConfig = field(default_factory=TechniquesConfig)
-
-
-class ConfigError(ValueError):
-    """A configuration the user must fix; the message says which key and how."""
 
 
 def build_run_config(yaml_path: str | Path | None = None, flags: dict[str, Any] | None = None,

@@ -18,6 +18,7 @@ from ..backends.base import Backend
 from ..diffusion.guidance import cfg_denoiser, unet_network
 from ..diffusion.noise import NoiseSource
 from ..diffusion.sampling import check_finite, sample_clip
+from ..errors import ConfigError, OutOfMemory
 from ..fifo.init import init_queue, iterations_for, warmup_iterations
 from ..fifo.queue import FifoPlan, FrameQueue
 from ..fifo.sampler import FifoStepper, WindowDenoiser
@@ -28,15 +29,11 @@ from ..interrupts import StopFlag, graceful_interrupt
 from ..io.video import VideoWriter
 from ..techniques.seeding import frame_image_tokens, seed_image_tokens
 from .conditioning import CondState, fifo_denoiser, prompt_schedule
-from .config import ConfigError, RunConfig, numerics_hash
+from .config import RunConfig, numerics_hash
 
 Progress = Callable[[str, int, int], None]  # (task, done, total)
 FrameHook = Callable[[torch.Tensor, int], None]  # (decoded frame (3, H, W) in [-1, 1], output index): a live view
 _CUDA_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-
-
-class OutOfMemory(RuntimeError):
-    """The GPU ran out of memory; the message names the setting to lower."""
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -21,13 +21,14 @@ from ..backends.base import Backend
 from ..diffusion.guidance import cfg_denoiser, unet_network
 from ..diffusion.noise import NoiseSource
 from ..diffusion.sampling import sample_clip
+from ..errors import ConfigError
 from ..fifo.sizing import check_frame_size, fill_model_defaults, frame_size
 from ..interrupts import StopFlag
 from ..io.sidecar import sidecar_path, versions, write_json_atomic
 from ..io.video import VideoWriter, check_output_path
 from ..techniques import apply_techniques
 from .conditioning import CondState, conditioning_info, encode_conditioning
-from .config import ConfigError, RunConfig, to_dict
+from .config import RunConfig, to_dict
 from .fifo_run import FifoRun, FrameHook, Progress, checkpoint_id, dtype_name
 from .outputs import OutputFiles, remove_resumable, remove_stale
 from .validation import validate

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..backends import Family, family_for
+from ..errors import ConfigError
 from ..fifo.geometry import GeometryError, resolve_geometry
 from ..fifo.init import INIT_MODES
 from ..fifo.sizing import parse_max_batch
 from ..fifo.tail import check_tail_config
 from ..io.prompts import MAX_PROMPT_CHARS
-from .config import ConfigError, RunConfig
+from .config import RunConfig
 
 
 def validate(cfg: RunConfig) -> None:

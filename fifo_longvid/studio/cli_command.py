@@ -103,7 +103,7 @@ def extra_args(text: str) -> list[str]:
 
 def parse(argv: list[str]) -> RunConfig:
     """``fifo-gen generate ARGV`` -> RunConfig, through the command's own parser."""
-    from ..cli.main import parse_generate_argv
+    from ..cli.args import parse_generate_argv
 
     return parse_generate_argv(argv)
 

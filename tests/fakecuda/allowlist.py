@@ -33,8 +33,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("fifo_longvid/techniques/deepcache.py", "bind"): "reads the schedule's timesteps once per run",
     ("fifo_longvid/fifo/autobatch.py", "cuda_rule"): "--max-batch auto: one probe forward, once per run",
     ("fifo_longvid/io/sinks.py", "to_hwc_uint8"): "the decoded frame leaves the card to be written",
-    ("fifo_longvid/run/fifo_run.py", "resume"): "--resume: the saved max-batch is read once (the extras were moved to the "
-                                            "card by load_state)",
+    ("fifo_longvid/run/fifo_run.py", "resume"): "--resume: the saved max-batch is read once (the extras were moved to "
+                                                "the card by load_state)",
     ("fifo_longvid/models/text.py", "forward"): "the prompt's tokens go to the card, once per prompt",
     ("fifo_longvid/backends/animatediff/model.py", "encode_text"): "the prompt's tokens go to the card, once per "
                                                                    "prompt",
