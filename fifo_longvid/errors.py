@@ -28,3 +28,7 @@ class StateMismatch(ValueError):
 class OutOfMemory(RuntimeError):
     """The GPU ran out of memory; the message names the setting to lower."""
 
+
+
+class FrozenConfigError(AttributeError):
+    """An assignment to a run config after it was resolved (``run/resolve.py``): a bug, not a user's mistake."""

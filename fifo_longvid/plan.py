@@ -15,7 +15,6 @@ from typing import Any
 from .errors import ConfigError
 from .fifo import costs as C
 from .fifo.autobatch import CUDA_MEMORY_SHARE, cuda_fit
-from .fifo.geometry import GeometryError, resolve_geometry
 from .fifo.init import iterations_for, warmup_iterations
 from .fifo.queue import FifoPlan
 from .fifo.sizing import parse_max_batch
@@ -87,33 +86,28 @@ def _dtype(cfg: RunConfig) -> str:
 
 
 def make_plan(cfg: RunConfig, card: Card) -> Plan:
-    """The plan of a resolved run config on ``card``."""
+    """The plan of a run config on ``card``: resolved as ``generate`` resolves it (``run/resolve.py``), with the
+    family's measured costs."""
+    from .backends import FAMILIES
+    from .run.resolve import resolve
     from .techniques import enabled, enabled_acceleration
 
-    c = C.costs_for(cfg.model)
-    if c is None:
-        raise ConfigError(f"plan knows the costs of {', '.join(C.COSTS)}; --config {cfg.model} has no cost table "
-                          "(the CPU test models need no plan)")
     if cfg.mode != "fifo":
         raise ConfigError("plan covers FIFO runs (--mode fifo)")
-    fc, s = cfg.fifo, cfg.sampling
-    sz = _sizes(cfg)
+    run = resolve(cfg)  # the one registry look-up; refuses what generate refuses (techniques the family lacks)
+    c = run.costs()
+    if c is None:
+        measured = [p for f in FAMILIES for p in f.presets if f.costs(p) is not None]
+        raise ConfigError(f"plan knows the costs of {', '.join(measured)}; --config {cfg.model} has no cost table "
+                          "(the CPU test models need no plan)")
+    cfg = run.config
+    fc, s, sz = cfg.fifo, cfg.sampling, run.sizes
     lat_f, mult, tf = sz.latent_factor, sz.size_multiple, sz.temporal_factor
-    window = fc.window or sz.window
-    try:
-        geo = resolve_geometry(window, fc.lookahead, s.steps, fc.block, fc.partitions, sz.partitions)
-    except GeometryError as e:
-        raise ConfigError(str(e)) from None
-    parts = geo.partitions
-    num_frames = fc.num_frames or (sum(fc.frames_per_prompt) if fc.frames_per_prompt else sz.num_frames)
+    window, parts, num_frames = fc.window, fc.partitions, fc.num_frames
     latent_frames = 1 + math.ceil((num_frames - 1) / tf)  # output frames -> dequeued latent frames
-    height = s.height or c.ref_latent[0] * lat_f
-    width = s.width or c.ref_latent[1] * lat_f
-    for name, v in (("height", height), ("width", width)):
-        if v <= 0 or v % mult:
-            raise ConfigError(f"--{name} {v} is not a positive multiple of {mult}")
+    height, width = run.height, run.width
     lat = (height // lat_f, width // lat_f)
-    plan = FifoPlan(window, parts, fc.lookahead, geo.block, fc.stagger)  # staggering costs nothing more
+    plan = FifoPlan(window, parts, fc.lookahead, fc.block, fc.stagger)  # staggering costs nothing more
     branches = 1 if s.cfg == 1.0 else 2  # guidance 1 runs the conditional branch alone
     rows = branches * len(plan.windows())
     iterations = iterations_for(plan, warmup_iterations(plan, fc.init), latent_frames)  # type: ignore[arg-type]
@@ -159,24 +153,6 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
     elif not p.fits:
         p.advice = _advice(weights + queue, per_sample, stores, total, rows, lat, mult // lat_f, cfg, c, dtype)
     return p
-
-
-def _sizes(cfg: RunConfig) -> Any:
-    """The preset's geometry and defaults from its family (cheap: no model is built); techniques the family
-    refuses (Wan: --qcache, --deepcache) are refused here as ``generate`` refuses them."""
-    from .backends import family_for
-    from .techniques import check_family
-
-    model = cfg.model
-    family = family_for(model)
-    try:
-        check_family(cfg.techniques, family.name, family.provides,
-                     " (a DiT: one stack of transformer blocks)" if family.schedule == "flow" else "")
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    if family.sizes is None:
-        raise ConfigError(f"the {family.name} family does not describe its sizes; plan cannot cover --config {model}")
-    return family.sizes(model)
 
 
 def _advice(held: float, per_sample: float, stores: float, total: float, rows: int, lat: tuple[int, int],

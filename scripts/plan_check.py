@@ -15,7 +15,7 @@ import json
 import re
 from pathlib import Path
 
-from fifo_longvid.fifo.costs import costs_for
+from fifo_longvid.backends import costs_for
 from fifo_longvid.plan import GIB, card_for, make_plan
 from fifo_longvid.run.config import build_run_config
 

@@ -148,7 +148,7 @@ def test_no_host_sync_inside_an_iteration_with_each_technique(loaded, tech):
     """Also: the store's bytes per frame agree with the plan's cost table (``fifo/costs.py``), measured the same way
     (3 iterations, n=1: bytes over frames holding an entry). A technique the family refuses (Wan: qcache,
     deepcache) is asserted refused by validation instead, before anything would load."""
-    from fifo_longvid.fifo.costs import costs_for
+    from fifo_longvid.backends import costs_for
 
     fc, model, spec = loaded.fc, loaded.model, loaded.spec
     if tech in unsupported(spec):
@@ -245,7 +245,8 @@ def test_generate_with_an_interrupt_then_resume(loaded, tmp_path, monkeypatch):
 
 def test_cost_model_matches_the_fake_tracker(loaded):
     """The plan's weights and per-sample activation bytes against torch's allocator count on the fake card."""
-    from fifo_longvid.fifo.costs import activation_bytes_per_sample, costs_for, weights_bytes
+    from fifo_longvid.backends import costs_for
+    from fifo_longvid.fifo.costs import activation_bytes_per_sample, weights_bytes
 
     fc, model, spec = loaded.fc, loaded.model, loaded.spec
     c = costs_for(spec.name)
@@ -270,11 +271,13 @@ def test_auto_fits_every_card(loaded):
     their largest fit the card, and ``fifo-gen plan`` predicts the same choice. On Wan, fifo_fast less what it
     refuses is tgate + cfg_cache + attn_reuse: 62 GiB of stores at 80 latent frames, which fit an 80 GB card only
     because UMT5 (21 GiB) waits in host memory."""
+    from fifo_longvid.backends import costs_for
     from fifo_longvid.fifo.autobatch import CUDA_MEMORY_SHARE
-    from fifo_longvid.fifo.costs import activation_bytes_per_sample, costs_for
+    from fifo_longvid.fifo.costs import activation_bytes_per_sample
     from fifo_longvid.fifo.queue import FifoPlan
     from fifo_longvid.fifo.sizing import choose_max_batch, store_reserve
     from fifo_longvid.plan import card_for, make_plan
+    from fifo_longvid.techniques import enabled_acceleration
 
     fc, model, spec = loaded.fc, loaded.model, loaded.spec
     lat = (spec.height // model.latent_factor, spec.width // model.latent_factor)
@@ -282,7 +285,8 @@ def test_auto_fits_every_card(loaded):
     plan = FifoPlan(f, 4, lookahead=True)
     rows = 2 * len(plan.windows())
     cfg = fastest(spec)
-    reserve = store_reserve(cfg, model, lat, plan.length)
+    reserve = store_reserve(enabled_acceleration(cfg.techniques), costs_for(spec.name), lat, plan.length,
+                            model.dtype)
     assert reserve > 2**30  # fifo_fast's stores at 72 frames (Wan: 80): several GiB at full size
     per_sample = activation_bytes_per_sample(costs_for(spec.name), lat, f, loaded.dtype)
     chosen = {}
@@ -312,7 +316,8 @@ def test_wan_text_encoder_computes_on_the_card_from_host_memory(loaded):
     one submodule at a time: the card's peak rises by about one submodule (the 3.9 GiB token embedding) plus
     activations, which is the plan's ``encoding_bytes``; the host parameters stay the same objects (the tied
     embedding tied); only the context is left on the card; every sync is on the allowlist."""
-    from fifo_longvid.fifo.costs import costs_for, encoding_bytes, weights_bytes
+    from fifo_longvid.backends import costs_for
+    from fifo_longvid.fifo.costs import encoding_bytes, weights_bytes
 
     fc, model = loaded.fc, loaded.model
     enc = model.text_encoder

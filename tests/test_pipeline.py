@@ -11,7 +11,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fifo_longvid.fifo.sizing import fill_model_defaults
 from fifo_longvid.fifo.state import StateMismatch, state_path
 from fifo_longvid.io.video import read_video
 from fifo_longvid.run import pipeline
@@ -77,7 +76,6 @@ def test_resume_refuses_state_from_other_settings(tiny_model, tmp_path):
 def test_multi_prompt_windows_follow_their_frames(tiny_model, tmp_path):
     cfg = build_run_config(flags={"model": "tiny", "prompts": ["a cat", "a dog"], "output.path": str(tmp_path / "m"),
                                   "fifo.frames_per_prompt": [2, 3]}, overrides=SMALL)
-    fill_model_defaults(cfg, tiny_model)
     from fifo_longvid.fifo.queue import FifoPlan
 
     plan = FifoPlan(4, 2, True)

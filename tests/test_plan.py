@@ -100,18 +100,22 @@ def test_auto_keeps_the_stores_reserve_free():
 
 
 def test_store_reserve_is_zero_without_techniques_or_a_cost_table():
-    from types import SimpleNamespace
-
     import torch
 
     from fifo_longvid.fifo.sizing import store_reserve
 
     fast = build_run_config(REPO / "configs" / "fifo_fast.yaml", flags={"model": "videocrafter2", "prompts": ["x"]})
     plain = build_run_config(flags={"model": "videocrafter2", "prompts": ["x"]})
-    vc2 = SimpleNamespace(cfg=SimpleNamespace(name="videocrafter2"), dtype=torch.float16)
-    tiny = SimpleNamespace(cfg=SimpleNamespace(name="tiny"), dtype=torch.float16)
-    assert store_reserve(plain, vc2, (40, 64), 72) == 0 and store_reserve(fast, tiny, (40, 64), 72) == 0
-    assert store_reserve(fast, vc2, (40, 64), 72) / 2**30 == pytest.approx(5.44, abs=0.05)
+    from fifo_longvid.backends import costs_for
+    from fifo_longvid.techniques import enabled_acceleration
+
+    vc2, tiny = costs_for("videocrafter2"), costs_for("tiny")
+    fast_techs, plain_techs = enabled_acceleration(fast.techniques), enabled_acceleration(plain.techniques)
+    half = torch.float16
+    assert tiny is None and not plain_techs
+    assert store_reserve(plain_techs, vc2, (40, 64), 72, half) == 0
+    assert store_reserve(fast_techs, tiny, (40, 64), 72, half) == 0
+    assert store_reserve(fast_techs, vc2, (40, 64), 72, half) / 2**30 == pytest.approx(5.44, abs=0.05)
 
 
 def wan_plan(*args: str) -> dict:

@@ -144,8 +144,11 @@ def test_job_names_are_fresh_and_the_seed_is_chosen(tmp_path):
 
 
 def _sidecar(folder: Path, name: str, complete: bool = True, **techniques) -> Path:
-    cfg = to_dict(build_run_config(flags={"model": "toy", "prompts": [name], "sampling.seed": 1,
-                                          "output.path": str(folder / f"{name}.mp4"), **techniques}))
+    from fifo_longvid.run.resolve import resolve
+
+    given = build_run_config(flags={"model": "toy", "prompts": [name], "sampling.seed": 1,
+                                    "output.path": str(folder / f"{name}.mp4"), **techniques})
+    cfg = to_dict(resolve(given).config)  # a sidecar records the resolved config
     video = folder / (f"{name}.mp4" if complete else f"{name}.partial.mp4")
     video.write_bytes(b"x")
     side = video.with_suffix(".json")
@@ -167,7 +170,7 @@ def test_history_reads_sidecars_newest_first_and_skips_foreign_files(tmp_path):
     row = entries[0].row()
     assert row[:5] == ["stopped.partial.mp4", "stopped", 1, 4, "partial (resumable)"]
     assert "qcache 0.9" in row[5] and entries[1].row()[4] == "complete"
-    assert technique_summary(json.loads(old.read_text())["config"]) == "cfg 3.0, n None"
+    assert technique_summary(json.loads(old.read_text())["config"]) == "cfg 3.0, n 2"  # toy: guidance 3, 2 partitions
     assert list_history(tmp_path / "missing") == []
 
 

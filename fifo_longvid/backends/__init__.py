@@ -18,8 +18,8 @@ from .family import Family
 from .videocrafter.family import FAMILY as VIDEOCRAFTER
 from .wan.family import FAMILY as WAN
 
-__all__ = ["FAMILIES", "Backend", "CheckpointError", "Family", "compile_unet", "convert_checkpoint", "family_for",
-           "family_of", "has_image_encoder", "load_backend", "preset_cfg", "weights_id"]
+__all__ = ["FAMILIES", "Backend", "CheckpointError", "Family", "compile_unet", "convert_checkpoint", "costs_for",
+           "family_for", "has_image_encoder", "load_backend", "preset_cfg", "weights_id"]
 
 # in the order they are asked; VideoCrafter last: it takes any YAML path and reports unknown names
 FAMILIES: tuple[Family, ...] = (ANIMATEDIFF, WAN, VIDEOCRAFTER)
@@ -28,16 +28,6 @@ FAMILIES: tuple[Family, ...] = (ANIMATEDIFF, WAN, VIDEOCRAFTER)
 def family_for(config: Any, checkpoint: str | Path | None = None) -> Family:
     """The family whose ``matches`` claims this ``--config`` (and ``--checkpoint``)."""
     return next(f for f in FAMILIES if f.matches(config, checkpoint))
-
-
-def family_of(config: Any) -> str:
-    """The family's name for a ``--config`` value (a preset name or a model YAML)."""
-    return family_for(config).name
-
-
-def all_presets() -> list[str]:
-    """Every preset name, for ``--help`` and error messages."""
-    return [p for f in FAMILIES for p in f.presets]
 
 
 def convert_checkpoint(src: str | Path, dst: str | Path, half: bool = False, overwrite: bool = False) -> Path:
@@ -51,6 +41,11 @@ def compile_unet(model: Any, backend: str = "inductor") -> None:
     """``torch.compile`` a backend's network in place (its hooks and attention processors are traced with it, so
     techniques keep working). The VAE stays eager: one decode per output frame is a small share of the work."""
     model.unet.compile(backend=backend)
+
+
+def costs_for(config: Any) -> Any:
+    """The measured cost table of a ``--config`` preset (``backends/costs.py``; None: not measured)."""
+    return family_for(config).costs(config)
 
 
 def has_image_encoder(config: Any) -> bool:

@@ -17,19 +17,46 @@ ConfigArg = Any  # a --config value: a preset name, a YAML path, or a family's o
 
 @dataclass(frozen=True)
 class Sizes:
-    """A preset's geometry and run defaults, read without building a model (``fifo-gen plan``)."""
+    """A preset's geometry and run defaults, read without building a model: the one pass that resolves a run
+    config (``run/resolve.py``) and ``fifo-gen plan`` read them, and a test checks each against the loaded model."""
 
-    latent_factor: int  # pixels per latent pixel
-    size_multiple: int  # frame sides must divide by this
+    latent_factor: int  # pixels per latent pixel (the VAE's downsampling)
+    size_multiple: int  # frame sides must divide by this: the VAE's factor x the network's own downsampling
     temporal_factor: int  # output frames per latent frame (after the first: 1 + t (F - 1) frames from F latents)
     window: int  # default FIFO window, latent frames
     partitions: int
     num_frames: int  # default --num-frames (output frames)
+    latent_size: tuple[int, int] = (40, 64)  # default latent (h, w): the frame size when --height/--width are unset
+    default_block: int = 1  # frames per noise level the checkpoint was trained with (diffusion forcing)
+    network_downsampling: str = "U-Net levels"  # what divides the latent further, for the frame-size message
+
+    @property
+    def network_factor(self) -> int:
+        return self.size_multiple // self.latent_factor
+
+    def default_frame(self) -> tuple[int, int]:
+        """(height, width) in pixels when the run gives none."""
+        return self.latent_size[0] * self.latent_factor, self.latent_size[1] * self.latent_factor
+
+    def check_frame(self, height: int | None, width: int | None, model: str) -> None:
+        """Raise a ConfigError naming the nearest valid sizes when a side does not fit the model: otherwise a skip
+        connection and its upsampled partner (or a patch grid) differ in size."""
+        from ..errors import ConfigError
+
+        m = self.size_multiple
+        for name, v in (("height", height), ("width", width)):
+            if v is not None and (v <= 0 or v % m):
+                lo = max(m, v // m * m)
+                sizes = f"{lo} or {lo + m}" if v > lo else f"{lo}"
+                raise ConfigError(
+                    f"--{name} {v} is not a positive multiple of {m}: the {model} model downsamples frames by "
+                    f"{self.latent_factor} (VAE) x {self.network_factor} ({self.network_downsampling}); try {sizes}")
 
 
 @dataclass(frozen=True)
 class Family:
-    """One model family: how to recognise, load and describe it.
+    """One model family: how to recognise, load and describe it. Every fact about a family lives here (or in the
+    callables it points to), so ``fifo/``, ``run/`` and ``plan.py`` ask it and never name it.
 
     ``provides`` names the structures techniques may need (``techniques/spec.py`` ``needs``): ``mirror`` (encoder
     layers that mirror decoder layers, Q-cache), ``levels`` (U-Net resolution levels, DeepCache),
@@ -42,16 +69,29 @@ class Family:
     matches: Callable[[ConfigArg, str | Path | None], bool]  # is this --config (and --checkpoint) ours?
     load: Callable[..., Any]  # (config, checkpoint, device, dtype, motion_adapter) -> a loaded Backend
     preset_cfg: Callable[[ConfigArg], float | None]  # the guidance scale when --cfg is not given
+    sizes: Callable[[ConfigArg, str | Path | None], Sizes]  # the preset's geometry, without weights
     has_image_encoder: Callable[[ConfigArg], bool] = lambda config: False
-    check_size: Callable[[ConfigArg, int | None, int | None], None] | None = None  # before any weights load
     provides: frozenset[str] = frozenset()
     schedule: str = "ddim"
+    dit: bool = False  # one stack of transformer blocks (no U-Net levels, no encoder/decoder mirror)
+    experts: bool = False  # several denoisers, each for a range of noise levels
     negative_prompt: bool = True  # the unconditional branch encodes --negative-prompt
-    sizes: Callable[[ConfigArg], Sizes] | None = None  # the preset's geometry, without weights
+    costs: Callable[[ConfigArg], Any] = lambda config: None  # backends/costs.FamilyCosts measured for a preset
+    default_checkpoint: Callable[[ConfigArg], str | None] = lambda config: None  # used when --checkpoint is unset
     summary: str = ""
+
+    @property
+    def mirrored(self) -> bool:
+        """Has encoder layers that mirror its decoder layers (what the Q-cache blends)."""
+        return "mirror" in self.provides
+
+    def default_eta(self) -> float:
+        """1.0 for DDIM families (the reference's stochastic default); 0 for flow matching (its Euler step has
+        none)."""
+        return 0.0 if self.schedule == "flow" else 1.0
 
     def capabilities(self, config: ConfigArg = None) -> dict[str, Any]:
         """The sidecar's and ``--help``'s view of what the family can do."""
         return {"family": self.name, "schedule": self.schedule, "provides": sorted(self.provides),
                 "image_branch": bool(config is not None and self.has_image_encoder(config)),
-                "negative_prompt": self.negative_prompt}
+                "negative_prompt": self.negative_prompt, "dit": self.dit, "experts": self.experts}

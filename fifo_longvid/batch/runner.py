@@ -93,9 +93,10 @@ def plan_batch(items: list[BatchItem], out_dir: str | Path, flags: dict[str, Any
                validate_fn: Callable[[RunConfig], None] | None = None) -> list[PlannedItem]:
     """Resolve every item's run config, seed, hash and output name. Raises ``PromptFileError`` listing every
     line whose settings are invalid; nothing has been generated at that point."""
-    from ..run.validation import validate
+    from ..backends import family_for
+    from ..run.resolve import apply_presets, resolve
 
-    validate_fn = validate_fn or validate
+    families: dict[tuple[str, str | None], Any] = {}  # asked once per model a batch names (usually one)
     out_dir = Path(out_dir)
     flags = dict(flags)
     base_seed = flags.pop("sampling.seed", None)
@@ -124,10 +125,17 @@ def plan_batch(items: list[BatchItem], out_dir: str | Path, flags: dict[str, Any
         item_values.update({k: parse_value(v) if isinstance(v, str) else v for k, v in it.overrides.items()})
         try:
             cfg = build_run_config(run_config, {**flags, "prompts": [it.prompt]}, list(overrides), item_values)
+            key = (cfg.model, cfg.checkpoint)
+            if key not in families:
+                families[key] = family_for(*key)
+            apply_presets(cfg, families[key])  # the item's name hashes the settings at this point
             image = cfg.conditioning.image
             cfg.conditioning.image = None  # a missing image fails that item at run time, not the whole batch
             try:
-                validate_fn(cfg)
+                if validate_fn is not None:
+                    validate_fn(cfg)
+                else:
+                    resolve(cfg, families[key])  # every check generate makes before loading; cfg is left as it is
             finally:
                 cfg.conditioning.image = image
         except (ConfigError, ValueError) as e:

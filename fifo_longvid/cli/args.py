@@ -16,7 +16,7 @@ import typer
 
 from ..errors import ConfigError
 from ..run.config import build_run_config
-from .support import TGATE_DEFAULT, OptionalTgateCommand, build_flags, default_checkpoint
+from .support import TGATE_DEFAULT, OptionalTgateCommand, build_flags
 
 
 def generate_options(
@@ -163,9 +163,7 @@ def with_options_of(source: Callable[..., Any], skip: tuple[str, ...] = ()) -> C
 def run_config_from_options(options: dict[str, Any]) -> Any:
     """``generate``'s option values (by parameter name) -> the RunConfig it runs. The studio parses its
     ``fifo-gen generate`` argv through this same function (``parse_generate_argv``)."""
-    run = build_run_config(options["run_config"], build_flags(options), list(options["overrides"] or []))
-    default_checkpoint(run)
-    return run
+    return build_run_config(options["run_config"], build_flags(options), list(options["overrides"] or []))
 
 
 def parse_generate_argv(argv: list[str]) -> Any:

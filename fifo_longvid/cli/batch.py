@@ -12,7 +12,6 @@ from ..run.config import build_run_config
 from .progress import BatchBars, plural
 from .support import (
     build_flags,
-    default_checkpoint,
     err,
     exit_on_known_error,
     fail,
@@ -65,18 +64,20 @@ def batch_command(
 
 def _run_batch_command(prompts_file: Path, out_dir: Path, shard: str | None, fail_fast: bool, fmt: str,
                        overrides: list[str], opts: dict[str, Any], report: bool = False) -> Any:
-    from ..backends import has_image_encoder, load_backend
+    from ..backends import family_for
     from ..batch.runner import plan_batch, run_batch
     from ..batch.sharding import resolve_shard, shard_items
     from ..io.prompts import read_prompts
+    from ..run.resolve import apply_presets
 
     flags = build_flags(opts)
     base = build_run_config(opts["run_config"], flags, overrides or [])
-    default_checkpoint(base)
+    family = family_for(base.model, base.checkpoint)
+    apply_presets(base, family)
     if base.checkpoint:
         flags["checkpoint"] = base.checkpoint
     try:
-        has_image = has_image_encoder(base.model)
+        has_image = family.has_image_encoder(base.model)
     except ValueError as e:
         fail(str(e))
     items = read_prompts(prompts_file, allow_images=has_image)
@@ -92,8 +93,8 @@ def _run_batch_command(prompts_file: Path, out_dir: Path, shard: str | None, fai
             bars.print(f"torch threads: {threads} (SLURM_CPUS_PER_TASK)")
         return run_batch(mine, out_dir, the_shard, None, fail_fast=fail_fast, overwrite=opts["overwrite"],
                          log=bars.print, progress=bars, on_item=bars.item_event, report=report,
-                         load=lambda: load_backend(base.model, base.checkpoint, device, base.dtype,
-                                                   base.motion_adapter))
+                         load=lambda: family.load(base.model, base.checkpoint, device, base.dtype,
+                                                  base.motion_adapter))
 
 
 def _print_summary(s: Any) -> None:

@@ -128,11 +128,14 @@ def _run_distributed(run: Any) -> None:
     run.device = device
     try:
         if rank != 0:
-            from ..backends import load_backend
+            from ..run.resolve import check_loaded, resolve
 
             with ignore_stop_signals():  # rank 0 decides when to stop (it needs us to finish the iteration)
-                model = load_backend(run.model, run.checkpoint, device, run.dtype, run.motion_adapter)
-                calls = serve_run(run, model)
+                resolved = resolve(run)
+                cfg = resolved.config
+                model = resolved.family.load(cfg.model, cfg.checkpoint, device, cfg.dtype, cfg.motion_adapter)
+                check_loaded(resolved, model)
+                calls = serve_run(cfg, resolved.latent_hw, model)
             err.print(f"rank {rank}: served {calls} U-Net calls", highlight=False)
             return
         err.print(f"distributed: {world} ranks ({dist.get_backend()}), windows split across them", highlight=False)

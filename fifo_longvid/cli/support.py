@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import click
@@ -138,12 +137,6 @@ def tail_flags(mode: str | None, cutoff: str | None, window: str | None) -> dict
     if mode is not None:
         flags["fifo.tail.mode"] = mode
     return flags
-
-
-def default_checkpoint(run: Any) -> None:
-    if run.checkpoint is None and run.model in ("videocrafter2", "videocrafter1_i2v"):
-        default_ckpt = Path("checkpoints") / run.model / "model.ckpt"
-        run.checkpoint = str(default_ckpt) if default_ckpt.exists() else None
 
 
 def exit_on_known_error(e: BaseException) -> None:

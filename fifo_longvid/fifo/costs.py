@@ -8,66 +8,17 @@ pixels (and frames): exact at the reference size, an approximation elsewhere (at
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
+
+from ..backends.costs import FamilyCosts
 
 ALL_FOUR = ("tgate", "cfg_cache", "attn_reuse", "deepcache")
 
 
-@dataclass(frozen=True)
-class FamilyCosts:
-    ref_latent: tuple[int, int]  # latent (h, w) of the measurements
-    ref_frames: int  # frames per window of the measurements
-    params_run_dtype: float  # U-Net + VAE parameters (run in --dtype)
-    params_fp32: float  # text / image encoders (always fp32)
-    act_bytes_per_sample: float  # peak activation bytes of one sample of a U-Net call, fp16/bf16, flash attention
-    unet_flop_per_sample: float  # one sample (one window, one CFG branch) through the U-Net
-    vae_flop_per_frame: float  # one latent frame decoded
-    store_bytes_per_frame: dict[str, float] = field(default_factory=dict)  # per technique, fp16/bf16
-    temporal_factor: int = 1  # output frames per dequeued latent frame (Wan's causal VAE: 4)
-    channels: int = 4  # latent channels (the queue's size)
-    flop_ratio: dict[str, float] = field(default_factory=dict)  # this family's own FLOP_RATIO entries, where counted
-    # > 0: the fp32 encoders stay in host memory and compute on the card piecewise; the card's rise while encoding
-    # (the largest piece plus activations)
-    text_visit_bytes: float = 0.0
-
-
-_VC = dict(ref_latent=(40, 64), ref_frames=16, act_bytes_per_sample=825_696_256, unet_flop_per_sample=12.5815e12,
-           vae_flop_per_frame=1.5635e12,
-           store_bytes_per_frame={"tgate": 19.99e6, "cfg_cache": 0.082e6, "attn_reuse": 54.55e6, "deepcache": 6.55e6})
-COSTS: dict[str, FamilyCosts] = {
-    "videocrafter2": FamilyCosts(params_run_dtype=1.4968e9, params_fp32=0.3542e9, **_VC),  # type: ignore[arg-type]
-    "videocrafter1_i2v": FamilyCosts(params_run_dtype=1.5224e9, params_fp32=1.0865e9, **_VC),  # type: ignore[arg-type]
-    "animatediff": FamilyCosts(ref_latent=(64, 64), ref_frames=16, params_run_dtype=1.3597e9, params_fp32=0.1237e9,
-                               act_bytes_per_sample=1_092_452_352, unet_flop_per_sample=17.6750e12,
-                               vae_flop_per_frame=2.5145e12,
-                               store_bytes_per_frame={"tgate": 31.99e6, "cfg_cache": 0.131e6, "attn_reuse": 87.27e6,
-                                                      "deepcache": 10.49e6}),
-    # Wan2.1-T2V-1.3B (backends/wan/full.py): the DiT (its float32 modules: 3.1M params) + the causal VAE; UMT5-XXL's
-    # encoder is 5.68B fp32 params (21.2 GiB), kept in host memory and computing on the card piece by piece
-    # (Wan.place). FLOPs as scripts/bench_wan_flops.py counts them: one 20-frame window sample, and one latent frame
-    # through the streamed decoder (4 output frames).
-    "wan": FamilyCosts(ref_latent=(60, 104), ref_frames=20, params_run_dtype=1.5428e9, params_fp32=5.6840e9,
-                       act_bytes_per_sample=1_528_496_384, unet_flop_per_sample=260.5625e12,
-                       vae_flop_per_frame=13.552e12, store_bytes_per_frame={"tgate": 191.69e6, "cfg_cache": 0.799e6,
-                                                                             "attn_reuse": 548.94e6},
-                       temporal_factor=4, channels=16,
-                       # attention reuse: a window call with every other frame's self-attention reused is 0.639 of
-                       # plain (the DiT's full 3D attention is most of it), on the 41.2 % of steps below t=681
-                       flop_ratio={"attn_reuse": 0.851},
-                       # UMT5's token embedding (256384 x 4096 fp32, 3.9 GiB) is the largest piece to visit
-                       text_visit_bytes=4.2309e9),
-}
 # FLOPs with a technique on, over plain, at full size (VideoCrafter2, README "Acceleration", scripts/bench_accel.py);
 # assumed for the other families. Several techniques multiply, except all four together (measured: 0.446).
 FLOP_RATIO = {"tgate": 0.739, "cfg_cache": 0.792, "attn_reuse": 0.964, "deepcache": 0.627, "qcache": 1.0}
 FLOP_RATIO_ALL_FOUR = 0.446
-
-
-def costs_for(model: str) -> FamilyCosts | None:
-    """The cost table of a ``--config`` name (None: not measured, e.g. the CPU test models)."""
-    return COSTS.get(str(model))
 
 
 def dtype_bytes(dtype: str | torch.dtype) -> int:

@@ -203,21 +203,19 @@ def serve(net: NetworkFn, device: torch.device | str, max_batch: int | None) -> 
         calls += 1
 
 
-def serve_run(cfg: Any, model: Any) -> int:
-    """A worker rank of ``generate``: set the U-Net up as rank 0 does for the FIFO phase (defaults, DDIM schedule
-    for the techniques, max batch), then ``serve`` until rank 0 is done. Returns the number of calls served."""
+def serve_run(cfg: Any, latent_hw: tuple[int, int], model: Any) -> int:
+    """A worker rank of ``generate``: set the U-Net up as rank 0 does for the FIFO phase (the resolved config
+    ``cfg``, the schedule for the techniques, max batch), then ``serve`` until rank 0 is done. Returns the number
+    of calls served."""
     from ..diffusion.guidance import unet_network
     from ..techniques import apply_techniques
     from .queue import FifoPlan
-    from .sizing import fill_model_defaults, frame_size, resolve_max_batch
+    from .sizing import resolve_max_batch
 
-    fill_model_defaults(cfg, model)
     fc = cfg.fifo
     plan = FifoPlan(fc.window, fc.partitions, fc.lookahead, fc.block or 1, fc.stagger)
     sched = model.schedule(plan.levels, cfg.sampling.eta).to(model.device).strided(plan.stride)
-    h_px, w_px = frame_size(cfg, model)
-    f = model.latent_factor
-    max_batch = resolve_max_batch(fc.max_batch, model.device, model, (h_px // f, w_px // f), fc.window)
+    max_batch = resolve_max_batch(fc.max_batch, model.device, model, latent_hw, fc.window)
     techniques = apply_techniques(model.unet, cfg.techniques)
     try:
         techniques.bind(sched)

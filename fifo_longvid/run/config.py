@@ -7,16 +7,17 @@ the offending key named.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..errors import ConfigError
+from ..errors import ConfigError, FrozenConfigError
 from ..fifo.tail import TailConfig, tail_hash_settings
 from ..techniques import TechniquesConfig
 
@@ -107,26 +108,53 @@ def build_run_config(yaml_path: str | Path | None = None, flags: dict[str, Any] 
         raise ConfigError(f"invalid configuration: {msg}. Valid keys: see `fifo-gen --help` and "
                           "fifo_longvid/run/config.py") from None
     assert isinstance(cfg, RunConfig)
-    if cfg.sampling.cfg is None:  # resolved here, before anything hashes the config: 12.0 hashes as it always did
-        cfg.sampling.cfg = preset_guidance(cfg.model)
-    if cfg.sampling.eta is None:  # likewise: 1.0 hashes as it always did
-        cfg.sampling.eta = default_eta(cfg.model)
     return cfg
 
 
-def preset_guidance(model: str) -> float:
-    """The guidance scale a model preset samples with by default (12, the reference's, unless it says)."""
-    from ..backends import preset_cfg
+def freeze(cfg: Any) -> None:
+    """Make a resolved config (and every section in it) read-only: after ``run/resolve.py`` it is what the run
+    does and what the sidecar records, so a later assignment is a bug that should stop the run, not change it."""
+    if not is_dataclass(cfg) or isinstance(cfg, type):
+        return
+    for f in fields(cfg):
+        freeze(getattr(cfg, f.name))
+    if type(cfg) not in _FROZEN.values():
+        cfg.__class__ = _frozen_class(type(cfg))
 
-    scale = preset_cfg(model)  # None: an unreadable model config, reported when the model loads
-    return 12.0 if scale is None else scale
+
+def is_frozen(cfg: Any) -> bool:
+    return type(cfg) in _FROZEN.values()
 
 
-def default_eta(model: str) -> float:
-    """1.0 for DDIM families (the reference's stochastic default); 0 for flow matching (its Euler step has none)."""
-    from ..backends import family_for
+def thawed_copy(cfg: Any) -> Any:
+    """A deep copy that can be changed again (of a frozen config too: resolving a resolved config is a no-op)."""
+    out = copy.deepcopy(cfg)
+    _thaw(out)
+    return out
 
-    return 0.0 if family_for(model).schedule == "flow" else 1.0
+
+def _thaw(cfg: Any) -> None:
+    if not is_dataclass(cfg) or isinstance(cfg, type):
+        return
+    if is_frozen(cfg):
+        object.__setattr__(cfg, "__class__", type(cfg).__mro__[1])
+    for f in fields(cfg):
+        _thaw(getattr(cfg, f.name))
+
+
+_FROZEN: dict[type, type] = {}
+
+
+def _frozen_class(cls: type) -> type:
+    """``cls`` with assignment refused (a subclass, so ``isinstance`` and ``asdict`` still hold)."""
+    if cls not in _FROZEN:
+        def refuse(self: Any, name: str, value: Any = None) -> None:
+            raise FrozenConfigError(f"the run config is resolved and read-only ({cls.__name__}.{name}): change "
+                                    "the settings before they are resolved (build_run_config, then generate)")
+
+        _FROZEN[cls] = type(cls.__name__, (cls,), {"__setattr__": refuse, "__delattr__": refuse,
+                                                   "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    return _FROZEN[cls]
 
 
 def parse_value(text: str) -> Any:

@@ -27,6 +27,7 @@ from ..fifo.state import FifoState, LatentLog, load_state, save_state, state_pat
 from ..fifo.tail import make_tail_sampler
 from ..interrupts import StopFlag, graceful_interrupt
 from ..io.video import VideoWriter
+from ..techniques import enabled_acceleration
 from ..techniques.seeding import frame_image_tokens, seed_image_tokens
 from .conditioning import CondState, fifo_denoiser, prompt_schedule
 from .config import RunConfig, numerics_hash
@@ -54,8 +55,8 @@ class FifoRun:
                  lat_hw: tuple[int, int], noise: NoiseSource, techniques: Any, out_path: Path,
                  timings: dict[str, float], progress: Progress | None = None,
                  log: Callable[[str], None] = print, executor: Any = None, on_frame: FrameHook | None = None,
-                 stop: StopFlag | None = None):
-        self.on_frame, self.stop_flag = on_frame, stop
+                 stop: StopFlag | None = None, costs: Any = None):
+        self.on_frame, self.stop_flag, self.costs = on_frame, stop, costs  # costs: the family's measured table
         self.cfg, self.model, self.cond_state, self.uncond = cfg, model, cond_state, uncond
         self.lat_hw, self.noise, self.techniques, self.out_path = lat_hw, noise, techniques, out_path
         self.timings, self.progress, self.log, self.executor = timings, progress, log, executor
@@ -63,15 +64,13 @@ class FifoRun:
         self.window: int = fc.window  # type: ignore[assignment]
         self.plan = FifoPlan(self.window, fc.partitions, fc.lookahead, fc.block or 1,  # type: ignore[arg-type]
                              fc.stagger)
-        if cfg.sampling.steps is not None and cfg.sampling.steps != self.plan.steps:  # fill_model_defaults resolves it
+        if cfg.sampling.steps is not None and cfg.sampling.steps != self.plan.steps:  # run/resolve.py resolved it
             raise ConfigError(f"--steps {cfg.sampling.steps} != window {self.window} x {fc.partitions} partitions / "
                               f"block {self.plan.block} = {self.plan.steps}")
         # the levels the queue spans (the base clip samples them all); FIFO steps them ``stride`` at a time
         self.sched = model.schedule(self.plan.levels, cfg.sampling.eta).to(model.device)
         self.step_sched = self.sched.strided(self.plan.stride)
         techniques.bind(self.step_sched)
-        if fc.tail.mode == "rescheduled" and fc.tail.window is None:
-            fc.tail.window = self.window  # the default period, recorded in the sidecar
         try:
             self.tail = make_tail_sampler(fc.tail, self.step_sched, self.window)
         except ValueError as e:
@@ -212,7 +211,8 @@ class FifoRun:
             self.max_batch = resolve_max_batch(fc.max_batch, self.model.device, self.model, self.lat_hw, self.window)
             how = "per rank (multi-process)"
         else:
-            reserve = store_reserve(self.cfg, self.model, self.lat_hw, self.plan.length)
+            reserve = store_reserve(enabled_acceleration(self.cfg.techniques), self.costs, self.lat_hw,
+                                    self.plan.length, self.model.dtype)
             choice = choose_max_batch(fc.max_batch, self.model, self.lat_hw, self.window, self.uncond,
                                       self.samples_per_iteration, reserve)
             self.max_batch, how = choice.value, choice.how

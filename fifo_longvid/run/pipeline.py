@@ -7,7 +7,6 @@ context, ``fifo_run.FifoRun`` makes a FIFO video, and ``base_clip`` below a plai
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,13 +15,12 @@ from typing import Any
 
 import torch
 
-from ..backends import compile_unet, load_backend
+from ..backends import compile_unet
 from ..backends.base import Backend
 from ..diffusion.guidance import cfg_denoiser, unet_network
 from ..diffusion.noise import NoiseSource
 from ..diffusion.sampling import sample_clip
 from ..errors import ConfigError
-from ..fifo.sizing import check_frame_size, fill_model_defaults, frame_size
 from ..interrupts import StopFlag
 from ..io.sidecar import sidecar_path, versions, write_json_atomic
 from ..io.video import VideoWriter, check_output_path
@@ -31,6 +29,7 @@ from .conditioning import CondState, conditioning_info, encode_conditioning
 from .config import RunConfig, to_dict
 from .fifo_run import FifoRun, FrameHook, Progress, checkpoint_id, dtype_name
 from .outputs import OutputFiles, remove_resumable, remove_stale
+from .resolve import ResolvedRun, check_loaded, output_path, resolve
 from .validation import validate
 
 __all__ = ["GenerationResult", "default_output", "generate", "validate"]
@@ -44,23 +43,27 @@ class GenerationResult:
     sidecar: Path
     timings: dict[str, float] = field(default_factory=dict)
     partial: bool = False
+    config: RunConfig | None = None  # the resolved (read-only) config the run used
 
 
 def default_output(cfg: RunConfig) -> Path:
-    slug = "".join(c if c.isalnum() else "_" for c in cfg.prompts[0].lower())[:48].strip("_") or "video"
-    return Path("outputs") / f"{slug}_{cfg.sampling.seed}.mp4"
+    """Where a run writes when ``-o`` is not given (``outputs/<prompt slug>_<seed>.mp4``)."""
+    return output_path(cfg)
 
 
-def generate(cfg: RunConfig, model: Backend | None = None, progress: Progress | None = None,
+def generate(cfg: RunConfig | ResolvedRun, model: Backend | None = None, progress: Progress | None = None,
              log: Callable[[str], None] = print, executor: Any = None, on_frame: FrameHook | None = None,
              stop: StopFlag | None = None) -> GenerationResult:
     """Run one generation described by ``cfg`` and write the video plus its JSON sidecar.
 
+    ``cfg``: the settings (resolved here, once: ``run/resolve.py``; the object passed in is left as it is) or a
+    run already resolved. ``model``: a loaded model of the family ``cfg.model`` names (default: loaded here).
     ``executor``: optional window executor for the FIFO iterations (``fifo.parallel``); default: this process.
     ``on_frame``: called with each FIFO frame right after it is written (a live preview; it must be cheap).
     ``stop``: a flag that, once set, stops a FIFO run as SIGTERM does (partial video + resumable state).
     """
-    validate(cfg)
+    run = cfg if isinstance(cfg, ResolvedRun) else resolve(cfg)
+    cfg = run.config
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     out_path = _prepare_output(cfg, log)
@@ -68,12 +71,11 @@ def generate(cfg: RunConfig, model: Backend | None = None, progress: Progress | 
 
     t0 = time.perf_counter()
     if model is None:
-        model = load_backend(cfg.model, cfg.checkpoint, cfg.device, cfg.dtype, cfg.motion_adapter)
+        model = run.family.load(cfg.model, cfg.checkpoint, cfg.device, cfg.dtype, cfg.motion_adapter)
     timings["load_s"] = time.perf_counter() - t0
-    fill_model_defaults(cfg, model)
-    h_px, w_px = frame_size(cfg, model)
-    check_frame_size(h_px, w_px, model)
-    lat_hw = (h_px // model.latent_factor, w_px // model.latent_factor)
+    check_loaded(run, model)
+    h_px, w_px = run.height, run.width
+    lat_hw = run.latent_hw
     noise = NoiseSource(cfg.sampling.seed, model.device)  # float32 on any model dtype
 
     t0 = time.perf_counter()
@@ -91,10 +93,10 @@ def generate(cfg: RunConfig, model: Backend | None = None, progress: Progress | 
             written, partial = base_clip(cfg, model, cond_state, uncond, lat_hw, noise, techniques, out_path,
                                          timings, progress, log)
         else:
-            run = FifoRun(cfg, model, cond_state, uncond, lat_hw, noise, techniques, out_path, timings, progress,
-                          log, executor, on_frame=on_frame, stop=stop)
-            written, partial = run.run()
-            runtime.update(run.runtime)
+            fifo = FifoRun(cfg, model, cond_state, uncond, lat_hw, noise, techniques, out_path, timings, progress,
+                           log, executor, on_frame=on_frame, stop=stop, costs=run.costs())
+            written, partial = fifo.run()
+            runtime.update(fifo.runtime)
     finally:
         techniques.remove()
     timings["total_s"] = time.perf_counter() - t_start
@@ -104,18 +106,14 @@ def generate(cfg: RunConfig, model: Backend | None = None, progress: Progress | 
     else:  # a finished video leaves only itself, its sidecar and the --save-* outputs
         remove_resumable(out_path)
     side = _write_sidecar(cfg, final, written, partial, technique_info, timings, runtime, model.describe())
-    return GenerationResult(final, written, cfg.sampling.seed, side, timings, partial)  # type: ignore[arg-type]
+    return GenerationResult(final, written, cfg.sampling.seed, side, timings, partial,  # type: ignore[arg-type]
+                            config=cfg)
 
 
 def _prepare_output(cfg: RunConfig, log: Callable[[str], None]) -> Path:
-    """Pick the seed and output path (recorded in ``cfg``), refuse an existing output or a forgotten saved
-    state early, and delete stale temp files of this output name (``outputs.py`` has the rule)."""
-    if cfg.sampling.seed is None:
-        cfg.sampling.seed = random.randrange(2**31)
-    out_path = Path(cfg.output.path) if cfg.output.path else default_output(cfg)
-    if out_path.suffix.lower() == ".png":  # a folder of PNGs: out/fox.png is written as out/fox/
-        out_path = out_path.with_suffix("")
-    cfg.output.path = str(out_path)
+    """Refuse an existing output or a forgotten saved state early, and delete stale temp files of this output
+    name (``outputs.py`` has the rule). The seed and the path were resolved with the config."""
+    out_path = Path(cfg.output.path)  # type: ignore[arg-type]
     files = OutputFiles.of(out_path)
     if not cfg.output.resume:
         check_output_path(out_path, cfg.output.overwrite)

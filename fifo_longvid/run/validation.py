@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ..backends import Family, family_for
 from ..errors import ConfigError
-from ..fifo.geometry import GeometryError, resolve_geometry
 from ..fifo.init import INIT_MODES
 from ..fifo.sizing import parse_max_batch
 from ..fifo.tail import check_tail_config
@@ -15,8 +14,9 @@ from ..io.prompts import MAX_PROMPT_CHARS
 from .config import RunConfig
 
 
-def validate(cfg: RunConfig) -> None:
-    """Reject bad settings before any work is done, with what to do instead."""
+def validate(cfg: RunConfig, family: Family | None = None) -> None:
+    """Reject bad settings before any work is done, with what to do instead. ``family``: the run's, as
+    ``run/resolve.py`` looked it up (asked of the registry here only when validating on its own)."""
     if cfg.mode not in ("fifo", "base"):
         raise ConfigError(f"mode must be 'fifo' or 'base', got {cfg.mode!r}")
     if not cfg.prompts or any(not p.strip() for p in cfg.prompts):
@@ -25,26 +25,25 @@ def validate(cfg: RunConfig) -> None:
         if len(p) > MAX_PROMPT_CHARS:
             raise ConfigError(f"prompt is {len(p)} characters (at most {MAX_PROMPT_CHARS}; the text encoder reads "
                               f"only its first 77 tokens anyway): {p[:40]}...")
-    _check_sampling(cfg, family_for(cfg.model, cfg.checkpoint))
+    if family is None:
+        family = family_for(cfg.model, cfg.checkpoint)
+    _check_sampling(cfg, family)
     if cfg.mode == "fifo":
         _check_fifo(cfg)
     elif len(cfg.prompts) > 1:
         raise ConfigError("--mode base takes one prompt")
     parse_max_batch(cfg.fifo.max_batch)
-    family = family_for(cfg.model, cfg.checkpoint)  # asked once: everything below reads its answers
     if cfg.motion_adapter and "motion_adapter" not in family.provides:
         raise ConfigError(f"--motion-adapter is for AnimateDiff (--config animatediff); --config {cfg.model} is a "
                           f"{family.name} model")
     _check_conditioning(cfg, family)
-    if cfg.mode == "fifo":
-        _check_geometry(cfg, family)
     from ..techniques import check_compile, check_family
     from ..techniques import check_config as check_techniques
 
     try:
         check_techniques(cfg.techniques)  # every enabled technique and their combination
         check_family(cfg.techniques, family.name, family.provides,
-                     " (a DiT: one stack of transformer blocks)" if family.schedule == "flow" else "")
+                     " (a DiT: one stack of transformer blocks)" if family.dit else "")
         if cfg.compile:
             check_compile(cfg.techniques)
     except ValueError as e:
@@ -53,9 +52,7 @@ def validate(cfg: RunConfig) -> None:
 
 def _check_sampling(cfg: RunConfig, family: Family) -> None:
     s = cfg.sampling
-    if (s.height is not None or s.width is not None) and family.check_size is not None:
-        family.check_size(cfg.model, s.height, s.width)  # the architecture only (others are checked once loaded)
-    if s.cfg < 0:
+    if s.cfg is not None and s.cfg < 0:
         raise ConfigError(f"--cfg must be >= 0, got {s.cfg}")
     if s.eta is not None and not 0.0 <= s.eta <= 1.0:
         raise ConfigError(f"--eta must be in [0, 1], got {s.eta}")
@@ -96,26 +93,6 @@ def _check_fifo(cfg: RunConfig) -> None:
     try:
         check_tail_config(f.tail)
     except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-
-def _check_geometry(cfg: RunConfig, family: Family) -> None:
-    """``--steps``/``--block``/``--partitions`` against the preset's window, before any weights load (the model
-    resolves them again once loaded: ``fifo/sizing.py``)."""
-    f = cfg.fifo
-    if f.block is None and cfg.sampling.steps is None:
-        return
-    try:
-        sizes = family.sizes(cfg.model) if family.sizes is not None else None
-    except Exception:  # noqa: BLE001 - an unreadable model config is reported when the model loads
-        sizes = None
-    window = f.window or (sizes.window if sizes is not None else None)
-    if window is None or (f.lookahead and window % 2):
-        return
-    try:
-        resolve_geometry(window, f.lookahead, cfg.sampling.steps, f.block, f.partitions,
-                         sizes.partitions if sizes is not None else 4)
-    except GeometryError as e:
         raise ConfigError(str(e)) from None
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..run.config import ConfigError, RunConfig
 from ..run.outputs import OutputFiles
-from ..run.validation import validate
+from ..run.resolve import resolve
 from .cli_command import Settings, command_line, parse, to_argv
 from .runner import Job, Runner
 
@@ -52,7 +52,7 @@ class Studio:
 
     def check(self, cfg: RunConfig, output: Path) -> None:
         """The CLI's checks, plus the server's: one loaded model, and the output is the studio's to name."""
-        validate(cfg)
+        resolve(cfg)  # every check generate makes before loading (cfg is left as it is)
         if cfg.model != self.config or (self.checkpoint and cfg.checkpoint != self.checkpoint):
             raise ConfigError(f"this studio serves --config {self.config}; a run-config file may not change the model")
         if Path(cfg.output.path or "").resolve() != output.resolve():
@@ -74,7 +74,7 @@ class Studio:
         output = Path(cfg.output.path or "")
         if not OutputFiles.of(output).state.exists():
             raise ConfigError(f"nothing to resume: {output.name} has no saved state")
-        validate(cfg)
+        resolve(cfg)  # every check generate makes before loading (cfg is left as it is)
         return Job(argv=[*argv, "--resume"], cfg=cfg, output=output, label="resume", shown_argv=list(argv))
 
     def command(self, argv: list[str]) -> str:

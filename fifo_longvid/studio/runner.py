@@ -23,6 +23,7 @@ import numpy as np
 
 from ..interrupts import StopFlag
 from ..run.config import RunConfig
+from ..run.resolve import resolve
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED, CANCELLED = "queued", "running", "done", "stopped", "failed", "cancelled"
 FINISHED = (DONE, STOPPED, FAILED, CANCELLED)
@@ -160,6 +161,7 @@ class Runner:
             self._log(f"studio: run {job.id}: {line}")
 
         try:
+            job.cfg = resolve(job.cfg).config  # the page shows the run's resolved geometry while it runs
             job.result = self._generate(job.cfg, model=self.model, progress=job.on_progress, log=log,
                                         on_frame=job.on_frame, stop=job.stop)
         except KeyboardInterrupt:  # stopped before the FIFO loop had a frame: nothing kept but the state

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..costs import FamilyCosts
 from ..family import Family, Sizes
 from .load import PRESETS, is_animatediff, preset_config
 
@@ -26,10 +27,23 @@ def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, m
     return torch.nn.Module.to(model, dev).eval().requires_grad_(False)
 
 
-def _sizes(config: Any) -> Sizes:
+def _sizes(config: Any, checkpoint: str | Path | None = None) -> Sizes:
+    """SD-1.5's VAE (8x) and U-Net (three downsamplers: 8x more); the tiny preset's two-level parts halve once
+    each."""
     mc = preset_config(str(config))
-    return Sizes(latent_factor=8, size_multiple=64, temporal_factor=1, window=mc.default_window or 16,
-                 partitions=mc.default_partitions, num_frames=mc.default_num_frames)
+    tiny = str(config) == "tiny_animatediff"
+    return Sizes(latent_factor=2 if tiny else 8, size_multiple=4 if tiny else 64, temporal_factor=1,
+                 window=mc.default_window or 16, partitions=mc.default_partitions, num_frames=mc.default_num_frames,
+                 latent_size=tuple(mc.latent_size))  # type: ignore[arg-type]
+
+
+COSTS = {  # measured at 512x512 on fake CUDA (tests/test_fake_cuda.py checks them)
+    "animatediff": FamilyCosts(ref_latent=(64, 64), ref_frames=16, params_run_dtype=1.3597e9, params_fp32=0.1237e9,
+                               act_bytes_per_sample=1_092_452_352, unet_flop_per_sample=17.6750e12,
+                               vae_flop_per_frame=2.5145e12,
+                               store_bytes_per_frame={"tgate": 31.99e6, "cfg_cache": 0.131e6, "attn_reuse": 87.27e6,
+                                                      "deepcache": 10.49e6}),
+}
 
 
 FAMILY = Family(
@@ -41,5 +55,6 @@ FAMILY = Family(
     provides=frozenset({"mirror", "levels", "frame_attention", "motion_adapter"}),
     schedule="ddim",
     sizes=_sizes,
+    costs=lambda config: COSTS.get(str(config)),
     summary="AnimateDiff (SD-1.5 + motion adapter, 512x512, DDIM) through diffusers; tiny_animatediff needs no weights",
 )

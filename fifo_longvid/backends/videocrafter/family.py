@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..costs import FamilyCosts
 from ..family import Family, Sizes
 
 
@@ -37,25 +38,36 @@ def _has_image_encoder(config: Any) -> bool:
     return load_model_config(config).image is not None
 
 
-def _check_size(config: Any, height: int | None, width: int | None) -> None:
-    """Sizes against the architecture alone (no weights read); an unreadable config is reported when loading."""
-    from ...fifo.sizing import check_frame_size
-    from .presets import load_model_config
-
-    try:
-        model_cfg = load_model_config(config)
-    except ValueError:
-        return
-    check_frame_size(height, width, model_cfg)
-
-
-def _sizes(config: Any) -> Sizes:
+def _sizes(config: Any, checkpoint: str | Path | None = None) -> Sizes:
+    """From the model config (a preset or a YAML): the VAE and the U-Net downsample by 2 per level after the
+    first, so a frame side must divide by both."""
     from .presets import load_model_config
 
     mc = load_model_config(config)
-    return Sizes(latent_factor=8, size_multiple=8 * 2 ** (len(mc.unet.channel_mult) - 1), temporal_factor=1,
+    vae = 2 ** (len(mc.vae.ch_mult) - 1)
+    return Sizes(latent_factor=vae, size_multiple=vae * 2 ** (len(mc.unet.channel_mult) - 1), temporal_factor=1,
                  window=mc.default_window or mc.unet.temporal_length, partitions=mc.default_partitions,
-                 num_frames=mc.default_num_frames)
+                 num_frames=mc.default_num_frames, latent_size=tuple(mc.latent_size))  # type: ignore[arg-type]
+
+
+_FULL = dict(ref_latent=(40, 64), ref_frames=16, act_bytes_per_sample=825_696_256, unet_flop_per_sample=12.5815e12,
+             vae_flop_per_frame=1.5635e12,
+             store_bytes_per_frame={"tgate": 19.99e6, "cfg_cache": 0.082e6, "attn_reuse": 54.55e6,
+                                    "deepcache": 6.55e6})
+COSTS = {  # measured at 320x512 on fake CUDA (tests/test_fake_cuda.py checks them)
+    "videocrafter2": FamilyCosts(params_run_dtype=1.4968e9, params_fp32=0.3542e9, **_FULL),  # type: ignore[arg-type]
+    "videocrafter1_i2v": FamilyCosts(params_run_dtype=1.5224e9, params_fp32=1.0865e9,
+                                     **_FULL),  # type: ignore[arg-type]
+}
+WEIGHTS = ("videocrafter2", "videocrafter1_i2v")  # presets whose weights `fifo-gen download` fetches
+
+
+def _default_checkpoint(config: Any) -> str | None:
+    """``checkpoints/<preset>/model.ckpt``, where `fifo-gen download` puts it, when it is there."""
+    if str(config) not in WEIGHTS:
+        return None
+    path = Path("checkpoints") / str(config) / "model.ckpt"
+    return str(path) if path.exists() else None
 
 
 FAMILY = Family(
@@ -65,8 +77,9 @@ FAMILY = Family(
     load=_load,
     preset_cfg=_preset_cfg,
     has_image_encoder=_has_image_encoder,
-    check_size=_check_size,
     sizes=_sizes,
+    costs=lambda config: COSTS.get(str(config)),
+    default_checkpoint=_default_checkpoint,
     provides=frozenset({"mirror", "levels", "frame_attention"}),
     schedule="ddim",
     summary="VideoCrafter2 / VideoCrafter1 3D U-Net (320x512, DDIM); tiny, tiny_i2v, toy need no weights",

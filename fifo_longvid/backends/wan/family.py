@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..costs import FamilyCosts
 from ..family import Family, Sizes
 
 PRESETS = ("wan", "tiny_wan")
@@ -40,16 +41,54 @@ def _preset_cfg(config: Any) -> float | None:
     return preset_config(str(config)).default_cfg
 
 
-def _sizes(config: Any) -> Sizes:
-    """Wan2.1's published VAE (8x spatial, 4x temporal) and DiT patch (2x2); defaults from the preset."""
+def _sizes(config: Any, checkpoint: str | Path | None = None) -> Sizes:
+    """The VAE (8x spatial, 4x temporal for Wan2.1) and the DiT's patch, read from the checkpoint folder's configs
+    when there is one (no weights are read), else the preset's published configs; a diffusion-forcing checkpoint's
+    own block size (``num_frame_per_block``) is FIFO's default ``--block``."""
     from .full import FULL_TRANSFORMER, FULL_VAE
-    from .load import preset_config
+    from .load import DEFAULT_DIR, preset_config
+    from .tiny import TINY_TRANSFORMER, TINY_VAE
 
     mc = preset_config(str(config))
-    factor = 2 ** len(FULL_VAE["temperal_downsample"])
-    return Sizes(latent_factor=factor, size_multiple=factor * FULL_TRANSFORMER["patch_size"][1],
-                 temporal_factor=2 ** sum(FULL_VAE["temperal_downsample"]), window=mc.default_window or 20,
-                 partitions=mc.default_partitions, num_frames=mc.default_num_frames)
+    folder = Path(checkpoint) if checkpoint is not None else (DEFAULT_DIR if str(config) == "wan" else None)
+    vae = _folder_config(folder, "vae") or (TINY_VAE if str(config) == "tiny_wan" else FULL_VAE)
+    dit = _folder_config(folder, "transformer") or (TINY_TRANSFORMER if str(config) == "tiny_wan" else FULL_TRANSFORMER)
+    factor = int(vae.get("scale_factor_spatial") or 2 ** len(vae["temperal_downsample"]))
+    temporal = int(vae.get("scale_factor_temporal") or 2 ** sum(vae["temperal_downsample"]))
+    return Sizes(latent_factor=factor, size_multiple=factor * int(dit["patch_size"][1]), temporal_factor=temporal,
+                 window=mc.default_window or 20, partitions=mc.default_partitions, num_frames=mc.default_num_frames,
+                 latent_size=tuple(mc.latent_size), default_block=int(dit.get("num_frame_per_block") or 1),
+                 network_downsampling="DiT patch")  # type: ignore[arg-type]
+
+
+def _folder_config(folder: Path | None, part: str) -> dict[str, Any] | None:
+    """``<folder>/<part>/config.json`` as a dict, or None when the folder has none (reported when loading)."""
+    import json
+
+    if folder is None or not (folder / part / "config.json").is_file():
+        return None
+    try:
+        return json.loads((folder / part / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+# Wan2.1-T2V-1.3B (full.py): the DiT (its float32 modules: 3.1M params) + the causal VAE; UMT5-XXL's encoder is 5.68B
+# fp32 params (21.2 GiB), kept in host memory and computing on the card piece by piece (Wan.place). FLOPs as
+# scripts/bench_wan_flops.py counts them: one 20-frame window sample, and one latent frame through the streamed decoder
+# (4 output frames).
+COSTS = {
+    "wan": FamilyCosts(ref_latent=(60, 104), ref_frames=20, params_run_dtype=1.5428e9, params_fp32=5.6840e9,
+                       act_bytes_per_sample=1_528_496_384, unet_flop_per_sample=260.5625e12,
+                       vae_flop_per_frame=13.552e12, store_bytes_per_frame={"tgate": 191.69e6, "cfg_cache": 0.799e6,
+                                                                             "attn_reuse": 548.94e6},
+                       temporal_factor=4, channels=16,
+                       # attention reuse: a window call with every other frame's self-attention reused is 0.639 of
+                       # plain (the DiT's full 3D attention is most of it), on the 41.2 % of steps below t=681
+                       flop_ratio={"attn_reuse": 0.851},
+                       # UMT5's token embedding (256384 x 4096 fp32, 3.9 GiB) is the largest piece to visit
+                       text_visit_bytes=4.2309e9),
+}
 
 
 FAMILY = Family(
@@ -61,6 +100,8 @@ FAMILY = Family(
     provides=frozenset({"frame_attention"}),  # no mirror, no levels; self-attention per frame row (select_rows)
     schedule="flow",
     sizes=_sizes,
+    costs=lambda config: COSTS.get(str(config)),
+    dit=True,
     summary="Wan2.1-T2V-1.3B or SkyReels-V2-DF-1.3B (DiT, flow matching, 480x832) through diffusers; tiny_wan needs "
             "no weights",
 )
