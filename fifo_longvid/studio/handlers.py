@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..run.config import ConfigError
+from ..errors import ConfigError
 from .cli_command import Settings, differing, to_argv
 from .compare import compare_html
 from .drift import ab_chart, existing_chart, video_chart

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..run.config import ConfigError
+from ..errors import ConfigError
 from .cli_command import Settings
 from .history import COLUMNS, list_history
 from .runner import DONE, FINISHED, QUEUED, STOPPED, Job
