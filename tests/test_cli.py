@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from fifo_longvid.backends import load_backend
 from fifo_longvid.cli.main import app, main
 from fifo_longvid.io.video import read_video
 
@@ -50,6 +53,47 @@ def test_base_mode_writes_mp4_and_sidecar(tmp_path):
     before = out.read_bytes()
     r = invoke(["generate", "--prompt", "a red fox running", *SMALL, "--mode", "base", "-o", str(out)])
     assert r.exit_code != 0 and "--overwrite" in r.output and out.read_bytes() == before
+
+
+@pytest.mark.parametrize("preset,px,channels,latent_frames,frames,sampler", [
+    ("tiny", 64, 4, 4, 4, "DDIM"),
+    ("tiny_animatediff", 32, 4, 4, 4, "DDIM"),
+    ("tiny_wan", 32, 16, 4, 13, "flow-matching"),  # Wan's causal VAE: 1 + 4 x 3 frames from 4 latent frames
+])
+def test_base_mode_saves_latents_and_frames_and_names_its_sampler(tmp_path, preset, px, channels, latent_frames,
+                                                                  frames, sampler):
+    """--mode base honours --save-latents and --save-frames as FIFO mode does (same names and format), and its
+    log and progress lines name the schedule's sampler, not always DDIM."""
+    out = tmp_path / "clip.mp4"
+    r = invoke(["generate", "--prompt", "a red fox running", "--config", preset, "--height", str(px), "--width",
+                str(px), "--seed", "3", "--mode", "base", "--steps", "2", "--save-latents", "--save-frames",
+                "-o", str(out), f"fifo.window={latent_frames}"])
+    assert r.exit_code == 0, r.output
+    video = read_video(out)
+    assert video.shape == (frames, px, px, 3)
+    z = load_file(str(tmp_path / "clip.latents.safetensors"))["latents"]
+    assert z.dtype == torch.float32 and z.shape[:3] == (1, channels, latent_frames) and torch.isfinite(z).all()
+    pngs = sorted((tmp_path / "clip_frames").iterdir())
+    assert [p.name for p in pngs] == [f"{k:05d}.png" for k in range(frames)]
+    stills = np.stack([iio.imread(p) for p in pngs])
+    decoded = load_backend(preset, device="cpu", dtype="fp32").decode_latents(z)[0]  # the PNGs: exactly these
+    assert np.array_equal(stills, ((decoded.clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).permute(1, 2, 3, 0).numpy())
+    assert f"2 {sampler} steps" in r.output and f"base clip ({sampler} steps): 2/2" in r.output
+    assert sampler == "DDIM" or "DDIM" not in r.output
+
+
+def test_fifo_base_clip_progress_names_the_sampler():
+    """The FIFO base clip reports its steps under the same sampler-named task as --mode base."""
+    from fifo_longvid.diffusion.flow import flow_schedule_from_config
+    from fifo_longvid.diffusion.schedule import make_ddim_schedule
+    from fifo_longvid.run.fifo_run import base_clip_progress
+
+    seen = []
+    ddim = make_ddim_schedule(torch.linspace(0.99, 0.01, 1000), 4)
+    base_clip_progress(lambda *a: seen.append(a), ddim)(1, 4)
+    base_clip_progress(lambda *a: seen.append(a), flow_schedule_from_config({}, 4))(2, 4)
+    assert seen == [("base clip (DDIM steps)", 1, 4), ("base clip (flow-matching steps)", 2, 4)]
+    assert base_clip_progress(None, ddim) is None
 
 
 def test_fifo_gif_with_override(tmp_path):

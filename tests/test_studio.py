@@ -234,7 +234,7 @@ def test_job_progress_gives_seconds_per_frame_and_eta(monkeypatch):
 
 def test_status_line_shows_place_progress_and_result(tmp_path):
     pytest.importorskip("gradio")
-    from fifo_longvid.studio.app import status_text
+    from fifo_longvid.studio.view import status_text
 
     job = Job(argv=[], cfg=build_run_config(flags={"fifo.num_frames": 16}), output=tmp_path / "x.mp4")
     assert status_text(job, 3) == "queued: place 3 in the queue (2 runs ahead)"
@@ -254,7 +254,7 @@ def test_status_line_shows_place_progress_and_result(tmp_path):
 
 def test_page_inputs_parse_empty_as_default_and_refuse_text():
     pytest.importorskip("gradio")
-    from fifo_longvid.studio.app import settings_of
+    from fifo_longvid.studio.view import settings_of
 
     values = ["p", "", 16, "0", "", " ", "8", "", "first", "noise", "0.9", "", "3", "", False, ""]
     s = settings_of(tuple(values))

@@ -19,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-LABELS = {"base clip": "base clip (DDIM steps)", "fifo": "FIFO iterations"}
+LABELS = {"fifo": "FIFO iterations"}  # other tasks print as named (the base clip names its sampler)
 
 
 def plural(n: int, word: str) -> str:

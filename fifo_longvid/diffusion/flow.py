@@ -59,6 +59,7 @@ class FlowSchedule:
     shift: float = 1.0
     stochastic: bool = False  # Euler: no per-step noise
     kind: ClassVar[str] = "flow"
+    label: ClassVar[str] = "flow-matching"  # the sampler, as logs and progress name it
 
     @property
     def num_steps(self) -> int:

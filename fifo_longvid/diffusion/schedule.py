@@ -70,6 +70,7 @@ class DDIMSchedule:
     stochastic: bool = False  # eta > 0: every step draws noise
     eta: float = 0.0
     kind: ClassVar[str] = "ddim"
+    label: ClassVar[str] = "DDIM"  # the sampler, as logs and progress name it
 
     @property
     def num_steps(self) -> int:

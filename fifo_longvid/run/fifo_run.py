@@ -31,6 +31,7 @@ from ..techniques import enabled_acceleration
 from ..techniques.seeding import frame_image_tokens, seed_image_tokens
 from .conditioning import CondState, fifo_denoiser, prompt_schedule
 from .config import RunConfig, numerics_hash
+from .outputs import OutputFiles, save_frame_png, save_latents
 
 Progress = Callable[[str, int, int], None]  # (task, done, total)
 FrameHook = Callable[[torch.Tensor, int], None]  # (decoded frame (3, H, W) in [-1, 1], output index): a live view
@@ -85,7 +86,8 @@ class FifoRun:
         self.resume_file = state_path(out_path)
         self.log_path = out_path.parent / f"{out_path.name}.latents.f32"
         self.latents_log = LatentLog(self.log_path, (1, model.cfg.channels, 1, *lat_hw))
-        self.frames_dir = out_path.parent / f"{out_path.stem}_frames" if cfg.output.save_frames else None
+        self.files = OutputFiles.of(out_path)
+        self.frames_dir = self.files.frames_dir if cfg.output.save_frames else None
         self.queue: FrameQueue | None = None
         self.iteration = 0
         self.emitted = 0  # latent frames out of the queue (= output frames unless the VAE compresses time)
@@ -101,9 +103,8 @@ class FifoRun:
         mb = "all" if self.max_batch is None else str(self.max_batch)
         n = torch.get_num_threads()
         threads = f" ({n} thread{'s' if n != 1 else ''})" if self.model.device.type == "cpu" else ""
-        kind = "DDIM" if self.sched.kind == "ddim" else "flow-matching"
         return (f"{self.model.device}{threads} {dtype_name(self.model.dtype)}; FIFO window {p.f} x {p.n} "
-                f"partition{'s' if p.n != 1 else ''} / block {p.block} = {p.steps} {kind} steps"
+                f"partition{'s' if p.n != 1 else ''} / block {p.block} = {p.steps} {self.sched.label} steps"
                 f"{f' (staggered over {p.levels} levels)' if p.stagger else ''}, lookahead "
                 f"{'on' if p.lookahead else 'off'}, init {fc.init}; {self.total_iters} iterations for "
                 f"{fc.num_frames} frame{'s' if fc.num_frames != 1 else ''}; {self.samples_per_iteration} samples "
@@ -198,7 +199,7 @@ class FifoRun:
         x_T = self.noise.randn((1, model.cfg.channels, self.window, *self.lat_hw))
         progress = self.progress
         return sample_clip(den, x_T, self.sched, use_scale=model.cfg.use_scale, noise=self.noise,
-                           callback=(lambda d, n: progress("base clip", d, n)) if progress else None)
+                           callback=base_clip_progress(progress, self.sched))
 
     def choose_max_batch(self, saved: int | None) -> None:
         """Samples per U-Net call: kept from the saved state on resume (chunking changes float rounding, so a
@@ -337,22 +338,23 @@ class FifoRun:
         self.timings["s_per_frame"] = self.timings["fifo_s"] / max(1, self.written)
         self.latents_log.close()
         writer.close()
-        if self.cfg.output.save_latents:
-            from safetensors.torch import save_file
-
-            z_all = self.latents_log.read(0, self.emitted)[:, :, :, 0].permute(1, 2, 0, 3, 4).contiguous()
-            save_file({"latents": z_all}, str(self.out_path.with_suffix(".latents.safetensors")))
+        if self.cfg.output.save_latents:  # the log's (N, 1, C, 1, h, w) records as (1, C, N, h, w)
+            save_latents(self.files.latents, self.latents_log.read(0, self.emitted)[:, :, :, 0].permute(1, 2, 0, 3, 4))
         self.log_path.unlink(missing_ok=True)
         self.resume_file.unlink(missing_ok=True)
         return self.written, False
+
+
+def base_clip_progress(progress: Progress | None, sched: Any) -> Callable[[int, int], None] | None:
+    """The base clip's step callback: a progress task named by its sampler, e.g. "base clip (DDIM steps)"."""
+    if progress is None:
+        return None
+    task = f"base clip ({sched.label} steps)"
+    return lambda done, total: progress(task, done, total)
 
 
 def write_frame(writer: VideoWriter, frame: torch.Tensor, k: int, frames_dir: Path | None) -> None:
     """Append one frame to the video (and to ``--save-frames``' PNG folder)."""
     writer.append(frame)
     if frames_dir is not None:
-        from PIL import Image
-
-        frames_dir.mkdir(parents=True, exist_ok=True)
-        arr = ((frame.clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        Image.fromarray(arr).save(frames_dir / f"{k:05d}.png")
+        save_frame_png(frames_dir, frame, k)

@@ -19,13 +19,13 @@ The rule:
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io.atomic import partial_path, resolve_output, temp_owner, writer_alive
+import torch
+
+from ..io.atomic import partial_path, remove_path, resolve_output, temp_owner, writer_alive
 from ..io.sidecar import sidecar_path
 
 
@@ -60,6 +60,16 @@ class OutputFiles:
     def latent_log(self) -> Path:
         return self.final.parent / f"{self.final.name}.latents.f32"
 
+    @property
+    def latents(self) -> Path:
+        """``--save-latents``: ``out/fox.latents.safetensors``."""
+        return self.final.with_suffix(".latents.safetensors")
+
+    @property
+    def frames_dir(self) -> Path:
+        """``--save-frames``: one PNG per output frame in ``out/fox_frames/``."""
+        return self.final.parent / f"{self.final.stem}_frames"
+
     def resumable(self) -> list[Path]:
         """What an interrupted run keeps, for ``--resume`` and for viewing."""
         return [p for p in (self.state, self.latent_log, self.partial, self.partial_sidecar) if _exists(p)]
@@ -83,19 +93,11 @@ def _exists(p: Path) -> bool:
     return p.exists() or p.is_symlink()
 
 
-def _remove(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-
-
 def remove_stale(final: Path, log: Callable[[str], None] | None = None) -> list[Path]:
     """Before a run: delete the stale temp files of this output name (see the module docstring)."""
     stale = OutputFiles.of(final).stale_temps()
     for p in stale:
-        _remove(p)
+        remove_path(p)
     if stale and log:
         n = len(stale)
         log(f"removed {n} stale temp file{'' if n == 1 else 's'} of {final.name} left by an earlier run")
@@ -105,4 +107,20 @@ def remove_stale(final: Path, log: Callable[[str], None] | None = None) -> list[
 def remove_resumable(final: Path) -> None:
     """After a complete video, or when starting over: the partial, its sidecar, the state and the latent log."""
     for p in OutputFiles.of(final).resumable():
-        _remove(p)
+        remove_path(p)
+
+
+def save_latents(path: Path, z: torch.Tensor) -> None:
+    """``--save-latents``: the output latents, (1, C, F, h, w) float32, under the key ``latents``."""
+    from safetensors.torch import save_file
+
+    save_file({"latents": z.float().contiguous().cpu()}, str(path))
+
+
+def save_frame_png(frames_dir: Path, frame: torch.Tensor, k: int) -> None:
+    """``--save-frames``: output frame ``k`` ((3, H, W) in [-1, 1]) as ``frames_dir/0000k.png``."""
+    from PIL import Image
+
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    arr = ((frame.clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(arr).save(frames_dir / f"{k:05d}.png")

@@ -27,8 +27,8 @@ from ..io.video import VideoWriter, check_output_path
 from ..techniques import apply_techniques
 from .conditioning import CondState, conditioning_info, encode_conditioning
 from .config import RunConfig, to_dict
-from .fifo_run import FifoRun, FrameHook, Progress, checkpoint_id, dtype_name
-from .outputs import OutputFiles, remove_resumable, remove_stale
+from .fifo_run import FifoRun, FrameHook, Progress, base_clip_progress, checkpoint_id, dtype_name, write_frame
+from .outputs import OutputFiles, remove_resumable, remove_stale, save_latents
 from .resolve import ResolvedRun, check_loaded, output_path, resolve
 from .validation import validate
 
@@ -130,24 +130,28 @@ def base_clip(cfg: RunConfig, model: Backend, cond_state: CondState, uncond: tor
               lat_hw: tuple[int, int], noise: NoiseSource, techniques: Any, out_path: Path,
               timings: dict[str, float], progress: Progress | None,
               log: Callable[[str], None] = print) -> tuple[int, bool]:
-    """``--mode base``: one plain clip of ``window`` (latent) frames."""
+    """``--mode base``: one plain clip of ``window`` (latent) frames; ``--save-frames`` and ``--save-latents``
+    write the same files as in FIFO mode (``outputs.OutputFiles`` names them)."""
     f = cfg.fifo.window
     steps = cfg.sampling.steps or 50
     sched = model.schedule(steps, cfg.sampling.eta).to(model.device)
-    kind = "DDIM" if sched.kind == "ddim" else "flow-matching"
-    log(f"{model.device} {dtype_name(model.dtype)}; base clip of {f} latent frames, {steps} {kind} steps")
+    log(f"{model.device} {dtype_name(model.dtype)}; base clip of {f} latent frames, {steps} {sched.label} steps")
     techniques.bind(sched)
     techniques.set_phase("clip")
     x_T = noise.randn((1, model.cfg.channels, f, *lat_hw))
     den = cfg_denoiser(unet_network(model.unet, cfg.sampling.fps), cond_state.conds(), uncond, cfg.sampling.cfg)
     t0 = time.perf_counter()
     z = sample_clip(den, x_T, sched, use_scale=model.cfg.use_scale,
-                    noise=noise, callback=(lambda d, n: progress("base clip", d, n)) if progress else None)
+                    noise=noise, callback=base_clip_progress(progress, sched))
     timings["sample_s"] = time.perf_counter() - t0
+    files = OutputFiles.of(out_path)
+    frames_dir = files.frames_dir if cfg.output.save_frames else None
     with VideoWriter(out_path, cfg.output.output_fps, cfg.output.overwrite) as writer:
         frames = model.decode_latents(z)
         for i in range(frames.shape[2]):
-            writer.append(frames[0, :, i])
+            write_frame(writer, frames[0, :, i], i, frames_dir)
+    if cfg.output.save_latents:  # as FIFO mode saves them: (1, C, F, h, w) float32
+        save_latents(files.latents, z)
     return frames.shape[2], False
 
 
