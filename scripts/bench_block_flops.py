@@ -80,9 +80,10 @@ def main() -> None:
               f"81 frames ({c['clip_latents']} latent, one call {c['clip'] / 1e12:.2f} TFLOP); guidance on = 5")
         table("Wan2.1-1.3B vs WanPipeline (50 steps, guidance 5, 81 frames)", wan_native(50, True), rows)
 
-    from fifo_longvid.fifo.costs import COSTS, unet_flop_per_sample, vae_flop_per_frame
+    from fifo_longvid.backends import costs_for
+    from fifo_longvid.fifo.costs import unet_flop_per_sample, vae_flop_per_frame
 
-    vc = COSTS["videocrafter2"]
+    vc = costs_for("videocrafter2")
     sample = unet_flop_per_sample(vc, vc.ref_latent, 16)
     vae = vae_flop_per_frame(vc, vc.ref_latent)
 

@@ -124,7 +124,7 @@ class Wan(nn.Module):
 
     @property
     def unet_factor(self) -> int:
-        """The DiT's spatial patch: frame sides divide by VAE factor x this (``fifo.sizing``)."""
+        """The DiT's spatial patch: frame sides divide by VAE factor x this (the family's ``Sizes``)."""
         return int(self.unet.patch[1])
 
     @property
