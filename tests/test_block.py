@@ -229,7 +229,7 @@ def test_block_1_equals_the_default_bitwise_and_sigkill_resume_of_blocks_is_bitw
     ["--block", "2", "--steps", "8", "--stagger", "--tail", "coherent"],
 ])
 def test_blocks_run_with_every_mode_tail_init_and_technique(tiny_model, tmp_path, extra):
-    from fifo_longvid.cli.main import parse_generate_argv
+    from fifo_longvid.cli.args import parse_generate_argv
     from fifo_longvid.run import pipeline
 
     cfg = parse_generate_argv(["--prompt", "a red circle", "--config", "tiny", "--seed", "2", "--num-frames", "9",
@@ -241,7 +241,7 @@ def test_blocks_run_with_every_mode_tail_init_and_technique(tiny_model, tmp_path
 
 def test_guidance_1_runs_the_conditional_branch_alone(tiny_model, tmp_path):
     """--cfg 1: every network call holds one row per window (no unconditional rows)."""
-    from fifo_longvid.cli.main import parse_generate_argv
+    from fifo_longvid.cli.args import parse_generate_argv
     from fifo_longvid.run import pipeline
 
     rows: list[int] = []
