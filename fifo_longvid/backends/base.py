@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ..diffusion.schedule_protocol import Schedule
 from ..errors import CheckpointError as CheckpointError  # raised by every family; kept importable here
 
 
@@ -122,7 +123,7 @@ class Backend(Protocol):
     def has_image_encoder(self) -> bool: ...
     @property
     def temporal_factor(self) -> int: ...  # output frames per latent frame (after the first)
-    def schedule(self, num_steps: int, eta: float = 0.0) -> Any: ...  # a DDIMSchedule or a FlowSchedule
+    def schedule(self, num_steps: int, eta: float = 0.0) -> Schedule: ...  # the model's own sampler's
     def latent_frames(self, num_frames: int) -> int: ...  # latent frames that make num_frames output frames
     def frame_decoder(self) -> Any: ...  # .decode(z (B, C, 1, h, w)) -> (B, 3, k, H, W), in stream order
     def encode_text(self, prompts: list[str]) -> torch.Tensor: ...
