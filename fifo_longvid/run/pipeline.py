@@ -143,7 +143,7 @@ def base_clip(cfg: RunConfig, model: Backend, cond_state: CondState, uncond: tor
     x_T = noise.randn((1, model.cfg.channels, f, *lat_hw))
     den = cfg_denoiser(unet_network(model.unet, cfg.sampling.fps), cond_state.conds(), uncond, cfg.sampling.cfg)
     t0 = time.perf_counter()
-    z = sample_clip(den, x_T, sched, use_scale=model.cfg.use_scale,
+    z = sample_clip(den, x_T, sched,
                     noise=noise, callback=(lambda d, n: progress("base clip", d, n)) if progress else None)
     timings["sample_s"] = time.perf_counter() - t0
     with VideoWriter(out_path, cfg.output.output_fps, cfg.output.overwrite) as writer:
