@@ -97,7 +97,8 @@ class Backend(Protocol):
     """A model family, loaded: everything ``pipeline``/``fifo_run`` need (see the module docstring).
 
     ``cfg`` carries the run defaults (``name``, ``channels``, ``latent_size``, ``default_window``,
-    ``default_partitions``, ``default_cfg``, ``default_num_frames``, ``use_scale``).
+    ``default_partitions``, ``default_cfg``, ``default_num_frames``). ``schedule`` is the family's own sampler's
+    (VideoCrafter2's scaled DDIM where its config says so), so no caller passes a family flag to a step.
     """
 
     cfg: Any
