@@ -18,7 +18,7 @@ from fifo_longvid.backends.animatediff.tiny import TINY_SCHEDULER, tiny_componen
 from fifo_longvid.backends.base import CheckpointError, mirror_pairs
 from fifo_longvid.cli.main import app
 from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
-from fifo_longvid.diffusion.sampling import sample_ddim
+from fifo_longvid.diffusion.sampling import sample_clip
 
 from .test_accel import ALL, config, rel, run
 
@@ -113,7 +113,7 @@ def test_base_clip_equals_animatediff_pipeline(parts, model):
     theirs = pipe(prompt, num_frames=16, height=32, width=32, num_inference_steps=steps, guidance_scale=scale,
                   eta=0.0, latents=x_T.clone(), output_type="latent").frames
     den = cfg_denoiser(unet_network(model.unet), model.encode_text([prompt]), model.encode_text([""]), scale)
-    ours = sample_ddim(den, x_T, model.ddim_schedule(steps, 0.0), use_scale=False)
+    ours = sample_clip(den, x_T, model.ddim_schedule(steps, 0.0))
     assert theirs.shape == ours.shape
     assert rel(ours, theirs) < 1e-5, rel(ours, theirs)
 

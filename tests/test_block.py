@@ -100,7 +100,7 @@ class RecordingTail(NoiseTail):
         return z
 
 
-def _native_clip_check(model, cfg_scale: float, use_scale: bool) -> float:
+def _native_clip_check(model, cfg_scale: float) -> float:
     """K = window, no lookahead, noise init: after the flush every dequeued block is the base clip of the noise
     block that entered S iterations earlier (the same denoiser, the same S-step schedule)."""
     f, n = model.cfg.default_window or model.temporal_length, 3
@@ -111,7 +111,7 @@ def _native_clip_check(model, cfg_scale: float, use_scale: bool) -> float:
     den = cfg_denoiser(unet_network(model.unet, 8), cond, uncond, cfg_scale)
     noise = NoiseSource(4)
     queue = init_queue(plan, sched, noise, "noise", shape=(1, model.cfg.channels, h, w))
-    stepper = FifoStepper(plan, sched, 1, (h, w), model.cfg.channels, "cpu", use_scale=use_scale,
+    stepper = FifoStepper(plan, sched, 1, (h, w), model.cfg.channels, "cpu",
                           batch_windows=False)  # one window per call: the base clip's batch shape
     tail = RecordingTail()
     warm = warmup_iterations(plan, "noise") // plan.block
@@ -122,14 +122,14 @@ def _native_clip_check(model, cfg_scale: float, use_scale: bool) -> float:
             assert z.shape[2] == f
             if it >= warm:
                 x_t = tail.blocks[it - n]  # entered at the end of iteration it - n, denoised in the next n
-                ref = sample_clip(den, x_t, sched, use_scale=use_scale)
+                ref = sample_clip(den, x_t, sched)
                 worst = max(worst, float((z - ref).abs().max() / ref.abs().max()))
     return worst
 
 
 @torch.no_grad()
 def test_block_of_the_window_is_a_native_ddim_clip_pipelined(tiny_model):
-    assert _native_clip_check(tiny_model, 7.5, bool(tiny_model.cfg.use_scale)) < 1e-5
+    assert _native_clip_check(tiny_model, 7.5) < 1e-5  # both steps scaled, as the model's schedule is
 
 
 @torch.no_grad()
@@ -137,7 +137,7 @@ def test_block_of_the_window_is_a_native_flow_clip_pipelined():
     from fifo_longvid.backends import load_backend
 
     wan = load_backend("tiny_wan", device="cpu", dtype="fp32")
-    assert _native_clip_check(wan, 5.0, False) < 1e-5
+    assert _native_clip_check(wan, 5.0) < 1e-5
 
 
 @pytest.mark.parametrize("lookahead,block,stagger", [(True, 2, False), (False, 4, False), (True, 1, False),

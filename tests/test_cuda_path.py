@@ -132,12 +132,13 @@ def test_base_clip_ddim_step_and_queue_init_index_without_a_host_sync():
     """The base clip's ``ddim_step`` and the queue init's ``q_sample`` take a Python int schedule index. It used to
     become a 0-dim device tensor (a pageable host->device copy) that the indexing then read back with ``.item()``:
     6 blocking syncs per base-clip step on CUDA. 'meta' stands in for the GPU: ``.item()`` raises there."""
-    from fifo_longvid.diffusion.schedule import ddim_step, make_ddim_schedule, q_sample, train_schedule
+    from fifo_longvid.backends.videocrafter.schedule import scaled_ddim_schedule
+    from fifo_longvid.diffusion.schedule import ddim_step, q_sample, train_schedule
 
     ac = torch.tensor(train_schedule()["alphas_cumprod"], dtype=torch.float32)
     scale = torch.linspace(1.0, 0.7, 1400)
-    sched = make_ddim_schedule(ac, 16, 1.0, scale).to("meta")
+    sched = scaled_ddim_schedule(ac, scale, 16, 1.0).to("meta")
     x = torch.empty(1, 4, 16, 8, 8, device="meta")
-    x_prev, _ = ddim_step(x, x, sched, 5, noise=x, use_scale=True)
+    x_prev, _ = ddim_step(x, x, sched, 5, noise=x)
     assert x_prev.shape == x.shape and x_prev.device.type == "meta"
     assert q_sample(x[:, :, :1], sched, 15, x[:, :, :1]).shape == (1, 4, 1, 8, 8)

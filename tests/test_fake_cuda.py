@@ -187,8 +187,7 @@ def test_base_clip_and_queue_init_have_no_host_sync(loaded):
         fc.syncs.clear()
         short = run_schedule(model, 2)  # 2 steps of the clip: the per-step syncs show
         fc.syncs.clear()
-        base = sample_clip(den, noise.randn((1, model.cfg.channels, f, *lat)), short,
-                           use_scale=bool(getattr(model.cfg, "use_scale", False)), noise=noise)
+        base = sample_clip(den, noise.randn((1, model.cfg.channels, f, *lat)), short, noise=noise)
         clip_syncs = [str(s) for s in fc.syncs]
         fc.syncs.clear()
         init_queue(plan, sched, noise, "first", base=base)

@@ -17,7 +17,7 @@ from fifo_longvid.backends.videocrafter.presets import load_model_config, tiny_i
 from fifo_longvid.backends.videocrafter.recipe import verify_against
 from fifo_longvid.cli.main import app
 from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
-from fifo_longvid.diffusion.sampling import sample_ddim
+from fifo_longvid.diffusion.sampling import sample_clip
 from fifo_longvid.fifo.init import init_queue
 from fifo_longvid.fifo.queue import FifoPlan
 from fifo_longvid.fifo.sampler import fifo_iteration
@@ -73,7 +73,7 @@ def test_base_sampling_i2v_golden(i2v_model):
     uncond = i2v_uncond(i2v_model, i2v_model.encode_text([""]))
     torch.testing.assert_close(uncond, g["uncond"], atol=1e-4, rtol=1e-4)
     den = cfg_denoiser(unet_network(i2v_model.unet, g["fps"]), g["cond"], g["uncond"], 12.0)  # 77 vs 93 tokens
-    out = sample_ddim(den, g["x_T"], i2v_model.ddim_schedule(16, 0.0), use_scale=True)
+    out = sample_clip(den, g["x_T"], i2v_model.schedule(16, 0.0))  # VideoCrafter's scaled DDIM
     assert (out - g["samples"]).abs().max().item() < 1e-2
 
 

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ..diffusion.schedule_protocol import Schedule
 from ..errors import CheckpointError as CheckpointError  # raised by every family; kept importable here
 
 
@@ -96,7 +97,8 @@ class Backend(Protocol):
     """A model family, loaded: everything ``pipeline``/``fifo_run`` need (see the module docstring).
 
     ``cfg`` carries the run defaults (``name``, ``channels``, ``latent_size``, ``default_window``,
-    ``default_partitions``, ``default_cfg``, ``default_num_frames``, ``use_scale``).
+    ``default_partitions``, ``default_cfg``, ``default_num_frames``). ``schedule`` is the family's own sampler's
+    (VideoCrafter2's scaled DDIM where its config says so), so no caller passes a family flag to a step.
     """
 
     cfg: Any
@@ -122,7 +124,7 @@ class Backend(Protocol):
     def has_image_encoder(self) -> bool: ...
     @property
     def temporal_factor(self) -> int: ...  # output frames per latent frame (after the first)
-    def schedule(self, num_steps: int, eta: float = 0.0) -> Any: ...  # a DDIMSchedule or a FlowSchedule
+    def schedule(self, num_steps: int, eta: float = 0.0) -> Schedule: ...  # the model's own sampler's
     def latent_frames(self, num_frames: int) -> int: ...  # latent frames that make num_frames output frames
     def frame_decoder(self) -> Any: ...  # .decode(z (B, C, 1, h, w)) -> (B, 3, k, H, W), in stream order
     def encode_text(self, prompts: list[str]) -> torch.Tensor: ...

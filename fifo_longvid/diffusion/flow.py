@@ -2,7 +2,8 @@
 
 A flow model sees ``x_sigma = (1 - sigma) x0 + sigma eps`` and predicts the velocity ``v = eps - x0``; one
 Euler step moves ``x <- x + (sigma_next - sigma) v`` (diffusers' ``FlowMatchEulerDiscreteScheduler.step``).
-Arrays are indexed by schedule index i, 0 = least noisy, exactly as ``DDIMSchedule``'s, so FIFO's
+``FlowSchedule`` answers the ``Schedule`` protocol: its arrays are indexed by schedule index i, 0 = least noisy,
+exactly as ``DDIMSchedule``'s, so FIFO's
 slot -> index map, partitions and lookahead carry over unchanged: a slot at index i steps to the sigma of
 index i - 1 (index 0 steps to sigma 0, a clean frame).
 
@@ -19,7 +20,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .schedule import _per_frame
+from .schedule import gather_per_frame
 
 
 @dataclass
@@ -38,11 +39,6 @@ class FlowCoeffs:
         dt = torch.promote_types(x.dtype, torch.float32)
         x, v = x.to(dt), v.to(dt)
         return x + self.dt * v, x - self.sigma * v
-
-
-def euler_update(x: torch.Tensor, v: torch.Tensor, c: FlowCoeffs) -> torch.Tensor:
-    """One Euler step of a velocity model: ``x + (sigma_next - sigma) v``."""
-    return c.update(x, v)[0]
 
 
 @dataclass
@@ -83,16 +79,17 @@ class FlowSchedule:
         nxt = torch.cat([self.sigmas_next[:1].repeat(k), self.sigmas[:-k]])
         return FlowSchedule(**dict(self.__dict__, sigmas_next=nxt))
 
-    def coeffs(self, idx: torch.Tensor | int, like: torch.Tensor, use_scale: bool = False) -> FlowCoeffs:
+    def unscaled(self) -> FlowSchedule:
+        return self  # flow matching rescales nothing
+
+    def coeffs(self, idx: torch.Tensor | int, like: torch.Tensor) -> FlowCoeffs:
         """Euler factors at schedule index ``idx`` (scalar, (B,), or (B|1, F)) for tensors shaped like ``like``."""
-        if use_scale:
-            raise ValueError("VideoCrafter2's scaled DDIM step (fifo.scaled_step) has no flow-matching form")
-        sigma = _per_frame(self.sigmas, idx, like)
-        return FlowCoeffs(sigma, _per_frame(self.sigmas_next, idx, like) - sigma)
+        sigma = gather_per_frame(self.sigmas, idx, like)
+        return FlowCoeffs(sigma, gather_per_frame(self.sigmas_next, idx, like) - sigma)
 
     def add_noise(self, x0: torch.Tensor, idx: torch.Tensor | int, noise: torch.Tensor) -> torch.Tensor:
         """Forward-noise clean latents to index ``idx``: ``(1 - sigma) x0 + sigma eps``, in float32."""
-        s = _per_frame(self.sigmas, idx, x0)
+        s = gather_per_frame(self.sigmas, idx, x0)
         dt = torch.promote_types(x0.dtype, torch.float32)
         return (1 - s) * x0.to(dt) + s * noise.to(dt)
 

@@ -11,7 +11,7 @@ from ..errors import NonFiniteError
 from .context import StepContext, publish
 from .guidance import Denoiser
 from .noise import NoiseSource
-from .schedule import DDIMSchedule
+from .schedule_protocol import Schedule
 
 
 def check_finite(x: torch.Tensor, where: str) -> None:
@@ -25,16 +25,15 @@ def check_finite(x: torch.Tensor, where: str) -> None:
 def sample_clip(
     denoise: Denoiser,
     x_T: torch.Tensor,
-    schedule: DDIMSchedule,
-    use_scale: bool = True,
+    schedule: Schedule,
     noise: NoiseSource | None = None,
     callback: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Denoise ``x_T`` (B, C, F, H, W) through every step of ``schedule``, noisiest first; returns clean latents.
 
-    With a DDIM schedule this matches the reference ``DDIMSampler.sample`` (with VideoCrafter2's ``use_scale``);
-    with a flow schedule it is diffusers' flow-matching Euler loop. ``noise`` is required when the schedule has
-    eta > 0.
+    With a DDIM schedule this matches the reference ``DDIMSampler.sample`` (VideoCrafter2's scaled schedule gives
+    its ``use_scale`` sampler); with a flow schedule it is diffusers' flow-matching Euler loop. ``noise`` is
+    required when the schedule has eta > 0.
     """
     x = x_T.float()
     b, _, f = x.shape[:3]
@@ -48,12 +47,9 @@ def sample_clip(
         with publish(StepContext(phase="base", iteration=n, step_idx=idx)):
             eps = denoise(x, t)
         z = noise.randn(x.shape) if schedule.stochastic else None
-        x, _ = schedule.coeffs(i, x, use_scale).update(x, eps, z)
+        x, _ = schedule.coeffs(i, x).update(x, eps, z)
         if callback is not None or n == steps - 1:  # the progress callback syncs anyway
             check_finite(x, f"base sampling step {n + 1}/{steps} (t={ts[i]})")
         if callback is not None:
             callback(n + 1, steps)
     return x
-
-
-sample_ddim = sample_clip  # the name VideoCrafter's callers know

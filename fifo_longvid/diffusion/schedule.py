@@ -3,13 +3,14 @@
 The training schedule is built exactly as the reference (float64 numpy maths, stored as float32);
 the DDIM sub-schedule follows FIFO-Diffusion's patched grid ``round(linspace(0, T-1, S))`` with no
 ``+1`` (quirk Q2). Every DDIM array is indexed by a *schedule index*, so a step can take one index
-per frame (FIFO) as easily as one per sample (k-diffusion style broadcasting).
+per frame (FIFO) as easily as one per sample (k-diffusion style broadcasting). ``DDIMSchedule`` answers the
+``Schedule`` protocol (``schedule_protocol``); VideoCrafter2's scaled variant lives with its family.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -40,13 +41,6 @@ def train_schedule(timesteps: int = 1000, linear_start: float = 0.00085,
     }
 
 
-def scale_array(timesteps: int = 1000, scale_a: float = 1.0, scale_b: float = 0.7, mid_step: int = 400,
-                fix_scale_bug: bool = False) -> np.ndarray:
-    """VideoCrafter2's latent scale ramp. Without ``fix_scale_bug`` it has T + mid_step entries (quirk Q3)."""
-    tail = timesteps - mid_step if fix_scale_bug else timesteps
-    return np.concatenate([np.linspace(scale_a, scale_b, mid_step), np.full(tail, scale_b)])
-
-
 def ddim_timesteps(num_steps: int, num_train_steps: int = 1000) -> np.ndarray:
     """FIFO-Diffusion's uniform grid: ``round(linspace(0, T-1, S))`` (no +1, quirk Q2)."""
     return np.linspace(0, num_train_steps - 1, num_steps).round().astype(np.int64)
@@ -64,8 +58,6 @@ class DDIMSchedule:
     alphas_prev: torch.Tensor
     sigmas: torch.Tensor
     sqrt_one_minus_alphas: torch.Tensor
-    scale_arr: torch.Tensor | None = None
-    scale_arr_prev: torch.Tensor | None = None
     timestep_list: tuple[int, ...] = ()
     stochastic: bool = False  # eta > 0: every step draws noise
     eta: float = 0.0
@@ -82,7 +74,7 @@ class DDIMSchedule:
 
     def to(self, device: torch.device | str) -> DDIMSchedule:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
-        return DDIMSchedule(**moved)
+        return type(self)(**moved)
 
     def strided(self, k: int) -> DDIMSchedule:
         """The same levels with every step going ``k`` indices down (index i to i - k; the first k to the clean
@@ -94,14 +86,14 @@ class DDIMSchedule:
         a = self.alphas.double()
         a_prev = torch.cat([self.alphas_prev[:1].repeat(k), self.alphas[:-k]]).double()
         sigmas = self.eta * torch.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
-        moved = dict(self.__dict__, alphas_prev=a_prev.float(), sigmas=sigmas.float())
-        if self.scale_arr is not None and self.scale_arr_prev is not None:
-            moved["scale_arr_prev"] = torch.cat([self.scale_arr_prev[:1].repeat(k), self.scale_arr[:-k]])
-        return DDIMSchedule(**moved)
+        return replace(self, alphas_prev=a_prev.float(), sigmas=sigmas.float())
 
-    # the schedule interface FIFO, the samplers and the tails use (flow matching has the same three)
-    def coeffs(self, idx: torch.Tensor | int, like: torch.Tensor, use_scale: bool = False) -> DDIMCoeffs:
-        return ddim_coeffs(self, idx, like, use_scale)
+    def unscaled(self) -> DDIMSchedule:
+        return self  # plain DDIM rescales nothing
+
+    # the stepping side of the ``Schedule`` protocol (flow matching has the same three)
+    def coeffs(self, idx: torch.Tensor | int, like: torch.Tensor) -> DDIMCoeffs:
+        return ddim_coeffs(self, idx, like)
 
     def add_noise(self, x0: torch.Tensor, idx: torch.Tensor | int, noise: torch.Tensor) -> torch.Tensor:
         return q_sample(x0, self, idx, noise)
@@ -113,12 +105,11 @@ class DDIMSchedule:
         return math.sqrt(ratio), math.sqrt(1.0 - ratio)
 
 
-def make_ddim_schedule(alphas_cumprod: torch.Tensor, num_steps: int, eta: float = 0.0,
-                       scale_arr: torch.Tensor | None = None) -> DDIMSchedule:
-    """Build the DDIM sub-schedule from the model's float32 ``alphas_cumprod`` (and ``scale_arr``)."""
+def make_ddim_schedule(alphas_cumprod: torch.Tensor, num_steps: int, eta: float = 0.0) -> DDIMSchedule:
+    """Build the DDIM sub-schedule from the model's float32 ``alphas_cumprod``."""
     if num_steps < 1:
         raise ValueError(f"DDIM needs at least 1 step, got {num_steps}")
-    if alphas_cumprod.dtype != torch.float32 or (scale_arr is not None and scale_arr.dtype != torch.float32):
+    if alphas_cumprod.dtype != torch.float32:
         raise ValueError("the schedule buffers must be float32 (half precision rounds 1 - alpha_bar near the clean "
                          "end); rebuild them from the model config")
     ac = alphas_cumprod.detach().cpu()
@@ -126,7 +117,7 @@ def make_ddim_schedule(alphas_cumprod: torch.Tensor, num_steps: int, eta: float 
     a = ac[ts].double()
     a_prev = torch.cat([ac[:1], ac[ts[:-1]]]).double()
     sigmas = eta * torch.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
-    sched = DDIMSchedule(
+    return DDIMSchedule(
         timesteps=torch.from_numpy(ts),
         alphas=a.float(),
         alphas_prev=a_prev.float(),
@@ -136,14 +127,9 @@ def make_ddim_schedule(alphas_cumprod: torch.Tensor, num_steps: int, eta: float 
         stochastic=bool(eta != 0 and (sigmas != 0).any()),
         eta=float(eta),
     )
-    if scale_arr is not None:
-        sa = scale_arr.detach().cpu()
-        sched.scale_arr = sa[ts].clone()
-        sched.scale_arr_prev = torch.cat([sa[:1], sa[ts[:-1]]]).clone()
-    return sched
 
 
-def _per_frame(values: torch.Tensor, idx: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+def gather_per_frame(values: torch.Tensor, idx: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
     """Gather ``values[idx]`` (float32) and shape it to broadcast over a (B, C, F, H, W) tensor.
 
     ``idx`` may be a scalar, (B,) per sample, (F,) per frame (when B != F is ambiguous, pass (1, F)),
@@ -172,32 +158,27 @@ class DDIMCoeffs:
 
     sqrt_alpha: torch.Tensor
     sqrt_one_minus_alpha: torch.Tensor
-    sqrt_alpha_prev: torch.Tensor  # times scale_arr_prev when the step is scaled
+    sqrt_alpha_prev: torch.Tensor
     dir_coef: torch.Tensor  # sqrt(1 - alpha_prev - sigma^2), clamped at 0
     sigma: torch.Tensor
-    scale: torch.Tensor | None = None  # scale_arr at the current index (scaled steps only)
+
+    def pred_x0(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The clean latent the step aims at (a scaled schedule's factors also undo its scale here)."""
+        return (x - self.sqrt_one_minus_alpha * eps) / self.sqrt_alpha
 
     def update(self, x: torch.Tensor, eps: torch.Tensor,
                noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return ddim_update(x, eps, self, noise)
 
 
-def ddim_coeffs(schedule: DDIMSchedule, idx: torch.Tensor | int, like: torch.Tensor,
-                use_scale: bool = False) -> DDIMCoeffs:
+def ddim_coeffs(schedule: DDIMSchedule, idx: torch.Tensor | int, like: torch.Tensor) -> DDIMCoeffs:
     """Coefficients at schedule index ``idx`` (scalar, (B,), or (B|1, F)) for tensors shaped like ``like``."""
-    a_t = _per_frame(schedule.alphas, idx, like)
-    a_prev = _per_frame(schedule.alphas_prev, idx, like)
-    sigma = _per_frame(schedule.sigmas, idx, like)
-    s1m = _per_frame(schedule.sqrt_one_minus_alphas, idx, like)
-    scale = None
-    sqrt_a_prev = a_prev.sqrt()
-    if use_scale:
-        if schedule.scale_arr is None:
-            raise ValueError("use_scale=True needs a schedule built with scale_arr")
-        scale = _per_frame(schedule.scale_arr, idx, like)
-        sqrt_a_prev = sqrt_a_prev * _per_frame(schedule.scale_arr_prev, idx, like)
+    a_t = gather_per_frame(schedule.alphas, idx, like)
+    a_prev = gather_per_frame(schedule.alphas_prev, idx, like)
+    sigma = gather_per_frame(schedule.sigmas, idx, like)
+    s1m = gather_per_frame(schedule.sqrt_one_minus_alphas, idx, like)
     dir_coef = (1.0 - a_prev - sigma**2).clamp_min(0.0).sqrt()
-    return DDIMCoeffs(a_t.sqrt(), s1m, sqrt_a_prev, dir_coef, sigma, scale)
+    return DDIMCoeffs(a_t.sqrt(), s1m, a_prev.sqrt(), dir_coef, sigma)
 
 
 def ddim_update(x: torch.Tensor, eps: torch.Tensor, c: DDIMCoeffs,
@@ -205,9 +186,7 @@ def ddim_update(x: torch.Tensor, eps: torch.Tensor, c: DDIMCoeffs,
     """x_t -> x_{t-1} with precomputed coefficients, in float32 whatever the dtype of ``x``/``eps``."""
     dt = torch.promote_types(x.dtype, torch.float32)
     x, eps = x.to(dt), eps.to(dt)
-    pred_x0 = (x - c.sqrt_one_minus_alpha * eps) / c.sqrt_alpha
-    if c.scale is not None:
-        pred_x0 = pred_x0 / c.scale
+    pred_x0 = c.pred_x0(x, eps)
     x_prev = c.sqrt_alpha_prev * pred_x0 + c.dir_coef * eps
     if noise is not None:
         x_prev = x_prev + c.sigma * noise.to(dt)
@@ -215,18 +194,17 @@ def ddim_update(x: torch.Tensor, eps: torch.Tensor, c: DDIMCoeffs,
 
 
 def ddim_step(x: torch.Tensor, eps: torch.Tensor, schedule: DDIMSchedule, idx: torch.Tensor | int,
-              noise: torch.Tensor | None = None, use_scale: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """One DDIM update x_t -> x_{t-1} at schedule index ``idx`` (scalar, (B,), or (B|1, F)).
-
-    Returns ``(x_prev, pred_x0)`` in float32. ``use_scale`` applies VideoCrafter2's scale_arr (base
-    sampling); the reference's FIFO step ignores it (quirk Q1). ``noise`` is needed only when eta > 0.
+              noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM update x_t -> x_{t-1} at schedule index ``idx`` (scalar, (B,), or (B|1, F)), as ``schedule``
+    steps (a scaled schedule applies its scale). Returns ``(x_prev, pred_x0)`` in float32; ``noise`` is needed
+    only when eta > 0.
     """
-    return ddim_update(x, eps, ddim_coeffs(schedule, idx, x, use_scale), noise)
+    return schedule.coeffs(idx, x).update(x, eps, noise)
 
 
 def q_sample(x0: torch.Tensor, schedule: DDIMSchedule, idx: torch.Tensor | int,
              noise: torch.Tensor) -> torch.Tensor:
-    """Forward-noise clean latents to DDIM index ``idx`` as FIFO's queue init does (no scale_arr), in float32."""
-    a = _per_frame(schedule.alphas, idx, x0)
+    """Forward-noise clean latents to DDIM index ``idx`` as FIFO's queue init does (never scaled), in float32."""
+    a = gather_per_frame(schedule.alphas, idx, x0)
     dt = torch.promote_types(x0.dtype, torch.float32)
     return a.sqrt() * x0.to(dt) + (1 - a).sqrt() * noise.to(dt)

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 
 from ..diffusion.noise import NoiseSource
-from ..diffusion.schedule import DDIMSchedule
+from ..diffusion.schedule_protocol import Schedule
 from .queue import FifoPlan, FrameQueue
 
 InitMode = Literal["first", "uniform", "noise"]
@@ -41,7 +41,7 @@ def iterations_for(plan: FifoPlan, warmup: int, latent_frames: int) -> int:
     return -(-(warmup + latent_frames) // plan.block)
 
 
-def init_queue(plan: FifoPlan, schedule: DDIMSchedule, noise: NoiseSource, mode: InitMode,
+def init_queue(plan: FifoPlan, schedule: Schedule, noise: NoiseSource, mode: InitMode,
                base: torch.Tensor | None = None, shape: tuple[int, ...] | None = None) -> FrameQueue:
     """Fill the queue. ``base`` is the clean clip (B, C, >=f, h, w) for ``first``/``uniform``.
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 
@@ -24,7 +23,7 @@ from ..devices import resolve_device, same_device
 from ..diffusion.context import StepContext, publish
 from ..diffusion.noise import NoiseSource
 from ..diffusion.sampling import check_finite
-from ..diffusion.schedule import DDIMSchedule
+from ..diffusion.schedule_protocol import Schedule, StepCoeffs
 from .queue import FifoPlan, FrameQueue, Window
 from .tail import NoiseTail
 
@@ -56,15 +55,19 @@ class _Group:
     step_idx: torch.Tensor  # (W*B, f)
     slot_offsets: torch.Tensor  # (W*B, f) logical slot of each frame (frame id = first_id + slot)
     slot_offsets_host: torch.Tensor  # the same on the CPU, for the context's host mirror
-    coeffs: Any  # the schedule's per-frame step factors (DDIMCoeffs or FlowCoeffs), with .update()
+    coeffs: StepCoeffs  # the schedule's per-frame step factors
     context: StepContext  # everything but the frame ids, which move every iteration
 
 
 class FifoStepper:
-    """Per-run tables for ``FifoPlan`` x ``DDIMSchedule`` on one device; ``step`` runs one iteration."""
+    """Per-run tables for ``FifoPlan`` x ``Schedule`` on one device; ``step`` runs one iteration.
 
-    def __init__(self, plan: FifoPlan, schedule: DDIMSchedule, batch: int, latent_hw: tuple[int, int],
-                 channels: int, device: torch.device | str, use_scale: bool = False, batch_windows: bool = True):
+    Each frame steps as ``schedule`` does: FIFO-Diffusion's own step (quirk Q1) is a scaled schedule's
+    ``unscaled()``, which the caller chooses.
+    """
+
+    def __init__(self, plan: FifoPlan, schedule: Schedule, batch: int, latent_hw: tuple[int, int],
+                 channels: int, device: torch.device | str, batch_windows: bool = True):
         self.plan, self.schedule, self.batch = plan, schedule, batch
         self.device = resolve_device(device)
         windows = plan.windows()
@@ -83,7 +86,7 @@ class FifoStepper:
             commit_mask = torch.zeros(len(g) * plan.f, dtype=torch.bool)
             commit_mask[local] = True
             dev = self.device
-            coeffs = schedule.coeffs(idx.to(schedule.device), like, use_scale)
+            coeffs = schedule.coeffs(idx.to(schedule.device), like)
             host = StepContext(
                 phase="fifo", iteration=0, step_idx=idx,
                 commit=commit_mask.view(len(g), plan.f).repeat_interleave(batch, dim=0),
@@ -122,14 +125,13 @@ class FifoStepper:
         return queue.pop_push_block(self.plan.head, new)
 
 
-def fifo_iteration(denoise: WindowDenoiser, queue: FrameQueue, plan: FifoPlan, schedule: DDIMSchedule,
-                   noise: NoiseSource, use_scale: bool = False, batch_windows: bool = True,
-                   iteration: int = 0) -> tuple[torch.Tensor, int]:
+def fifo_iteration(denoise: WindowDenoiser, queue: FrameQueue, plan: FifoPlan, schedule: Schedule,
+                   noise: NoiseSource, batch_windows: bool = True, iteration: int = 0) -> tuple[torch.Tensor, int]:
     """One FIFO iteration in place on ``queue`` (builds the tables each call: for tests and one-offs;
-    loops keep a ``FifoStepper``). ``use_scale=False`` replicates the reference FIFO step (quirk Q1).
+    loops keep a ``FifoStepper``). The reference FIFO step (quirk Q1) takes ``schedule.unscaled()``.
     """
     b, c, _, h, w = queue.buffer.shape
-    stepper = FifoStepper(plan, schedule, b, (h, w), c, queue.buffer.device, use_scale, batch_windows)
+    stepper = FifoStepper(plan, schedule, b, (h, w), c, queue.buffer.device, batch_windows)
     z, frame_id = stepper.step(denoise, queue, noise, iteration)
     check_finite(z, f"FIFO iteration {iteration}")
     return z, frame_id

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import torch
 
 from ..diffusion.noise import NoiseSource
-from ..diffusion.schedule import DDIMSchedule
+from ..diffusion.schedule_protocol import Schedule
 from .queue import FrameQueue
 
 TAIL_MODES = ("noise", "coherent", "rescheduled")
@@ -178,7 +178,7 @@ class CoherentTail:
     interpolant's own (``FlowSchedule.renoise``); the schedule supplies (keep, fresh) either way.
     """
 
-    def __init__(self, schedule: DDIMSchedule, d_s: float = 0.25, d_t: float = 1.0, mix: str = "preserve"):
+    def __init__(self, schedule: Schedule, d_s: float = 0.25, d_t: float = 1.0, mix: str = "preserve"):
         self.keep, self.fresh = schedule.renoise()  # from the last slot's level after its step to the tail's
         self.d_s, self.d_t, self.mix = float(d_s), float(d_t), mix
         self._filters: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -268,7 +268,7 @@ class RescheduledTail:
         self.perm = sd["perm"].long() if "perm" in sd else None
 
 
-def make_tail_sampler(cfg: TailConfig, schedule: DDIMSchedule, fifo_window: int) -> TailSampler:
+def make_tail_sampler(cfg: TailConfig, schedule: Schedule, fifo_window: int) -> TailSampler:
     """The sampler for ``cfg.mode``; ``fifo_window`` (f) is the default rescheduling period."""
     check_tail_config(cfg)
     if cfg.mode == "coherent":

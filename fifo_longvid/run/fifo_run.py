@@ -18,6 +18,7 @@ from ..backends.base import Backend
 from ..diffusion.guidance import cfg_denoiser, unet_network
 from ..diffusion.noise import NoiseSource
 from ..diffusion.sampling import check_finite, sample_clip
+from ..diffusion.schedule_protocol import Schedule
 from ..errors import ConfigError, OutOfMemory
 from ..fifo.init import init_queue, iterations_for, warmup_iterations
 from ..fifo.queue import FifoPlan, FrameQueue
@@ -69,8 +70,13 @@ class FifoRun:
             raise ConfigError(f"--steps {cfg.sampling.steps} != window {self.window} x {fc.partitions} partitions / "
                               f"block {self.plan.block} = {self.plan.steps}")
         # the levels the queue spans (the base clip samples them all); FIFO steps them ``stride`` at a time
-        self.sched = model.schedule(self.plan.levels, cfg.sampling.eta).to(model.device)
-        self.step_sched = self.sched.strided(self.plan.stride)
+        self.sched: Schedule = model.schedule(self.plan.levels, cfg.sampling.eta).to(model.device)
+        # FIFO-Diffusion's step leaves out the model's latent scale (quirk Q1); fifo.scaled_step keeps it
+        step = self.sched if fc.scaled_step else self.sched.unscaled()
+        if fc.scaled_step and step.unscaled() is step:
+            raise ConfigError("fifo.scaled_step=true: this model's schedule has no latent scale to apply "
+                              "(only VideoCrafter2's scaled DDIM has one)")
+        self.step_sched = step.strided(self.plan.stride)
         techniques.bind(self.step_sched)
         try:
             self.tail = make_tail_sampler(fc.tail, self.step_sched, self.window)
@@ -198,8 +204,7 @@ class FifoRun:
                            cfg.sampling.cfg)
         x_T = self.noise.randn((1, model.cfg.channels, self.window, *self.lat_hw))
         progress = self.progress
-        return sample_clip(den, x_T, self.sched, use_scale=model.cfg.use_scale, noise=self.noise,
-                           callback=base_clip_progress(progress, self.sched))
+        return sample_clip(den, x_T, self.sched, noise=self.noise, callback=base_clip_progress(progress, self.sched))
 
     def choose_max_batch(self, saved: int | None) -> None:
         """Samples per U-Net call: kept from the saved state on resume (chunking changes float rounding, so a
@@ -262,8 +267,7 @@ class FifoRun:
         """The diagonal loop: each iteration past the warm-up logs, decodes and writes one frame per block frame."""
         cfg = self.cfg
         reseed_every = cfg.conditioning.latent_seed_every
-        stepper = FifoStepper(self.plan, self.step_sched, 1, self.lat_hw, self.model.cfg.channels, self.model.device,
-                              use_scale=cfg.fifo.scaled_step)
+        stepper = FifoStepper(self.plan, self.step_sched, 1, self.lat_hw, self.model.cfg.channels, self.model.device)
         k = self.plan.block
         while self.iteration < self.total_iters:
             if stop.requested:

@@ -141,8 +141,7 @@ def base_clip(cfg: RunConfig, model: Backend, cond_state: CondState, uncond: tor
     x_T = noise.randn((1, model.cfg.channels, f, *lat_hw))
     den = cfg_denoiser(unet_network(model.unet, cfg.sampling.fps), cond_state.conds(), uncond, cfg.sampling.cfg)
     t0 = time.perf_counter()
-    z = sample_clip(den, x_T, sched, use_scale=model.cfg.use_scale,
-                    noise=noise, callback=base_clip_progress(progress, sched))
+    z = sample_clip(den, x_T, sched, noise=noise, callback=base_clip_progress(progress, sched))
     timings["sample_s"] = time.perf_counter() - t0
     files = OutputFiles.of(out_path)
     frames_dir = files.frames_dir if cfg.output.save_frames else None

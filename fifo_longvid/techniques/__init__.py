@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..diffusion.guidance import Denoiser, NetworkFn, cfg_denoiser
-from ..diffusion.schedule import DDIMSchedule
+from ..diffusion.schedule_protocol import Schedule
 from . import attn_reuse, cfg_cache, deepcache, hooks, qcache, tgate
 from .spec import TechniqueSpec
 from .store import FrameStore
@@ -118,7 +118,7 @@ class TechniqueSet:
     def get(self, name: str) -> Any:
         return next((t for t in self.items if t.name == name), None)
 
-    def bind(self, schedule: DDIMSchedule) -> None:
+    def bind(self, schedule: Schedule) -> None:
         for t in self.items:
             t.bind(schedule)
 

@@ -29,7 +29,7 @@ from ..backends.base import AttentionHandle as Attention
 from ..backends.base import AttnSite
 from ..devices import index_tensor
 from ..diffusion.context import COND
-from ..diffusion.schedule import DDIMSchedule
+from ..diffusion.schedule_protocol import Schedule
 from .hooks import ProcessorSwap, frame_facts
 from .spec import TechniqueSpec
 from .store import FrameStore
@@ -130,7 +130,7 @@ class AttnReuse:
         self.sites: list[AttnSite] = self._swap.wrap(unet, "spatial_attn1",
                                                      lambda site, inner: _ReusedSelfAttention(site, inner, self))
 
-    def bind(self, schedule: DDIMSchedule) -> None:
+    def bind(self, schedule: Schedule) -> None:
         self.may_reuse = schedule.timesteps.cpu() < self.cfg.max_timestep
 
     def set_phase(self, phase: str) -> None:

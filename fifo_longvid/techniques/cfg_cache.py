@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ..devices import index_tensor, to_device
-from ..diffusion.schedule import DDIMSchedule
+from ..diffusion.schedule_protocol import Schedule
 from .hooks import RowFacts
 from .spec import TechniqueSpec
 from .store import FrameStore
@@ -113,7 +113,7 @@ class CFGCache:
         self.active = False
         self._lf_step = self._hf_step = self._may_skip = None
 
-    def bind(self, schedule: DDIMSchedule) -> None:
+    def bind(self, schedule: Schedule) -> None:
         ts = schedule.timesteps.cpu()
         self._lf_step = step_weights(ts, self.cfg.alpha_lf, self.cfg.lf_range)
         self._hf_step = step_weights(ts, self.cfg.alpha_hf, self.cfg.hf_range)

@@ -31,6 +31,7 @@ from torch import nn
 from ..devices import index_tensor
 from ..diffusion.context import COND, publish, rows_for
 from ..diffusion.guidance import NetworkFn
+from ..diffusion.schedule_protocol import Schedule
 from .hooks import ForwardPatch, facts_of, frame_facts
 from .spec import TechniqueSpec
 from .store import FrameStore
@@ -154,7 +155,7 @@ class DeepCache:
 
         return run
 
-    def bind(self, schedule: Any) -> None:
+    def bind(self, schedule: Schedule) -> None:
         pass
 
     def set_phase(self, phase: str) -> None:

@@ -25,7 +25,7 @@ from torch import nn
 from ..backends.base import AttentionHandle as Attention
 from ..backends.base import AttnSite, expand_timesteps, mirror_pairs
 from ..diffusion.context import rows_for
-from ..diffusion.schedule import DDIMSchedule
+from ..diffusion.schedule_protocol import Schedule
 from .hooks import ProcessorSwap
 from .spec import TechniqueSpec
 
@@ -182,7 +182,7 @@ class QCache:
         ]
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def bind(self, schedule: DDIMSchedule) -> None:
+    def bind(self, schedule: Schedule) -> None:
         """Per-run device tables: timestep -> schedule index, and v per schedule index (non-constant v)."""
         ts = schedule.timesteps.cpu()
         lookup = torch.full((int(ts.max()) + 1,), -1, dtype=torch.long)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..diffusion.schedule_protocol import Schedule
 from .store import FrameStore
 
 
@@ -23,7 +24,7 @@ class Technique(Protocol):
 
     name: str
 
-    def bind(self, schedule: Any) -> None: ...
+    def bind(self, schedule: Schedule) -> None: ...
     def set_phase(self, phase: str) -> None: ...
     def remove(self) -> None: ...
     def describe(self) -> dict[str, Any]: ...

@@ -28,7 +28,7 @@ from ..backends.base import AttentionHandle as Attention
 from ..backends.base import AttnSite
 from ..devices import index_tensor
 from ..diffusion.context import COND
-from ..diffusion.schedule import DDIMSchedule
+from ..diffusion.schedule_protocol import Schedule
 from .hooks import ProcessorSwap, RowFacts, frame_facts
 from .spec import TechniqueSpec
 from .store import FrameStore
@@ -129,7 +129,7 @@ class TGate:
         self.sites: list[AttnSite] = self._swap.wrap(unet, "spatial_attn2",
                                                      lambda site, inner: _CachedCrossAttention(site, inner, self))
 
-    def bind(self, schedule: DDIMSchedule) -> None:
+    def bind(self, schedule: Schedule) -> None:
         self.num_steps = schedule.num_steps
         self.gate_at = gate_index(schedule.num_steps, self.cfg.gate)
 

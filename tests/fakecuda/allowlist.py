@@ -17,6 +17,8 @@ ALLOWED: dict[tuple[str, str], str] = {
                                                               "at load",
     ("fifo_longvid/diffusion/schedule.py", "make_ddim_schedule"): "the DDIM sub-schedule is built once per run from "
                                                                   "the model's alphas_cumprod buffer",
+    ("fifo_longvid/models/schedule.py", "scaled_ddim_schedule"): "VideoCrafter2's scaled DDIM sub-schedule is built "
+                                                                 "once per run from the model's scale_arr buffer",
     ("fifo_longvid/diffusion/schedule.py", "<dictcomp>"): "DDIMSchedule.to: the arrays go to the card once per run",
     ("fifo_longvid/diffusion/flow.py", "<dictcomp>"): "FlowSchedule.to: the arrays go to the card once per run",
     ("fifo_longvid/diffusion/sampling.py", "check_finite"): "the finite check rides on the one sync per frame (the "

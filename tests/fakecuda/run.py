@@ -66,7 +66,7 @@ def fifo_iterations(fc: FakeCuda, model: Any, techniques: TechniquesConfig | Non
         den = tech.cfg_denoiser(net, ctx, ctx, cfg_scale, max_batch)
         noise = NoiseSource(0, model.device)
         queue = init_queue(plan, sched, noise, "noise", shape=(1, model.cfg.channels, *lat_hw))
-        stepper = FifoStepper(plan, sched, 1, lat_hw, model.cfg.channels, model.device)
+        stepper = FifoStepper(plan, sched.unscaled(), 1, lat_hw, model.cfg.channels, model.device)  # quirk Q1
         fc.memory.reset_peak()
         with torch.no_grad():
             for k in range(iterations):

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...diffusion.schedule import DDIMSchedule, make_ddim_schedule, scale_array, train_schedule
+from ...diffusion.schedule import DDIMSchedule, make_ddim_schedule, train_schedule
 from ..base import FrameByFrame
 from .image import ImageConfig, OpenCLIPImageEmbedder, Resampler
+from .schedule import scale_array, scaled_ddim_schedule
 from .text import OpenCLIPTextEncoder, TextEncoderConfig
 from .unet import UNet3D, UNetConfig
 from .vae import AutoencoderKL, VAEConfig, decode_video, encode_video
@@ -148,10 +149,15 @@ class VideoCrafter(nn.Module):
                 "size_multiple": self.size_multiple, "context": list(self.context_shape)}
 
     def ddim_schedule(self, num_steps: int, eta: float = 0.0) -> DDIMSchedule:
-        scale = self.scale_arr if self.cfg.use_scale else None
-        return make_ddim_schedule(self.alphas_cumprod, num_steps, eta, scale)
+        """The plain DDIM sub-schedule: the one FIFO-Diffusion's reference steps (quirk Q1)."""
+        return make_ddim_schedule(self.alphas_cumprod, num_steps, eta)
 
-    schedule = ddim_schedule
+    def schedule(self, num_steps: int, eta: float = 0.0) -> DDIMSchedule:
+        """The schedule of this model's own sampler: VideoCrafter2's scaled DDIM when the config says ``use_scale``
+        (its base clip; FIFO steps its ``unscaled()`` unless ``fifo.scaled_step``), else plain DDIM."""
+        if self.cfg.use_scale:
+            return scaled_ddim_schedule(self.alphas_cumprod, self.scale_arr, num_steps, eta)
+        return self.ddim_schedule(num_steps, eta)
     temporal_factor = 1  # one output frame per latent frame
 
     def latent_frames(self, num_frames: int) -> int:
