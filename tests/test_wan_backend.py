@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from fifo_longvid.backends.base import CheckpointError
+from fifo_longvid.backends.wan.download import HUB_REPOS, download_wan
 from fifo_longvid.backends.wan.load import (
-    HUB_REPOS,
-    download_wan,
     is_wan,
     load_wan,
     pipeline_kind,

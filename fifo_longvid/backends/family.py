@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .hub import Download
 
 ConfigArg = Any  # a --config value: a preset name, a YAML path, or a family's own config object
 
@@ -49,9 +52,17 @@ class Family:
     negative_prompt: bool = True  # the unconditional branch encodes --negative-prompt
     sizes: Callable[[ConfigArg], Sizes] | None = None  # the preset's geometry, without weights
     summary: str = ""
+    download: Download | None = None  # what `fifo-gen download --model NAME` fetches for this family
 
     def capabilities(self, config: ConfigArg = None) -> dict[str, Any]:
         """The sidecar's and ``--help``'s view of what the family can do."""
         return {"family": self.name, "schedule": self.schedule, "provides": sorted(self.provides),
                 "image_branch": bool(config is not None and self.has_image_encoder(config)),
                 "negative_prompt": self.negative_prompt}
+
+
+def motion_adapter_refusal(config: ConfigArg, family: Family) -> str:
+    """The one sentence that refuses ``--motion-adapter`` on a family without ``motion_adapter`` in ``provides``
+    (run validation raises it before loading; each family's ``load`` raises it too, for callers of the API)."""
+    return (f"--motion-adapter is for AnimateDiff (--config animatediff); --config {config} is a {family.name} "
+            "model")
