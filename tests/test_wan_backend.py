@@ -15,7 +15,6 @@ from fifo_longvid.backends.wan.load import (
     load_wan,
     pipeline_kind,
     preset_config,
-    write_tiny_folder,
 )
 from fifo_longvid.backends.wan.network import WanNetwork, token_table
 from fifo_longvid.backends.wan.tiny import TINY_TRANSFORMER, tiny_components
@@ -26,12 +25,6 @@ S = (H // 2) * (W // 2)  # tokens per frame with the (1, 2, 2) patch
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wan")
-    return {kind: write_tiny_folder(root / kind, kind) for kind in ("wan", "skyreels-df")}
 
 
 @pytest.fixture(scope="module")
@@ -73,21 +66,22 @@ def test_presets_and_sizes(model):
     assert d["scheduler"]["num_train_timesteps"] == 1000 and d["transformer"]["layers"] == 2
 
 
-def test_folders_load_by_model_index(folders):
+def test_folders_load_by_model_index(wan_folders):
     for kind, cls in (("wan", "WanTransformer3DModel"), ("skyreels-df", "SkyReelsV2Transformer3DModel")):
-        assert pipeline_kind(folders[kind]) == kind
-        m = load_wan("wan", folders[kind])
+        assert pipeline_kind(wan_folders[kind]) == kind
+        m = load_wan("wan", wan_folders[kind])
         assert m.variant == kind and type(m.unet.transformer).__name__ == cls
-        assert m.describe()["pipeline"] == json.loads((folders[kind] / "model_index.json").read_text())["_class_name"]
+        index = json.loads((wan_folders[kind] / "model_index.json").read_text())
+        assert m.describe()["pipeline"] == index["_class_name"]
         want = tiny_components(kind)["transformer"].state_dict()
         got = m.unet.transformer.state_dict()
         assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
-    assert load_wan("wan", folders["skyreels-df"]).flow_shift == 8.0
+    assert load_wan("wan", wan_folders["skyreels-df"]).flow_shift == 8.0
 
 
-def test_bad_folders_are_refused_clearly(folders, tmp_path, monkeypatch):
+def test_bad_folders_are_refused_clearly(wan_folders, tmp_path, monkeypatch):
     other = tmp_path / "i2v"
-    shutil.copytree(folders["wan"], other)
+    shutil.copytree(wan_folders["wan"], other)
     index = json.loads((other / "model_index.json").read_text())
     index["_class_name"] = "WanImageToVideoPipeline"
     (other / "model_index.json").write_text(json.dumps(index))
