@@ -12,12 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fifo_longvid import pipeline
 from fifo_longvid.backends import load_backend
 from fifo_longvid.diffusion.flow import FlowSchedule, flow_schedule_from_config, flow_scheduler
 from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
 from fifo_longvid.diffusion.sampling import sample_clip
 from fifo_longvid.io.video import read_video
+from fifo_longvid.run import pipeline
 from fifo_longvid.run.config import ConfigError, build_run_config
 
 TINY = ["fifo.window=4", "fifo.partitions=2", "sampling.height=32", "sampling.width=32"]
