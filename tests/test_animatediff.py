@@ -282,7 +282,7 @@ SMALL = ["fifo.window=4", "fifo.partitions=2", "sampling.height=32", "sampling.w
 
 
 def _run(model, out, extra=(), progress=None):
-    from fifo_longvid import pipeline
+    from fifo_longvid.run import pipeline
     from fifo_longvid.run.config import build_run_config
 
     cfg = build_run_config(flags={"model": "tiny_animatediff", "prompts": ["a red fox running"],
