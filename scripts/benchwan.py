@@ -129,7 +129,7 @@ def build_wan(full: bool, device: torch.device, dtype: str) -> Any:
         return load_backend("tiny_wan", None, str(device), dtype)
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
-    from fifo_longvid.backends.videocrafter.load import resolve_dtype
+    from fifo_longvid.backends.placement import resolve_dtype
     from fifo_longvid.backends.wan.full import FULL_MAX_LENGTH, FULL_SCHEDULER, FULL_TRANSFORMER, FULL_VAE
     from fifo_longvid.backends.wan.model import Wan, WanConfig
     from fifo_longvid.backends.wan.tiny import tiny_tokenizer

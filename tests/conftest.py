@@ -29,6 +29,16 @@ def tiny_model():
     return load_model("tiny", device="cpu")
 
 
+@pytest.fixture(scope="session")
+def wan_folders(tmp_path_factory):
+    """Tiny ``WanPipeline`` and ``SkyReelsV2DiffusionForcingPipeline`` folders, written by diffusers' own
+    ``save_pretrained``: the layout a user downloads. Tests copy them before altering anything."""
+    from fifo_longvid.backends.wan.tiny import write_tiny_folder
+
+    root = tmp_path_factory.mktemp("wan")
+    return {kind: write_tiny_folder(root / kind, kind) for kind in ("wan", "skyreels-df")}
+
+
 def fifo_replay_noise(name: str, lookahead: bool = True):
     """ReplayNoise serving golden_fifo's recorded prepare/shift noises in the reference's draw order."""
     from fifo_longvid.diffusion.noise import ReplayNoise

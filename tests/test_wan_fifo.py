@@ -24,14 +24,6 @@ TINY = ["fifo.window=4", "fifo.partitions=2", "sampling.height=32", "sampling.wi
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    from fifo_longvid.backends.wan.tiny import write_tiny_folder
-
-    root = tmp_path_factory.mktemp("wan")
-    return {kind: write_tiny_folder(root / kind, kind) for kind in ("wan", "skyreels-df")}
-
-
-@pytest.fixture(scope="module")
 def tiny_wan():
     return load_backend("tiny_wan", device="cpu", dtype="fp32")
 
@@ -77,13 +69,13 @@ def test_flow_schedule_refuses_what_it_cannot_reproduce():
 
 # -- the peer check ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["wan", "skyreels-df"])
-def test_base_clip_equals_diffusers_wan_pipeline(folders, kind):
+def test_base_clip_equals_diffusers_wan_pipeline(wan_folders, kind):
     """Our flow-matching Euler + guidance from the same initial latents equals diffusers' WanPipeline with
     FlowMatchEulerDiscreteScheduler. The SkyReels folder's weights go through the same pipeline, loaded as Wan's
     transformer (the keys are shared; the tiny folder has no fps embedding), while ours run SkyReels' class."""
     from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 
-    folder = folders[kind]
+    folder = wan_folders[kind]
     model = load_backend("wan", folder, "cpu", "fp32")
     steps, scale, frames = 6, 5.0, 13  # 13 output frames = 4 latent frames
     sched = model.schedule(steps)
@@ -117,8 +109,8 @@ def cli_args(folder, out, *extra: str) -> list[str]:
 
 
 @pytest.mark.parametrize("kind", ["wan", "skyreels-df"])
-def test_cli_makes_exactly_the_asked_frames_from_a_diffusers_folder(folders, tmp_path, kind):
-    r = fifo_gen(*cli_args(folders[kind], tmp_path / "v.mp4"))
+def test_cli_makes_exactly_the_asked_frames_from_a_diffusers_folder(wan_folders, tmp_path, kind):
+    r = fifo_gen(*cli_args(wan_folders[kind], tmp_path / "v.mp4"))
     assert r.returncode == 0, r.stderr
     assert "flow-matching steps" in r.stderr
     frames = read_video(tmp_path / "v.mp4")
@@ -137,22 +129,22 @@ def _gen(folder, out, *extra: str, model=None):
 
 
 @pytest.fixture(scope="module")
-def wan_model(folders):
-    return load_backend("wan", folders["wan"], "cpu", "fp32")
+def wan_model(wan_folders):
+    return load_backend("wan", wan_folders["wan"], "cpu", "fp32")
 
 
 def latents_of(out) -> torch.Tensor:
     return load_file(str(out.with_suffix(".latents.safetensors")))["latents"]
 
 
-def test_png_output_equals_diffusers_one_shot_decode_of_the_saved_latents(folders, wan_model, tmp_path):
+def test_png_output_equals_diffusers_one_shot_decode_of_the_saved_latents(wan_folders, wan_model, tmp_path):
     from diffusers import AutoencoderKLWan
 
-    res = _gen(folders["wan"], tmp_path / "png", model=wan_model)
+    res = _gen(wan_folders["wan"], tmp_path / "png", model=wan_model)
     pngs = read_video(res.output)
     z = latents_of(tmp_path / "png")
     assert pngs.shape[0] == 21 and z.shape == (1, 16, 6, 4, 4)  # 1 + 5 x 4 frames from 6 latent frames
-    vae = AutoencoderKLWan.from_pretrained(folders["wan"] / "vae")
+    vae = AutoencoderKLWan.from_pretrained(wan_folders["wan"] / "vae")
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
     std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
     with torch.no_grad():
@@ -161,26 +153,26 @@ def test_png_output_equals_diffusers_one_shot_decode_of_the_saved_latents(folder
     assert np.abs(pngs.astype(int) - want.astype(int)).max() <= 1  # streamed vs one-shot: float rounding only
 
 
-def test_same_seed_same_latents_and_techniques_change_them(folders, wan_model, tmp_path):
-    base = [latents_of(_gen(folders["wan"], tmp_path / n, model=wan_model).output.with_suffix("")) for n in "ab"]
+def test_same_seed_same_latents_and_techniques_change_them(wan_folders, wan_model, tmp_path):
+    base = [latents_of(_gen(wan_folders["wan"], tmp_path / n, model=wan_model).output.with_suffix("")) for n in "ab"]
     assert torch.equal(base[0], base[1])
     for name, extra in (("tgate", ["techniques.tgate.enabled=true"]),
                         ("cfgc", ["techniques.cfg_cache.enabled=true", "techniques.cfg_cache.every=2"]),
                         ("reuse", ["techniques.attn_reuse.enabled=true"])):
-        res = _gen(folders["wan"], tmp_path / name, *extra, model=wan_model)
+        res = _gen(wan_folders["wan"], tmp_path / name, *extra, model=wan_model)
         assert res.frames == 21 and not torch.equal(latents_of(tmp_path / name), base[0]), name
 
 
 @pytest.mark.parametrize("flag,needs", [("--qcache 0.9", "mirror"), ("--deepcache 3", "resolution levels")])
-def test_unet_techniques_are_refused_on_the_dit_and_nothing_is_written(folders, tmp_path, flag, needs):
-    r = fifo_gen(*cli_args(folders["wan"], tmp_path / "q.mp4"), *flag.split())
+def test_unet_techniques_are_refused_on_the_dit_and_nothing_is_written(wan_folders, tmp_path, flag, needs):
+    r = fifo_gen(*cli_args(wan_folders["wan"], tmp_path / "q.mp4"), *flag.split())
     assert r.returncode == 2 and needs in r.stderr and "the wan family has none" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not list(tmp_path.iterdir())
 
 
-def test_eta_is_refused_for_flow_matching(folders, tmp_path):
+def test_eta_is_refused_for_flow_matching(wan_folders, tmp_path):
     with pytest.raises(ConfigError, match="no eta"):
-        _gen(folders["wan"], tmp_path / "e", "sampling.eta=0.5")
+        _gen(wan_folders["wan"], tmp_path / "e", "sampling.eta=0.5")
     assert not list(tmp_path.iterdir())
 
 
@@ -248,7 +240,7 @@ def test_negative_prompt_changes_the_video_and_its_hash(tiny_wan, tmp_path):
     assert a.sampling.eta == 1.0  # DDIM families keep the reference's default
 
 
-def test_batch_run_on_a_wan_folder(folders, tmp_path):
+def test_batch_run_on_a_wan_folder(wan_folders, tmp_path):
     """``fifo-gen batch`` on a diffusers Wan folder: one video per prompt, each with its output frame count, and
     a batch refusing a technique the DiT cannot carry generates nothing."""
     from typer.testing import CliRunner
@@ -258,7 +250,7 @@ def test_batch_run_on_a_wan_folder(folders, tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle bouncing\na blue square\n")
     out = tmp_path / "out"
-    args = ["batch", str(prompts), "--config", "wan", "--checkpoint", str(folders["wan"]), "--num-frames", "9",
+    args = ["batch", str(prompts), "--config", "wan", "--checkpoint", str(wan_folders["wan"]), "--num-frames", "9",
             "--out-dir", str(out), "--seed", "5", *TINY]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output

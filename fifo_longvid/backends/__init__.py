@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from .videocrafter.family import FAMILY as VIDEOCRAFTER
 from .wan.family import FAMILY as WAN
 
 __all__ = ["FAMILIES", "Backend", "CheckpointError", "Family", "compile_unet", "convert_checkpoint", "costs_for",
-           "family_for", "has_image_encoder", "load_backend", "preset_cfg", "weights_id"]
+           "download", "downloadable", "family_for", "has_image_encoder", "load_backend", "weights_id"]
 
 # in the order they are asked; VideoCrafter last: it takes any YAML path and reports unknown names
 FAMILIES: tuple[Family, ...] = (ANIMATEDIFF, WAN, VIDEOCRAFTER)
@@ -28,6 +29,20 @@ FAMILIES: tuple[Family, ...] = (ANIMATEDIFF, WAN, VIDEOCRAFTER)
 def family_for(config: Any, checkpoint: str | Path | None = None) -> Family:
     """The family whose ``matches`` claims this ``--config`` (and ``--checkpoint``)."""
     return next(f for f in FAMILIES if f.matches(config, checkpoint))
+
+
+def downloadable() -> list[str]:
+    """Every ``fifo-gen download --model`` name, family by family."""
+    return [m for f in FAMILIES if f.download is not None for m in f.download.models]
+
+
+def download(model: str, dest: str | Path = "checkpoints", log: Callable[[str], None] = print) -> Path:
+    """``fifo-gen download``: the family that offers ``model`` fetches it under ``dest``; offline, a RuntimeError
+    says what to download by hand."""
+    for f in FAMILIES:
+        if f.download is not None and model in f.download.models:
+            return f.download.fetch(model, Path(dest), log)
+    raise ValueError(f"unknown model {model!r}; downloadable: {', '.join(downloadable())}")
 
 
 def convert_checkpoint(src: str | Path, dst: str | Path, half: bool = False, overwrite: bool = False) -> Path:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .hub import Download
 
 ConfigArg = Any  # a --config value: a preset name, a YAML path, or a family's own config object
 
@@ -79,6 +82,7 @@ class Family:
     costs: Callable[[ConfigArg], Any] = lambda config: None  # backends/costs.FamilyCosts measured for a preset
     default_checkpoint: Callable[[ConfigArg], str | None] = lambda config: None  # used when --checkpoint is unset
     summary: str = ""
+    download: Download | None = None  # what `fifo-gen download --model NAME` fetches for this family
 
     @property
     def mirrored(self) -> bool:
@@ -95,3 +99,10 @@ class Family:
         return {"family": self.name, "schedule": self.schedule, "provides": sorted(self.provides),
                 "image_branch": bool(config is not None and self.has_image_encoder(config)),
                 "negative_prompt": self.negative_prompt, "dit": self.dit, "experts": self.experts}
+
+
+def motion_adapter_refusal(config: ConfigArg, family: Family) -> str:
+    """The one sentence that refuses ``--motion-adapter`` on a family without ``motion_adapter`` in ``provides``
+    (run validation raises it before loading; each family's ``load`` raises it too, for callers of the API)."""
+    return (f"--motion-adapter is for AnimateDiff (--config animatediff); --config {config} is a {family.name} "
+            "model")

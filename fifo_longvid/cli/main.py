@@ -183,7 +183,7 @@ def download(
     dest: Annotated[Path, typer.Option(help="Target folder.")] = Path("checkpoints"),
 ) -> None:
     """Fetch the model checkpoint from the Hugging Face Hub (resumable)."""
-    from ..backends.download import download
+    from ..backends import download
 
     try:
         path = download(model, dest, log=lambda m: err.print(m, highlight=False))

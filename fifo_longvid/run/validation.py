@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..backends import Family, family_for
+from ..backends.family import motion_adapter_refusal
 from ..errors import ConfigError
 from ..fifo.init import INIT_MODES
 from ..fifo.sizing import parse_max_batch
@@ -34,8 +35,7 @@ def validate(cfg: RunConfig, family: Family | None = None) -> None:
         raise ConfigError("--mode base takes one prompt")
     parse_max_batch(cfg.fifo.max_batch)
     if cfg.motion_adapter and "motion_adapter" not in family.provides:
-        raise ConfigError(f"--motion-adapter is for AnimateDiff (--config animatediff); --config {cfg.model} is a "
-                          f"{family.name} model")
+        raise ConfigError(motion_adapter_refusal(cfg.model, family))
     _check_conditioning(cfg, family)
     from ..techniques import check_compile, check_family
     from ..techniques import check_config as check_techniques

@@ -7,19 +7,22 @@ from typing import Any
 
 from ..costs import FamilyCosts
 from ..family import Family, Sizes
+from ..hub import Download
+from .download import MODELS as DOWNLOADS
+from .download import download
 from .load import PRESETS, is_animatediff, preset_config
 
 
 def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, motion_adapter: Any = None) -> Any:
     import torch
 
-    from ..quiet import quiet_diffusers
-    from ..videocrafter.load import resolve_device, resolve_dtype
+    from ..hub import quiet_loading
+    from ..placement import resolve_device, resolve_dtype
     from .load import load_animatediff
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    with quiet_diffusers():
+    with quiet_loading():
         model = load_animatediff(str(config), checkpoint, motion_adapter)
     for part in (model.unet, model.vae):  # nn.Module.to: the U-Net and the VAE in the run's dtype
         torch.nn.Module.to(part, dt)
@@ -57,4 +60,5 @@ FAMILY = Family(
     sizes=_sizes,
     costs=lambda config: COSTS.get(str(config)),
     summary="AnimateDiff (SD-1.5 + motion adapter, 512x512, DDIM) through diffusers; tiny_animatediff needs no weights",
+    download=Download(DOWNLOADS, download),
 )

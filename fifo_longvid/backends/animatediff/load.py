@@ -8,18 +8,18 @@
   fetched (its configs and tokenizer), plus ``--motion-adapter``.
 
 Every tensor file is read without executing pickled code: diffusers and transformers load safetensors (or
-``torch.load(weights_only=True)``), and original motion-module files go through ``models.load.read_checkpoint``.
+``torch.load(weights_only=True)``), and original motion-module files go through ``backends/checkpoint.py``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..base import CheckpointError
+from ..hub import class_name
 from .model import AnimateDiff, AnimateDiffConfig
 
 PRESETS = ("animatediff", "tiny_animatediff")
@@ -42,9 +42,7 @@ def preset_config(name: str) -> AnimateDiffConfig:
 
 def _class_name(folder: Path) -> str | None:
     cfg = folder / "config.json"
-    if not cfg.is_file():
-        return None
-    return json.loads(cfg.read_text()).get("_class_name")
+    return class_name(cfg) if cfg.is_file() else None
 
 
 def _missing(path: Path, what: str) -> CheckpointError:
@@ -70,7 +68,7 @@ def load_motion_adapter(path: str | Path) -> Any:
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from ..videocrafter.load import read_checkpoint  # safe reading (no pickle execution), readable errors
+    from ..checkpoint import read_checkpoint  # safe reading (no pickle execution), readable errors
 
     return read_checkpoint(path)
 

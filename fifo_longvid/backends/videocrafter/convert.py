@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .load import read_checkpoint
+from .weights import read_checkpoint
 
 
 def convert_checkpoint(src: str | Path, dst: str | Path, half: bool = False, overwrite: bool = False) -> Path:

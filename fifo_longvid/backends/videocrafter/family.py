@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from ..costs import FamilyCosts
-from ..family import Family, Sizes
+from ..family import Family, Sizes, motion_adapter_refusal
+from ..hub import Download
+from .download import MODELS as DOWNLOADS
+from .download import download
 
 
 def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, motion_adapter: Any = None) -> Any:
@@ -18,8 +21,7 @@ def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, m
     from .load import load_model
 
     if motion_adapter is not None:
-        raise CheckpointError(f"--motion-adapter is for AnimateDiff (--config animatediff); --config {config} is "
-                              "a VideoCrafter model")
+        raise CheckpointError(motion_adapter_refusal(config, FAMILY))
     return load_model(config, checkpoint, device, dtype)
 
 
@@ -83,4 +85,5 @@ FAMILY = Family(
     provides=frozenset({"mirror", "levels", "frame_attention"}),
     schedule="ddim",
     summary="VideoCrafter2 / VideoCrafter1 3D U-Net (320x512, DDIM); tiny, tiny_i2v, toy need no weights",
+    download=Download(DOWNLOADS, download),
 )

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
-from .load import CheckpointError, build_model, check_state_dict, read_checkpoint
+from ..base import CheckpointError
 from .presets import PACKAGE_DATA, TOY_TEXT_SEED
 from .recipe import SCHEDULE_BUFFERS, recipe_for_model
 from .videocrafter import ModelConfig, VideoCrafter
+from .weights import build_model, check_state_dict, read_checkpoint
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from torch import nn
 from ..base import AttnSite, DeepSplit, Located
 from ..base import mirror_pairs as _mirror_pairs
 from .attention import SpatialTransformer, TemporalTransformer
-from .unet import Downsample, UNet3D, Upsample
+from .resample import Downsample, Upsample
 
 __all__ = ["AttnSite", "Located", "deep_split", "find_attention_sites", "mirror_pairs"]
 
@@ -42,7 +42,7 @@ def _block_sites(prefix: str, block: nn.Module, stage: str, idx: int, level: int
     return out
 
 
-def find_attention_sites(unet: UNet3D) -> Located:
+def find_attention_sites(unet: nn.Module) -> Located:
     """Every attention layer of the U-Net with its role, in forward order. Input block i produces skip tensor i;
     output block j consumes skip tensor n_in - 1 - j (the U-Net pops them in reverse)."""
     sites: Located = []
@@ -62,7 +62,7 @@ def find_attention_sites(unet: UNet3D) -> Located:
     return sites
 
 
-def mirror_pairs(unet: UNet3D | Located, target: str = "temporal_attn1") -> dict[AttnSite, AttnSite]:
+def mirror_pairs(unet: nn.Module | Located, target: str = "temporal_attn1") -> dict[AttnSite, AttnSite]:
     """Decoder site -> encoder site (``backends.base.mirror_pairs`` over this U-Net's sites)."""
     sites = find_attention_sites(unet) if isinstance(unet, nn.Module) else unet
     return _mirror_pairs(sites, target)
@@ -80,7 +80,7 @@ def _placeholder(block: nn.Module, args: tuple, kwargs: dict[str, Any]) -> torch
     return x.new_empty(0, 0, h, w)
 
 
-def deep_split(unet: UNet3D) -> DeepSplit:
+def deep_split(unet: nn.Module) -> DeepSplit:
     """DeepCache's split: the shallow blocks are the input blocks before the first downsampling block (plus
     ``init_attn``) and the output blocks after the last upsampling block; everything else is deep, and the
     last deep block's output (the upsampled feature entering the first shallow decoder block) is cached."""

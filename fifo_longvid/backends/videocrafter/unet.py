@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..base import expand_timesteps
+from ..base import DeepSplit, Located, expand_timesteps
 from .attention import SpatialTransformer, TemporalTransformer
+from .resample import Downsample, Upsample
+from .sites import deep_split, find_attention_sites
 
 
 @dataclass
@@ -121,24 +123,6 @@ class ResBlock(nn.Module):
         return h
 
 
-class Downsample(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
-
-
-class Upsample(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
-
-
 class UNetBlock(nn.Sequential):
     """One entry of input_blocks/middle_block/output_blocks; routes each layer its inputs."""
 
@@ -220,16 +204,12 @@ class UNet3D(nn.Module):
 
     expand_timesteps = staticmethod(expand_timesteps)
 
-    def attention_sites(self) -> list:
-        """Every attention layer with its role (``models/sites.py``): what techniques select on."""
-        from .sites import find_attention_sites
-
+    def attention_sites(self) -> Located:
+        """Every attention layer with its role (``sites.py``): what techniques select on."""
         return find_attention_sites(self)
 
-    def deep_split(self):  # noqa: ANN201 - backends.base.DeepSplit
-        """The blocks DeepCache may skip (``models/sites.py``)."""
-        from .sites import deep_split
-
+    def deep_split(self) -> DeepSplit:
+        """The blocks DeepCache may skip (``sites.py``)."""
         return deep_split(self)
 
     def _embed(self, timesteps: torch.Tensor, fps: torch.Tensor | int, b: int, f: int,

@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from ..costs import FamilyCosts
-from ..family import Family, Sizes
+from ..family import Family, Sizes, motion_adapter_refusal
+from ..hub import Download
+from .download import MODELS as DOWNLOADS
+from .download import download
 
 PRESETS = ("wan", "tiny_wan")
 
@@ -19,16 +22,15 @@ def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, m
     import torch
 
     from ..base import CheckpointError
-    from ..quiet import quiet_diffusers
-    from ..videocrafter.load import resolve_device, resolve_dtype
+    from ..hub import quiet_loading
+    from ..placement import resolve_device, resolve_dtype
     from .load import load_wan
 
     if motion_adapter is not None:
-        raise CheckpointError(f"--motion-adapter is for AnimateDiff (--config animatediff); --config {config} is a "
-                              "Wan model")
+        raise CheckpointError(motion_adapter_refusal(config, FAMILY))
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    with quiet_diffusers():
+    with quiet_loading():
         model = load_wan(str(config), checkpoint)
     model.cast(dt)  # diffusers' float32 modules stay float32; the text encoder runs in float32 (once per prompt)
     # on a GPU, UMT5 (21 GiB) stays in host memory and computes on the card piece by piece: a 12 GB card runs Wan
@@ -104,4 +106,5 @@ FAMILY = Family(
     dit=True,
     summary="Wan2.1-T2V-1.3B or SkyReels-V2-DF-1.3B (DiT, flow matching, 480x832) through diffusers; tiny_wan needs "
             "no weights",
+    download=Download(DOWNLOADS, download),
 )

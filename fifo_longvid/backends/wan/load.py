@@ -10,26 +10,23 @@ modules in float32 when loading.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..base import CheckpointError
+from ..hub import class_name, quiet_loading
+from .download import HUB_REPOS
 from .model import Wan, WanConfig
 from .tiny import write_tiny_folder
 
-__all__ = ["DEFAULT_DIR", "HUB_REPOS", "PRESETS", "download_wan", "is_wan", "load_wan", "pipeline_kind",
-           "preset_config", "write_tiny_folder"]
+__all__ = ["DEFAULT_DIR", "HUB_REPOS", "PRESETS", "is_wan", "load_wan", "pipeline_kind", "preset_config",
+           "write_tiny_folder"]
 
 PRESETS = ("wan", "tiny_wan")
 DEFAULT_DIR = Path("checkpoints") / "wan"
-HUB_REPOS = {"wan": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "skyreels-df": "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers"}
 PIPELINES = {"WanPipeline": "wan", "SkyReelsV2DiffusionForcingPipeline": "skyreels-df"}
 TRANSFORMERS = {"wan": "WanTransformer3DModel", "skyreels-df": "SkyReelsV2Transformer3DModel"}
-HUB_FILES = ["model_index.json", "scheduler/*", "tokenizer/*", "text_encoder/*.json", "text_encoder/*.safetensors",
-             "transformer/*.json", "transformer/*.safetensors", "vae/*.json", "vae/*.safetensors"]
 
 
 def is_wan(config: Any) -> bool:
@@ -56,37 +53,13 @@ def pipeline_kind(folder: str | Path) -> str:
     index = folder / "model_index.json"
     if not folder.is_dir() or not index.is_file():
         raise CheckpointError(f"{folder}: no model_index.json, so this is not a diffusers pipeline folder\n  {advice}")
-    try:
-        name = json.loads(index.read_text()).get("_class_name")
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise CheckpointError(f"{index} is not valid JSON ({e}); re-download the folder") from None
+    name = class_name(index)
+    if name is None:
+        raise CheckpointError(f"{index} names no pipeline (no _class_name); re-download the folder\n  {advice}")
     if name not in PIPELINES:
         raise CheckpointError(f"{folder} is a {name} folder; the Wan backend takes text-to-video {expected} folders "
                               f"(no image-to-video or two-expert pipelines)\n  {advice}")
     return PIPELINES[name]
-
-
-@contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """diffusers' and transformers' load-time notices are not the user's business."""
-    from diffusers.utils import logging as d_log
-    from transformers.utils import logging as t_log
-
-    levels = d_log.get_verbosity(), t_log.get_verbosity()
-    bars = d_log.is_progress_bar_enabled(), t_log.is_progress_bar_enabled()
-    d_log.set_verbosity_error()
-    t_log.set_verbosity_error()
-    d_log.disable_progress_bar()
-    t_log.disable_progress_bar()
-    try:
-        yield
-    finally:
-        d_log.set_verbosity(levels[0])
-        t_log.set_verbosity(levels[1])
-        if bars[0]:
-            d_log.enable_progress_bar()
-        if bars[1]:
-            t_log.enable_progress_bar()
 
 
 def load_components(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -101,7 +74,7 @@ def load_components(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
             raise CheckpointError(f"{folder} has no {sub}/ folder: it is not a complete diffusers pipeline folder")
     tr_cls = getattr(diffusers, TRANSFORMERS[kind])
     try:
-        with quiet_loading():
+        with quiet_loading():  # diffusers' own error line would come before ours
             parts = {"transformer": tr_cls.from_pretrained(str(folder / "transformer"), use_safetensors=True),
                      "vae": diffusers.AutoencoderKLWan.from_pretrained(str(folder / "vae"), use_safetensors=True),
                      "text_encoder": UMT5EncoderModel.from_pretrained(str(folder / "text_encoder"),
@@ -143,19 +116,3 @@ def load_wan(name: str = "wan", checkpoint: str | Path | None = None) -> Wan:
                    parts["scheduler_config"], source).eval().requires_grad_(False)
     except ValueError as e:
         raise CheckpointError(f"{checkpoint}: {e}") from None
-
-
-def download_wan(kind: str, dest: str | Path = DEFAULT_DIR, log: Callable[[str], None] = print) -> Path:
-    """Fetch ``kind`` (``"wan"`` or ``"skyreels-df"``) from the Hub into ``dest``; offline, a RuntimeError says what
-    to download by hand."""
-    from ..download import from_hub
-
-    if kind not in HUB_REPOS:
-        raise ValueError(f"unknown Wan model {kind!r}; downloadable: {', '.join(HUB_REPOS)}")
-    repo, folder = HUB_REPOS[kind], Path(dest)
-    manual = (f"download the diffusers folder https://huggingface.co/{repo} (files {', '.join(HUB_FILES)}) by hand "
-              f"into {folder}/")
-    log(f"fetching {repo} -> {folder} (resumes if interrupted)")
-    from_hub(repo, manual, lambda hub: hub.snapshot_download(repo_id=repo, allow_patterns=HUB_FILES,
-                                                             local_dir=str(folder)))
-    return folder

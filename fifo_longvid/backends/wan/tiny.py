@@ -89,7 +89,7 @@ def write_tiny_folder(path: str | Path, kind: str = "wan") -> Path:
 
     c = tiny_components(kind)
     pipe_cls = WanPipeline if kind == "wan" else SkyReelsV2DiffusionForcingPipeline
-    from .load import quiet_loading
+    from ..hub import quiet_loading
 
     pipe = pipe_cls(**c)
     path = Path(path)
