@@ -1,8 +1,8 @@
 """Model families behind one seam (``base.py``), side by side: ``videocrafter/``, ``animatediff/`` and ``wan/``.
 
-``FAMILIES`` is the one registry (``family.py``): the CLI, validation, presets and loading ask it which family a
-``--config`` belongs to, once, and nothing else in the package branches on a family's name. ``fifo/``,
-``diffusion/`` and ``techniques/`` import no family.
+``FAMILIES`` is the one registry (``family.py``): a run asks it which family a ``--config`` belongs to once, where
+its config is resolved (``run/resolve.py``), and carries the answer; nothing else in the package branches on a
+family's name. ``fifo/``, ``diffusion/`` and ``techniques/`` import no family.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .videocrafter.family import FAMILY as VIDEOCRAFTER
 from .wan.family import FAMILY as WAN
 
 __all__ = ["FAMILIES", "Backend", "CheckpointError", "Family", "compile_unet", "convert_checkpoint", "costs_for",
-           "download", "downloadable", "family_for", "has_image_encoder", "load_backend", "weights_id"]
+           "download", "downloadable", "family_for", "load_backend", "weights_id"]
 
 # in the order they are asked; VideoCrafter last: it takes any YAML path and reports unknown names
 FAMILIES: tuple[Family, ...] = (ANIMATEDIFF, WAN, VIDEOCRAFTER)
@@ -61,16 +61,6 @@ def compile_unet(model: Any, backend: str = "inductor") -> None:
 def costs_for(config: Any) -> Any:
     """The measured cost table of a ``--config`` preset (``backends/costs.py``; None: not measured)."""
     return family_for(config).costs(config)
-
-
-def has_image_encoder(config: Any) -> bool:
-    """Whether ``--config`` names a model with an image branch (I2V: ``--image``, ``--latent-seed``)."""
-    return family_for(config).has_image_encoder(config)
-
-
-def preset_cfg(config: Any) -> float | None:
-    """The guidance scale a preset samples with when --cfg is not given (None: not known without loading)."""
-    return family_for(config).preset_cfg(config)
 
 
 def load_backend(config: Any = "videocrafter2", checkpoint: str | Path | None = None,

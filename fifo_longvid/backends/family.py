@@ -94,12 +94,6 @@ class Family:
         none)."""
         return 0.0 if self.schedule == "flow" else 1.0
 
-    def capabilities(self, config: ConfigArg = None) -> dict[str, Any]:
-        """The sidecar's and ``--help``'s view of what the family can do."""
-        return {"family": self.name, "schedule": self.schedule, "provides": sorted(self.provides),
-                "image_branch": bool(config is not None and self.has_image_encoder(config)),
-                "negative_prompt": self.negative_prompt, "dit": self.dit, "experts": self.experts}
-
 
 def motion_adapter_refusal(config: ConfigArg, family: Family) -> str:
     """The one sentence that refuses ``--motion-adapter`` on a family without ``motion_adapter`` in ``provides``
