@@ -65,6 +65,18 @@ def class_name(path: Path) -> str | None:
     return name if isinstance(name, str) else None
 
 
+def part_config(folder: str | Path | None, part: str) -> dict[str, Any] | None:
+    """``<folder>/<part>/config.json`` as a dict (no weights read), or None when there is none or it is unreadable:
+    a family states its sizes from it before loading, and loading reports what is wrong with the folder."""
+    if folder is None or not (Path(folder) / part / "config.json").is_file():
+        return None
+    try:
+        cfg = json.loads((Path(folder) / part / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
 @contextmanager
 def quiet_loading() -> Iterator[None]:
     """diffusers' and transformers' log lines and progress bars are not the user's business while weights load.

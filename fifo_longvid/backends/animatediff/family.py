@@ -7,7 +7,7 @@ from typing import Any
 
 from ..costs import FamilyCosts
 from ..family import Family, Sizes
-from ..hub import Download
+from ..hub import Download, part_config
 from .download import MODELS as DOWNLOADS
 from .download import download
 from .load import PRESETS, is_animatediff, preset_config
@@ -31,13 +31,28 @@ def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, m
 
 
 def _sizes(config: Any, checkpoint: str | Path | None = None) -> Sizes:
-    """SD-1.5's VAE (8x) and U-Net (three downsamplers: 8x more); the tiny preset's two-level parts halve once
-    each."""
+    """From the checkpoint folder's VAE and U-Net configs where there is one (no weights read), else SD-1.5's: the
+    VAE and the U-Net each halve the frame per level after the first (8 x 8 = 64 for SD-1.5). The default frame
+    is the U-Net's ``sample_size``."""
+    from .load import SD15_DIR
+    from .tiny import TINY_BLOCKS
+
     mc = preset_config(str(config))
-    tiny = str(config) == "tiny_animatediff"
-    return Sizes(latent_factor=2 if tiny else 8, size_multiple=4 if tiny else 64, temporal_factor=1,
-                 window=mc.default_window or 16, partitions=mc.default_partitions, num_frames=mc.default_num_frames,
-                 latent_size=tuple(mc.latent_size))  # type: ignore[arg-type]
+    if str(config) == "tiny_animatediff":
+        vae = unet = {"block_out_channels": TINY_BLOCKS}
+    else:
+        folder = checkpoint if checkpoint is not None else SD15_DIR
+        vae, unet = part_config(folder, "vae") or SD15_VAE, part_config(folder, "unet") or SD15_UNET
+    latent = 2 ** (len(vae["block_out_channels"]) - 1)
+    size = int(unet.get("sample_size") or mc.latent_size[0]) if str(config) != "tiny_animatediff" else None
+    return Sizes(latent_factor=latent, size_multiple=latent * 2 ** (len(unet["block_out_channels"]) - 1),
+                 temporal_factor=1, window=mc.default_window or 16, partitions=mc.default_partitions,
+                 num_frames=mc.default_num_frames,
+                 latent_size=(size, size) if size else tuple(mc.latent_size))  # type: ignore[arg-type]
+
+
+SD15_VAE = {"block_out_channels": [128, 256, 512, 512]}  # SD-1.5's published configs, the parts sizes depend on
+SD15_UNET = {"block_out_channels": [320, 640, 1280, 1280], "sample_size": 64}
 
 
 COSTS = {  # measured at 512x512 on fake CUDA (tests/test_fake_cuda.py checks them)

@@ -20,6 +20,9 @@ TINY_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end"
                   "prediction_type": "epsilon"}  # as AnimateDiff's examples configure DDIM
 
 
+TINY_BLOCKS = (32, 64)  # channels per level of the tiny U-Net, motion modules and VAE: two levels each
+
+
 def byte_tokenizer(max_length: int = 77) -> Any:
     """A ``CLIPTokenizer`` over single bytes (no merges): CLIP's byte-to-unicode table, each symbol with and
     without the end-of-word mark, plus the two special tokens (514 ids)."""
@@ -52,15 +55,15 @@ def tiny_components(seed: int = TINY_SEED) -> dict[str, Any]:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     unet = _seeded(seed, lambda: UNet2DConditionModel(
-        sample_size=32, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=2,
+        sample_size=32, in_channels=4, out_channels=4, block_out_channels=TINY_BLOCKS, layers_per_block=2,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32, attention_head_dim=2, norm_num_groups=8))  # (diffusers' name for the head count)
     adapter = _seeded(seed + 1, lambda: MotionAdapter(
-        block_out_channels=(32, 64), motion_layers_per_block=2, motion_num_attention_heads=2,
+        block_out_channels=TINY_BLOCKS, motion_layers_per_block=2, motion_num_attention_heads=2,
         motion_norm_num_groups=8, motion_max_seq_length=32, use_motion_mid_block=True))
     vae = _seeded(seed + 2, lambda: AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), latent_channels=4, norm_num_groups=8,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=TINY_BLOCKS, latent_channels=4, norm_num_groups=8,
         sample_size=64))
     text = _seeded(seed + 3, lambda: CLIPTextModel(CLIPTextConfig(
         hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=514,

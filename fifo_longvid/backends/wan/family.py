@@ -11,7 +11,7 @@ from typing import Any
 
 from ..costs import FamilyCosts
 from ..family import Family, Sizes, motion_adapter_refusal
-from ..hub import Download
+from ..hub import Download, part_config
 from .download import MODELS as DOWNLOADS
 from .download import download
 
@@ -53,26 +53,14 @@ def _sizes(config: Any, checkpoint: str | Path | None = None) -> Sizes:
 
     mc = preset_config(str(config))
     folder = Path(checkpoint) if checkpoint is not None else (DEFAULT_DIR if str(config) == "wan" else None)
-    vae = _folder_config(folder, "vae") or (TINY_VAE if str(config) == "tiny_wan" else FULL_VAE)
-    dit = _folder_config(folder, "transformer") or (TINY_TRANSFORMER if str(config) == "tiny_wan" else FULL_TRANSFORMER)
+    vae = part_config(folder, "vae") or (TINY_VAE if str(config) == "tiny_wan" else FULL_VAE)
+    dit = part_config(folder, "transformer") or (TINY_TRANSFORMER if str(config) == "tiny_wan" else FULL_TRANSFORMER)
     factor = int(vae.get("scale_factor_spatial") or 2 ** len(vae["temperal_downsample"]))
     temporal = int(vae.get("scale_factor_temporal") or 2 ** sum(vae["temperal_downsample"]))
     return Sizes(latent_factor=factor, size_multiple=factor * int(dit["patch_size"][1]), temporal_factor=temporal,
                  window=mc.default_window or 20, partitions=mc.default_partitions, num_frames=mc.default_num_frames,
                  latent_size=tuple(mc.latent_size), default_block=int(dit.get("num_frame_per_block") or 1),
                  network_downsampling="DiT patch")  # type: ignore[arg-type]
-
-
-def _folder_config(folder: Path | None, part: str) -> dict[str, Any] | None:
-    """``<folder>/<part>/config.json`` as a dict, or None when the folder has none (reported when loading)."""
-    import json
-
-    if folder is None or not (folder / part / "config.json").is_file():
-        return None
-    try:
-        return json.loads((folder / part / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 # Wan2.1-T2V-1.3B (full.py): the DiT (its float32 modules: 3.1M params) + the causal VAE; UMT5-XXL's encoder is 5.68B
