@@ -180,17 +180,19 @@ def test_png_output_reports_the_folder_it_writes(tmp_path):
 
 @pytest.mark.parametrize("size, ok", [(80, False), (96, False), (48, False), (64, True), (128, True)])
 def test_sizes_must_fit_every_unet_level_before_any_weights_load(size, ok, monkeypatch):
+    from fifo_longvid.run.resolve import resolve
+
     cfg = build_run_config(flags={"model": "videocrafter2", "prompts": ["x"], "sampling.height": size})
     if ok:
-        validate(cfg)
+        assert resolve(cfg).height == size
         return
     with pytest.raises(ConfigError, match="multiple of 64"):
-        validate(cfg)
+        resolve(cfg)
 
     def no_load(*a, **k):
         raise AssertionError("weights loaded before the size check")
 
-    monkeypatch.setattr(pipeline, "load_backend", no_load)
+    monkeypatch.setattr("fifo_longvid.backends.videocrafter.load.load_model", no_load)
     r = CliRunner().invoke(app, ["generate", "--prompt", "x", "--height", str(size), "-o", "/nonexistent/x.mp4"])
     assert r.exit_code == 2 and "multiple of 64" in r.output and "Traceback" not in r.output
 

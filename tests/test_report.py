@@ -257,11 +257,10 @@ def _fake_generate(cfg, model=None, progress=None, log=None):
 
 
 def test_batch_report_beside_each_item(tmp_path, monkeypatch):
-    from fifo_longvid import backends
     from fifo_longvid.run import pipeline
 
     monkeypatch.setattr(pipeline, "generate", _fake_generate)
-    monkeypatch.setattr(backends, "load_backend", lambda *a, **k: None)
+    monkeypatch.setattr("fifo_longvid.backends.videocrafter.load.load_model", lambda *a, **k: None)  # no weights
     prompts = tmp_path / "prompts.csv"
     prompts.write_text("prompt,num_frames\na red fox running,4\na blue car,1\n")
     out = tmp_path / "out"

@@ -233,9 +233,10 @@ def test_negative_prompt_changes_the_video_and_its_hash(tiny_wan, tmp_path):
     neg = _tiny(tmp_path / "n.mp4", "fifo.num_frames=5", "sampling.negative_prompt=blurry", model=tiny_wan)
     assert not torch.equal(latents_of(tmp_path / "p"), latents_of(tmp_path / "n"))
     assert plain.frames == neg.frames == 5
-    a = build_run_config(flags={"model": "tiny", "prompts": ["x"]})
-    b = build_run_config(flags={"model": "tiny", "prompts": ["x"], "sampling.negative_prompt": ""})
-    c = build_run_config(flags={"model": "tiny", "prompts": ["x"], "sampling.negative_prompt": "blurry"})
+    from fifo_longvid.run.resolve import resolve
+
+    a, b, c = (resolve(build_run_config(flags={"model": "tiny", "prompts": ["x"], "sampling.seed": 1, **neg})).config
+               for neg in ({}, {"sampling.negative_prompt": ""}, {"sampling.negative_prompt": "blurry"}))
     assert numerics_hash(a, "w") == numerics_hash(b, "w") != numerics_hash(c, "w")
     assert a.sampling.eta == 1.0  # DDIM families keep the reference's default
 
