@@ -53,18 +53,3 @@ def test_three_families_side_by_side_behind_one_registry():
     assert family_for("some/model.yaml").name == "videocrafter"  # the catch-all: any YAML is VideoCrafter's
     assert not (PACKAGE / "models").exists()  # no second home of one family
     assert {f.schedule for f in REG} == {"ddim", "flow"}
-
-
-def test_only_the_registry_asks_which_family():
-    """Nothing outside backends/ branches on a family's name: it asks the registry for capabilities."""
-    names = ("animatediff", "videocrafter", "wan")
-    bad = []
-    for p in PACKAGE.rglob("*.py"):
-        rel = p.relative_to(PACKAGE).as_posix()
-        if rel.startswith("backends/"):
-            continue
-        for node in ast.walk(ast.parse(p.read_text())):
-            if isinstance(node, ast.Compare) and any(isinstance(c, ast.Constant) and c.value in names
-                                                     for c in [node.left, *node.comparators]):
-                bad.append(f"{rel}:{node.lineno}")
-    assert not bad, bad
