@@ -32,6 +32,12 @@ class Sizes:
     latent_size: tuple[int, int] = (40, 64)  # default latent (h, w): the frame size when --height/--width are unset
     default_block: int = 1  # frames per noise level the checkpoint was trained with (diffusion forcing)
     network_downsampling: str = "U-Net levels"  # what divides the latent further, for the frame-size message
+    release: str = ""  # which checkpoint of the family the sizes were read from (e.g. "wan2.2-ti2v"), if known
+    channels: int | None = None  # latent channels, when the configs say (the queue's frame size)
+    experts: int = 1  # denoisers split by noise level (Wan2.2-A14B: 2); --cfg-2 and --lora-2 need 2
+    image_input: str | None = None  # how --image enters where it is not the family's image encoder ("first_frame")
+    cfg: float | None = None  # the checkpoint's default guidance, where it differs from the preset's
+    cfg_2: float | None = None  # the low-noise expert's default guidance (experts == 2)
 
     @property
     def network_factor(self) -> int:

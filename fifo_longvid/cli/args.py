@@ -113,7 +113,12 @@ def generate_options(
                                               "fits (default: window x partitions, block 1). Few-step models: e.g. "
                                               "--steps 4 --cfg 1. Base: default 50.")] = None,
     cfg: Annotated[float | None, typer.Option("--cfg", help="Classifier-free guidance scale (default: the model's; "
-                                              "12 for VideoCrafter2, 7.5 AnimateDiff, 5 Wan).")] = None,
+                                              "12 for VideoCrafter2, 7.5 AnimateDiff, 5 Wan, 4 Wan2.2-A14B's "
+                                              "high-noise expert).")] = None,
+    cfg_2: Annotated[float | None, typer.Option("--cfg-2", help="Guidance scale of the low-noise expert of a "
+                                                "two-expert model (Wan2.2-A14B: frames whose noise level is below "
+                                                "its boundary). Default: the release's (3 for T2V-A14B) when --cfg "
+                                                "is not given either, else --cfg.")] = None,
     negative_prompt: Annotated[str | None, typer.Option(
         help="What the unconditional (guidance) branch encodes instead of the empty prompt (default \"\": the "
         "empty prompt, as the reference and diffusers' pipelines do without one). Every family supports it.")] = None,

@@ -68,6 +68,7 @@ def build_flags(o: dict[str, Any]) -> dict[str, Any]:
     opt = {
         **{k: str(v) for k, v in path_opts.items() if v},
         "sampling.seed": o["seed"], "sampling.steps": o["steps"], "sampling.cfg": o["cfg"], "sampling.eta": o["eta"],
+        "sampling.cfg_2": o.get("cfg_2"),
         "sampling.negative_prompt": o["negative_prompt"],
         "sampling.height": o["height"], "sampling.width": o["width"], "sampling.fps": o["fps"],
         "fifo.num_frames": o["num_frames"], "fifo.partitions": o["partitions"], "fifo.lookahead": o["lookahead"],

@@ -60,20 +60,34 @@ def _branches(step: StepContext | None, layout: str) -> StepContext | None:
     return step.cond_only() if layout == "cond" else step.uncond_only()
 
 
-def cfg_denoiser(net: NetworkFn, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float,
+# a guidance scale: one number, or one per frame from the (B, F) timesteps (a model whose experts differ in it)
+Scale = float | Callable[[torch.Tensor], torch.Tensor]
+
+
+def frame_scale(scale: Scale, t: torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+    """``scale`` as a number, or as a (B, 1, F, 1, 1) float32 tensor broadcasting over ``like`` (B, C, F, H, W)."""
+    if not callable(scale):
+        return scale
+    b, f = like.shape[0], like.shape[2]
+    table = t if t.ndim == 2 else t.reshape(-1, 1)
+    return scale(table.expand(b, f)).float().view(b, 1, f, 1, 1)
+
+
+def cfg_denoiser(net: NetworkFn, cond: torch.Tensor, uncond: torch.Tensor | None, scale: Scale,
                  max_batch: int | None = None) -> Denoiser:
     """eps = e_u + scale * (e_c - e_u), computed in one batched forward (reference quirk Q5 order).
 
     ``cond``/``uncond`` are (1 or B, L, D). With ``uncond=None`` or ``scale == 1`` only the cond
     pass runs. Contexts of different lengths (e.g. 77 text tokens vs 93 text+image tokens) cannot
-    share a batch; they then run as two forwards.
+    share a batch; they then run as two forwards. ``scale`` may be per frame (``frame_scale``): two experts
+    with their own guidance.
     """
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         step = rows_for(b)
         c = _expand(cond, b)
-        if uncond is None or scale == 1.0:
+        if uncond is None or (not callable(scale) and scale == 1.0):
             with publish(_branches(step, "cond")):
                 return chunked(net, x, t, c, max_batch).float()
         u = _expand(uncond, b)
@@ -89,6 +103,6 @@ def cfg_denoiser(net: NetworkFn, cond: torch.Tensor, uncond: torch.Tensor | None
             with publish(_branches(step, "interleaved")):
                 eps = chunked(net, x2, t2, ctx2, max_batch).float().unflatten(0, (b, 2))
             e_c, e_u = eps[:, 0], eps[:, 1]
-        return e_u + scale * (e_c - e_u)
+        return e_u + frame_scale(scale, t, e_c) * (e_c - e_u)
 
     return denoise

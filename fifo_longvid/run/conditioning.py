@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..backends.base import Backend
-from ..diffusion.guidance import cfg_denoiser, unet_network
+from ..diffusion.guidance import Scale, cfg_denoiser, unet_network
 from ..fifo.queue import FifoPlan
 from ..fifo.sampler import WindowBatch, WindowDenoiser
 from ..io.images import load_image
@@ -66,7 +66,14 @@ def prompt_schedule(cfg: RunConfig, plan: FifoPlan, warmup: int,
     return of
 
 
-def fifo_denoiser(model: Backend, cond_state: CondState, uncond: torch.Tensor, scale: float, fps: int,
+def guidance_of(model: Backend, cfg: RunConfig) -> Scale:
+    """The run's guidance: ``--cfg``, or per frame where the model's experts take their own (``--cfg-2``)."""
+    per_expert = getattr(model, "guidance", None)
+    s = cfg.sampling
+    return per_expert(s.cfg, s.cfg_2) if per_expert is not None else s.cfg  # type: ignore[return-value]
+
+
+def fifo_denoiser(model: Backend, cond_state: CondState, uncond: torch.Tensor, scale: Scale, fps: int,
                   max_batch: int | None, prompt_of: Callable[[torch.Tensor], torch.Tensor],
                   executor: Any = None, techniques: Any = None) -> WindowDenoiser:
     """``executor`` (fifo/parallel.py) runs the U-Net calls, e.g. split across torch.distributed ranks.

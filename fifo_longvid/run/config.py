@@ -26,6 +26,7 @@ from ..techniques import TechniquesConfig
 class SamplingConfig:
     steps: int | None = None  # DDIM steps / flow sigmas; FIFO: window x partitions / block (the default), base: 50
     cfg: float | None = None  # classifier-free guidance scale; None: the model preset's (12; toy: its own)
+    cfg_2: float | None = None  # the low-noise expert's scale (two-expert models); None: the release's, else cfg
     eta: float | None = None  # DDIM eta; None: 1.0 (stochastic, the reference's) for DDIM, 0 for flow matching
     negative_prompt: str = ""  # what the unconditional branch encodes ("": the empty prompt, as before)
     fps: int = 8  # fps conditioning of the U-Net

@@ -30,7 +30,7 @@ from ..interrupts import StopFlag, graceful_interrupt
 from ..io.video import VideoWriter
 from ..techniques import enabled_acceleration
 from ..techniques.seeding import frame_image_tokens, seed_image_tokens
-from .conditioning import CondState, fifo_denoiser, prompt_schedule
+from .conditioning import CondState, fifo_denoiser, guidance_of, prompt_schedule
 from .config import RunConfig, numerics_hash
 from .outputs import OutputFiles, save_frame_png, save_latents
 
@@ -118,7 +118,9 @@ class FifoRun:
 
     @property
     def samples_per_iteration(self) -> int:
-        branches = 1 if self.cfg.sampling.cfg == 1.0 else 2  # guidance 1: the conditional branch alone
+        s = self.cfg.sampling
+        one = s.cfg == 1.0 and s.cfg_2 in (None, 1.0)
+        branches = 1 if one else 2  # guidance 1: the conditional branch alone
         return branches * len(self.plan.windows())
 
     def run(self) -> tuple[int, bool]:
@@ -201,7 +203,7 @@ class FifoRun:
         """One plain clip of ``window`` frames under the first prompt: the queue's starting point."""
         cfg, model = self.cfg, self.model
         den = cfg_denoiser(unet_network(model.unet, cfg.sampling.fps), self.cond_state.conds()[:1], self.uncond,
-                           cfg.sampling.cfg)
+                           guidance_of(model, cfg))
         x_T = self.noise.randn((1, model.cfg.channels, self.window, *self.lat_hw))
         progress = self.progress
         return sample_clip(den, x_T, self.sched, noise=self.noise, callback=base_clip_progress(progress, self.sched))
@@ -236,8 +238,8 @@ class FifoRun:
                 check_distributed(self.cfg.techniques)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
-        return fifo_denoiser(self.model, self.cond_state, self.uncond, s.cfg, s.fps, self.max_batch, prompt_of,
-                             self.executor, self.techniques)
+        return fifo_denoiser(self.model, self.cond_state, self.uncond, guidance_of(self.model, self.cfg), s.fps,
+                             self.max_batch, prompt_of, self.executor, self.techniques)
 
     def open_writer(self) -> VideoWriter:
         """The streaming writer, with the frames of an interrupted run re-decoded from the latent log (which also

@@ -39,17 +39,22 @@ class ResolvedRun:
         return self.family.costs(self.config.model)
 
 
-def apply_presets(cfg: RunConfig, family: Family) -> None:
+def apply_presets(cfg: RunConfig, family: Family, sizes: Sizes | None = None) -> None:
     """The preset's guidance scale, the schedule's eta and the default checkpoint, where the user gave none. Batch
-    item names hash the settings at this point (so names from before this pass stay valid)."""
+    item names hash the settings at this point (so names from before this pass stay valid). ``sizes``: the
+    checkpoint's own defaults (a release's guidance, a second expert's), which come before the preset's."""
     s = cfg.sampling
-    if s.cfg is None:
-        scale = family.preset_cfg(cfg.model)  # None: an unreadable model config, reported when the model loads
-        s.cfg = 12.0 if scale is None else scale
-    if s.eta is None:
-        s.eta = family.default_eta()
     if cfg.checkpoint is None:
         cfg.checkpoint = family.default_checkpoint(cfg.model)
+    if sizes is not None and sizes.experts > 1 and s.cfg_2 is None:
+        s.cfg_2 = s.cfg if s.cfg is not None else sizes.cfg_2  # diffusers: guidance_scale_2 defaults to the first
+    if s.cfg is None:
+        scale = sizes.cfg if sizes is not None and sizes.cfg is not None else family.preset_cfg(cfg.model)
+        s.cfg = 12.0 if scale is None else scale  # None: an unreadable model config, reported when loading
+    if s.cfg_2 is None and sizes is not None and sizes.experts > 1:
+        s.cfg_2 = s.cfg
+    if s.eta is None:
+        s.eta = family.default_eta()
 
 
 def resolve(given: RunConfig, family: Family | None = None) -> ResolvedRun:
@@ -58,9 +63,11 @@ def resolve(given: RunConfig, family: Family | None = None) -> ResolvedRun:
     cfg = thawed_copy(given)
     if family is None:
         family = family_for(cfg.model, cfg.checkpoint)
-    apply_presets(cfg, family)
-    validate(cfg, family)
+    if cfg.checkpoint is None:
+        cfg.checkpoint = family.default_checkpoint(cfg.model)
     sizes = family.sizes(cfg.model, cfg.checkpoint)
+    apply_presets(cfg, family, sizes)
+    validate(cfg, family, sizes)
     _fill_fifo(cfg, sizes)
     sizes.check_frame(cfg.sampling.height, cfg.sampling.width, cfg.model)
     default_h, default_w = sizes.default_frame()

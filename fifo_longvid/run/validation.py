@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..backends import Family, family_for
-from ..backends.family import motion_adapter_refusal
+from ..backends.family import Sizes, motion_adapter_refusal
 from ..errors import ConfigError
 from ..fifo.init import INIT_MODES
 from ..fifo.sizing import parse_max_batch
@@ -15,9 +15,10 @@ from ..io.prompts import MAX_PROMPT_CHARS
 from .config import RunConfig
 
 
-def validate(cfg: RunConfig, family: Family | None = None) -> None:
+def validate(cfg: RunConfig, family: Family | None = None, sizes: Sizes | None = None) -> None:
     """Reject bad settings before any work is done, with what to do instead. ``family``: the run's, as
-    ``run/resolve.py`` looked it up (asked of the registry here only when validating on its own)."""
+    ``run/resolve.py`` looked it up (asked of the registry here only when validating on its own); ``sizes``: what
+    the checkpoint's configs say (its experts), where known."""
     if cfg.mode not in ("fifo", "base"):
         raise ConfigError(f"mode must be 'fifo' or 'base', got {cfg.mode!r}")
     if not cfg.prompts or any(not p.strip() for p in cfg.prompts):
@@ -29,6 +30,7 @@ def validate(cfg: RunConfig, family: Family | None = None) -> None:
     if family is None:
         family = family_for(cfg.model, cfg.checkpoint)
     _check_sampling(cfg, family)
+    _check_experts(cfg, family, sizes)
     if cfg.mode == "fifo":
         _check_fifo(cfg)
     elif len(cfg.prompts) > 1:
@@ -61,6 +63,24 @@ def _check_sampling(cfg: RunConfig, family: Family) -> None:
                           "step, which has no eta; drop --eta (or set --eta 0)")
     if s.negative_prompt and not family.negative_prompt:
         raise ConfigError(f"--negative-prompt: the {family.name} family has no negative-prompt branch")
+
+
+def _check_experts(cfg: RunConfig, family: Family, sizes: Sizes | None) -> None:
+    """--cfg-2 needs a second expert; per-frame technique state is not carried across the expert switch yet."""
+    experts = sizes.experts if sizes is not None else 1
+    if cfg.sampling.cfg_2 is not None and experts < 2:
+        raise ConfigError(f"--cfg-2 sets the low-noise expert's guidance, and {cfg.model} "
+                          f"({cfg.checkpoint or 'no checkpoint'}) has one denoiser; drop --cfg-2 (or pass a "
+                          "two-expert Wan2.2-A14B folder with --checkpoint)")
+    if cfg.sampling.cfg_2 is not None and cfg.sampling.cfg_2 < 0:
+        raise ConfigError(f"--cfg-2 must be >= 0, got {cfg.sampling.cfg_2}")
+    if experts > 1:
+        from ..techniques import enabled
+
+        on = [spec.flag for spec in enabled(cfg.techniques)]
+        if on:
+            raise ConfigError(f"{', '.join(on)}: these keep per-frame state that has not been tested across the "
+                              "switch between the two experts of this model; run it without them")
 
 
 def _check_fifo(cfg: RunConfig) -> None:

@@ -43,24 +43,46 @@ def _preset_cfg(config: Any) -> float | None:
     return preset_config(str(config)).default_cfg
 
 
+def _release(folder: Path | None) -> Any:
+    """The folder's WanVariant, or None (no folder, or one that loading will refuse with the full message)."""
+    from ..base import CheckpointError
+    from .load import read_variant
+
+    if folder is None or not (folder / "model_index.json").is_file():
+        return None
+    try:
+        return read_variant(folder)
+    except (CheckpointError, ValueError, OSError):
+        return None
+
+
 def _sizes(config: Any, checkpoint: str | Path | None = None) -> Sizes:
-    """The VAE (8x spatial, 4x temporal for Wan2.1) and the DiT's patch, read from the checkpoint folder's configs
-    when there is one (no weights are read), else the preset's published configs; a diffusion-forcing checkpoint's
-    own block size (``num_frame_per_block``) is FIFO's default ``--block``."""
+    """The VAE (8x spatial, 4x temporal for Wan2.1; 16x for Wan2.2-TI2V) and the DiT's patch, read from the
+    checkpoint folder's configs when there is one (no weights are read), else the preset's published configs; a
+    diffusion-forcing checkpoint's own block size (``num_frame_per_block``) is FIFO's default ``--block``; the
+    release (``variants.py``) gives the experts, the image input and its published run defaults."""
     from .full import FULL_TRANSFORMER, FULL_VAE
     from .load import DEFAULT_DIR, preset_config
     from .tiny import TINY_TRANSFORMER, TINY_VAE
+    from .variants import RELEASE_DEFAULTS
 
     mc = preset_config(str(config))
     folder = Path(checkpoint) if checkpoint is not None else (DEFAULT_DIR if str(config) == "wan" else None)
     vae = part_config(folder, "vae") or (TINY_VAE if str(config) == "tiny_wan" else FULL_VAE)
     dit = part_config(folder, "transformer") or (TINY_TRANSFORMER if str(config) == "tiny_wan" else FULL_TRANSFORMER)
+    release = _release(folder)
+    if release is not None and str(config) == "wan":
+        for key, value in RELEASE_DEFAULTS.get(release.name, {}).items():
+            setattr(mc, key, value)
     factor = int(vae.get("scale_factor_spatial") or 2 ** len(vae["temperal_downsample"]))
     temporal = int(vae.get("scale_factor_temporal") or 2 ** sum(vae["temperal_downsample"]))
     return Sizes(latent_factor=factor, size_multiple=factor * int(dit["patch_size"][1]), temporal_factor=temporal,
                  window=mc.default_window or 20, partitions=mc.default_partitions, num_frames=mc.default_num_frames,
                  latent_size=tuple(mc.latent_size), default_block=int(dit.get("num_frame_per_block") or 1),
-                 network_downsampling="DiT patch")  # type: ignore[arg-type]
+                 network_downsampling="DiT patch", release=release.name if release else "wan2.1",
+                 channels=int(dit.get("out_channels", 16)), experts=release.experts if release else 1,
+                 image_input=release.image_input if release else None, cfg=mc.default_cfg,
+                 cfg_2=mc.default_cfg_2)  # type: ignore[arg-type]
 
 
 # Wan2.1-T2V-1.3B (full.py): the DiT (its float32 modules: 3.1M params) + the causal VAE; UMT5-XXL's encoder is 5.68B

@@ -1,8 +1,8 @@
-"""Reading Wan weights: diffusers ``WanPipeline`` and ``SkyReelsV2DiffusionForcingPipeline`` folders, and the tiny
-preset.
+"""Reading Wan weights: diffusers ``WanPipeline`` folders (Wan2.1, Wan2.2-TI2V-5B, Wan2.2-T2V-A14B's two experts),
+``SkyReelsV2DiffusionForcingPipeline`` folders, and the tiny preset.
 
-The two layouts are told apart by ``model_index.json``'s ``_class_name`` (never by the path); any other pipeline
-(image-to-video, Wan2.2 two-expert folders...) is refused with what was found and what is expected. Every
+The layouts are told apart by their configs (``variants.py``, never by the path); any other pipeline
+(image-to-video with extra channels or CLIP tokens...) is refused with what was found and what works. Every
 component is read by its diffusers / transformers class's ``from_pretrained`` from safetensors
 (``use_safetensors=True``: no pickle is executed). ``accelerate`` is needed because the transformer keeps some
 modules in float32 when loading.
@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ..base import CheckpointError
-from ..hub import class_name, quiet_loading
+from ..hub import quiet_loading
 from .download import HUB_REPOS
 from .model import Wan, WanConfig
 from .tiny import write_tiny_folder
+from .variants import RELEASE_DEFAULTS, WanVariant, variant_of
 
 __all__ = ["DEFAULT_DIR", "HUB_REPOS", "PRESETS", "is_wan", "load_wan", "pipeline_kind", "preset_config",
-           "write_tiny_folder"]
+           "read_variant", "write_tiny_folder"]
 
 PRESETS = ("wan", "tiny_wan")
 DEFAULT_DIR = Path("checkpoints") / "wan"
@@ -41,25 +42,21 @@ def preset_config(name: str) -> WanConfig:
     return WanConfig(name=name)
 
 
-def pipeline_kind(folder: str | Path) -> str:
-    """``"wan"`` or ``"skyreels-df"`` from the folder's ``model_index.json``; a CheckpointError otherwise."""
-    folder = Path(folder)
+def _advice() -> str:
     expected = " or ".join(PIPELINES)
-    advice = (f"pass --checkpoint with a diffusers {expected} folder; `fifo-gen download --model wan` fetches "
-              f"{HUB_REPOS['wan']} and `--model skyreels-df` {HUB_REPOS['skyreels-df']} (into {DEFAULT_DIR}/). "
-              "(`--config tiny_wan` needs no weights.)")
-    if not folder.exists():
-        raise CheckpointError(f"Wan checkpoint not found: {folder}\n  {advice}")
-    index = folder / "model_index.json"
-    if not folder.is_dir() or not index.is_file():
-        raise CheckpointError(f"{folder}: no model_index.json, so this is not a diffusers pipeline folder\n  {advice}")
-    name = class_name(index)
-    if name is None:
-        raise CheckpointError(f"{index} names no pipeline (no _class_name); re-download the folder\n  {advice}")
-    if name not in PIPELINES:
-        raise CheckpointError(f"{folder} is a {name} folder; the Wan backend takes text-to-video {expected} folders "
-                              f"(no image-to-video or two-expert pipelines)\n  {advice}")
-    return PIPELINES[name]
+    return (f"pass --checkpoint with a diffusers {expected} folder; `fifo-gen download --model wan` fetches "
+            f"{HUB_REPOS['wan']} and `--model skyreels-df` {HUB_REPOS['skyreels-df']} (into {DEFAULT_DIR}/; "
+            "`fifo-gen download --list` shows the Wan2.2 models). (`--config tiny_wan` needs no weights.)")
+
+
+def read_variant(folder: str | Path) -> WanVariant:
+    """The folder's :class:`~.variants.WanVariant` from its configs; a CheckpointError for anything else."""
+    return variant_of(folder, _advice())
+
+
+def pipeline_kind(folder: str | Path) -> str:
+    """``"wan"`` or ``"skyreels-df"``: the transformer class the folder holds (a CheckpointError otherwise)."""
+    return read_variant(folder).kind
 
 
 def load_components(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -68,14 +65,16 @@ def load_components(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
     from transformers import AutoTokenizer, UMT5EncoderModel
 
     folder = Path(folder)
-    kind = pipeline_kind(folder)
-    for sub in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"):
+    variant = read_variant(folder)
+    kind = variant.kind
+    experts = ("transformer", "transformer_2")[:variant.experts]
+    for sub in (*experts, "vae", "text_encoder", "tokenizer", "scheduler"):
         if not (folder / sub).is_dir():
             raise CheckpointError(f"{folder} has no {sub}/ folder: it is not a complete diffusers pipeline folder")
     tr_cls = getattr(diffusers, TRANSFORMERS[kind])
     try:
         with quiet_loading():  # diffusers' own error line would come before ours
-            parts = {"transformer": tr_cls.from_pretrained(str(folder / "transformer"), use_safetensors=True),
+            parts = {**{e: tr_cls.from_pretrained(str(folder / e), use_safetensors=True) for e in experts},
                      "vae": diffusers.AutoencoderKLWan.from_pretrained(str(folder / "vae"), use_safetensors=True),
                      "text_encoder": UMT5EncoderModel.from_pretrained(str(folder / "text_encoder"),
                                                                       use_safetensors=True),
@@ -85,8 +84,8 @@ def load_components(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
         first = str(e).splitlines()[0] if str(e) else ""
         raise CheckpointError(f"{folder}: could not load the {kind} pipeline's components ({type(e).__name__}: "
                               f"{first})") from None
-    source = {"checkpoint": str(folder), "layout": f"{kind} diffusers folder",
-              "pipeline": next(k for k, v in PIPELINES.items() if v == kind)}
+    source = {"checkpoint": str(folder), "layout": f"{variant.name} diffusers folder", "pipeline": variant.pipeline}
+    parts["variant"] = variant
     return parts, source
 
 
@@ -99,6 +98,7 @@ def load_wan(name: str = "wan", checkpoint: str | Path | None = None) -> Wan:
         c = tiny_components("wan")
         parts = {k: c[k] for k in ("transformer", "vae", "text_encoder", "tokenizer")}
         parts["scheduler_config"] = dict(c["scheduler"].config)
+        parts["variant"] = WanVariant("wan2.1", "wan", "WanPipeline")
         source: dict[str, Any] = {"checkpoint": None, "layout": "tiny_wan recipe (seeded random weights)",
                                   "pipeline": "WanPipeline"}
     elif checkpoint is None:
@@ -110,9 +110,13 @@ def load_wan(name: str = "wan", checkpoint: str | Path | None = None) -> Wan:
         parts, source = load_components(DEFAULT_DIR)
     else:
         parts, source = load_components(checkpoint)
+    if name == "wan":  # a full-size release's own defaults (frame, length, window, guidance)
+        for key, value in RELEASE_DEFAULTS.get(parts["variant"].name, {}).items():
+            setattr(cfg, key, value)
     parts["scheduler_config"] = {k: v for k, v in parts["scheduler_config"].items() if k != "_diffusers_version"}
     try:
         return Wan(cfg, parts["transformer"], parts["vae"], parts["text_encoder"], parts["tokenizer"],
-                   parts["scheduler_config"], source).eval().requires_grad_(False)
+                   parts["scheduler_config"], source, variant=parts["variant"],
+                   transformer_2=parts.get("transformer_2")).eval().requires_grad_(False)
     except ValueError as e:
         raise CheckpointError(f"{checkpoint}: {e}") from None

@@ -1,4 +1,5 @@
-"""The Wan2.1 / SkyReels-V2-DF backend: UMT5 text -> context, the DiT, the causal VAE, the flow schedule.
+"""The Wan backend (Wan2.1, Wan2.2-TI2V-5B, Wan2.2-T2V-A14B's two experts, SkyReels-V2-DF): UMT5 text -> context,
+the DiT (or a pair of experts, ``experts.py``), the causal VAE, the flow schedule.
 
 Sizes come from the loaded configs, never from constants: channels and patch from the transformer, the spatial and
 temporal compression from the VAE, the context width from the text encoder, the flow shift from the folder's
@@ -9,14 +10,17 @@ the context length, embeddings past each prompt's length zeroed), so parity with
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from .experts import ExpertNetwork
 from .network import WanNetwork, describe_network
 from .vae import StreamDecoder, normalise, unnormalise
+from .variants import WanVariant
 
 FAMILY = "wan"
 MAX_SEQUENCE_LENGTH = 512  # WanPipeline's max_sequence_length: the context length Wan2.1 was trained with
@@ -32,6 +36,7 @@ class WanConfig:
     default_window: int | None = 20  # longest even window within the 21 latent frames Wan2.1 trained on
     default_partitions: int = 4
     default_cfg: float = 5.0  # WanPipeline's example guidance
+    default_cfg_2: float | None = None  # the low-noise expert's (two-expert releases)
     default_num_frames: int = 81  # output frames: 21 latent frames
     use_scale: bool = False
     default_negative_prompt: str = ""
@@ -50,20 +55,30 @@ def cast_transformer(transformer: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 
 class Wan(nn.Module):
-    """A loaded Wan2.1 T2V or SkyReels-V2 DF model as a FIFO backend (``backends.base.Backend``)."""
+    """A loaded Wan model as a FIFO backend (``backends.base.Backend``). ``release`` says which Wan it is
+    (``variants.py``); with two experts ``unet`` is an :class:`~.experts.ExpertNetwork`."""
 
     family = FAMILY
 
     def __init__(self, cfg: WanConfig, transformer: nn.Module, vae: nn.Module, text_encoder: nn.Module,
-                 tokenizer: Any, scheduler_config: dict[str, Any], source: dict[str, Any] | None = None):
+                 tokenizer: Any, scheduler_config: dict[str, Any], source: dict[str, Any] | None = None,
+                 variant: WanVariant | None = None, transformer_2: nn.Module | None = None):
         super().__init__()
-        self.unet = WanNetwork(transformer)
+        self.release = variant or WanVariant("wan2.1", "wan", "WanPipeline")
+        self.scheduler_config = dict(scheduler_config)
+        if (transformer_2 is None) != (self.release.experts == 1):
+            raise ValueError(f"{self.release.name} has {self.release.experts} expert(s) but "
+                             f"{1 + (transformer_2 is not None)} transformer(s) were given")
+        if transformer_2 is None:
+            self.unet: Any = WanNetwork(transformer)
+        else:
+            boundary = self.release.boundary_ratio * int(self.scheduler_config.get("num_train_timesteps", 1000))
+            self.unet = ExpertNetwork(WanNetwork(transformer), WanNetwork(transformer_2), boundary)
         self.vae = vae
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
-        self.scheduler_config = dict(scheduler_config)
         self.source = source or {}
-        cfg.channels = int(transformer.config.in_channels)
+        cfg.channels = int(transformer.config.out_channels)
         self.cfg = cfg
         self._check_compatible()
 
@@ -76,6 +91,9 @@ class Wan(nn.Module):
         if int(self.vae.config.z_dim) != self.cfg.channels:
             raise ValueError(f"the VAE has {self.vae.config.z_dim} latent channels, the transformer "
                              f"{self.cfg.channels}")
+        if int(tr.in_channels) != self.cfg.channels:
+            raise ValueError(f"the transformer takes {tr.in_channels} input channels for {self.cfg.channels} latent "
+                             "channels: an image-to-video transformer, which the Wan backend does not run")
         pred = self.scheduler_config.get("prediction_type", "flow_prediction")
         flow = pred == "flow_prediction" or "shift" in self.scheduler_config
         if not flow:
@@ -162,7 +180,31 @@ class Wan(nn.Module):
             raise ValueError(f"--eta {eta}: Wan samples by flow matching, which is deterministic; use --eta 0")
         from ...diffusion.flow import flow_schedule_from_config
 
-        return flow_schedule_from_config(self.scheduler_config, num_steps)
+        sched = flow_schedule_from_config(self.scheduler_config, num_steps)
+        if isinstance(self.unet, ExpertNetwork):  # rows route by schedule index on the host (no sync)
+            self.unet.bind_levels(sched.timestep_list)
+        return sched
+
+    @property
+    def experts(self) -> int:
+        return self.release.experts
+
+    def guidance(self, scale: float, scale_2: float | None = None) -> float | Callable[[torch.Tensor], torch.Tensor]:
+        """The guidance scale of each frame: ``scale`` on one model; with two experts, a function of the (B, F)
+        timesteps giving ``scale`` where the high-noise expert runs and ``scale_2`` (default: ``scale``) where the
+        low-noise one does, as ``WanPipeline``'s ``guidance_scale`` / ``guidance_scale_2``."""
+        if not isinstance(self.unet, ExpertNetwork):
+            return scale
+        low = scale if scale_2 is None else scale_2
+        if low == scale:  # one number: guidance 1 then runs the conditional branch alone
+            return scale
+        boundary = self.unet.boundary_t
+
+        def per_frame(t: torch.Tensor) -> torch.Tensor:
+            high = torch.full_like(t, scale, dtype=torch.float32)
+            return torch.where(t >= boundary, high, torch.full_like(high, low))
+
+        return per_frame
 
     def ddim_schedule(self, num_steps: int, eta: float = 0.0) -> Any:
         raise ValueError("Wan is a flow-matching model: it has no DDIM schedule (use schedule())")
@@ -202,10 +244,14 @@ class Wan(nn.Module):
     def cast(self, dtype: torch.dtype, vae_dtype: torch.dtype | None = None) -> Wan:
         """The transformer in ``dtype`` (its float32 modules kept), the VAE in ``vae_dtype`` (default: ``dtype``),
         the text encoder in float32 (it runs once per prompt)."""
-        cast_transformer(self.unet.transformer, dtype)
+        for net in self._networks():
+            cast_transformer(net.transformer, dtype)
         nn.Module.to(self.vae, vae_dtype or dtype)  # (ModelMixin.to warns about fp32 modules the VAE has none of)
         nn.Module.to(self.text_encoder, torch.float32)
         return self
+
+    def _networks(self) -> list[WanNetwork]:
+        return [self.unet.high, self.unet.low] if isinstance(self.unet, ExpertNetwork) else [self.unet]
 
     @property
     def text_offload(self) -> bool:
@@ -233,7 +279,12 @@ class Wan(nn.Module):
     def describe(self) -> dict[str, Any]:
         """The sidecar's record of the model: what was loaded and the sizes derived from its configs."""
         keep = ("_class_name", "flow_shift", "shift", "num_train_timesteps", "prediction_type", "use_flow_sigmas")
-        return {"family": FAMILY, "variant": self.variant, **self.source, "transformer": describe_network(self.unet),
+        experts = {}
+        if isinstance(self.unet, ExpertNetwork):
+            experts = {"transformer_2": describe_network(self.unet.low), "boundary_ratio": self.release.boundary_ratio,
+                       "boundary_timestep": self.unet.boundary_t}
+        return {"family": FAMILY, "variant": self.variant, "release": self.release.name, **self.source,
+                "transformer": describe_network(self._networks()[0]), **experts,
                 "vae": type(self.vae).__name__, "text_encoder": type(self.text_encoder).__name__,
                 "latent_factor": self.latent_factor, "temporal_factor": self.temporal_factor,
                 "size_multiple": self.size_multiple, "temporal_length": self.temporal_length,
