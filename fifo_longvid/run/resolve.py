@@ -46,6 +46,11 @@ def apply_presets(cfg: RunConfig, family: Family, sizes: Sizes | None = None) ->
     s = cfg.sampling
     if cfg.checkpoint is None:
         cfg.checkpoint = family.default_checkpoint(cfg.model)
+    if sizes is None:
+        try:
+            sizes = family.sizes(cfg.model, cfg.checkpoint)
+        except (ValueError, OSError):
+            sizes = None  # an unreadable model config: reported when resolving or loading
     if sizes is not None and sizes.experts > 1 and s.cfg_2 is None:
         s.cfg_2 = s.cfg if s.cfg is not None else sizes.cfg_2  # diffusers: guidance_scale_2 defaults to the first
     if s.cfg is None:
