@@ -49,8 +49,8 @@ def apply_presets(cfg: RunConfig, family: Family, sizes: Sizes | None = None) ->
     if sizes is None:
         try:
             sizes = family.sizes(cfg.model, cfg.checkpoint)
-        except (ValueError, OSError):
-            sizes = None  # an unreadable model config: reported when resolving or loading
+        except Exception:  # an unreadable model config: reported with its own message when resolving or loading
+            sizes = None
     if sizes is not None and sizes.experts > 1 and s.cfg_2 is None:
         s.cfg_2 = s.cfg if s.cfg is not None else sizes.cfg_2  # diffusers: guidance_scale_2 defaults to the first
     if s.cfg is None:
