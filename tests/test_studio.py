@@ -256,7 +256,7 @@ def test_page_inputs_parse_empty_as_default_and_refuse_text():
     pytest.importorskip("gradio")
     from fifo_longvid.studio.view import settings_of
 
-    values = ["p", "", 16, "0", "", " ", "8", "", "first", "noise", "0.9", "", "3", "", False, ""]
+    values = ["p", "", 16, "0", "", " ", "8", "", "first", "noise", "0.9", "", "3", "", False, "", ""]
     s = settings_of(tuple(values))
     assert (s.seed, s.cfg, s.partitions, s.qcache, s.cfg_cache, s.num_frames) == (0, None, None, 0.9, 3, 16)
     assert (s.steps, s.block) == (8, None)

@@ -65,9 +65,10 @@ def costs_for(config: Any) -> Any:
 
 def load_backend(config: Any = "videocrafter2", checkpoint: str | Path | None = None,
                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                 motion_adapter: str | Path | None = None) -> Any:
-    """Build and load the model of ``--config``, ready for inference on ``device`` in ``dtype``."""
-    return family_for(config, checkpoint).load(config, checkpoint, device, dtype, motion_adapter)
+                 motion_adapter: str | Path | None = None, loras: Any = ()) -> Any:
+    """Build and load the model of ``--config``, ready for inference on ``device`` in ``dtype``; ``loras``:
+    objects with ``path``, ``scale`` and ``target`` (``run.config.LoraConfig``; ``backends/lora.py``)."""
+    return family_for(config, checkpoint).load(config, checkpoint, device, dtype, motion_adapter, loras=loras)
 
 
 def weights_id(checkpoint: str | Path | None, motion_adapter: str | Path | None, recipe: str) -> str:

@@ -76,7 +76,7 @@ class Family:
     name: str
     presets: tuple[str, ...]
     matches: Callable[[ConfigArg, str | Path | None], bool]  # is this --config (and --checkpoint) ours?
-    load: Callable[..., Any]  # (config, checkpoint, device, dtype, motion_adapter) -> a loaded Backend
+    load: Callable[..., Any]  # (config, checkpoint, device, dtype, motion_adapter, loras=()) -> a loaded Backend
     preset_cfg: Callable[[ConfigArg], float | None]  # the guidance scale when --cfg is not given
     sizes: Callable[[ConfigArg, str | Path | None], Sizes]  # the preset's geometry, without weights
     has_image_encoder: Callable[[ConfigArg], bool] = lambda config: False
@@ -89,6 +89,9 @@ class Family:
     default_checkpoint: Callable[[ConfigArg], str | None] = lambda config: None  # used when --checkpoint is unset
     summary: str = ""
     download: Download | None = None  # what `fifo-gen download --model NAME` fetches for this family
+    # the components --lora (first) and --lora-2 (second, a second expert) load into, read without weights;
+    # () refuses --lora (lora_refusal)
+    lora_targets: Callable[[ConfigArg, str | Path | None], tuple[str, ...]] = lambda config, checkpoint: ()
 
     @property
     def mirrored(self) -> bool:
@@ -106,3 +109,13 @@ def motion_adapter_refusal(config: ConfigArg, family: Family) -> str:
     (run validation raises it before loading; each family's ``load`` raises it too, for callers of the API)."""
     return (f"--motion-adapter is for AnimateDiff (--config animatediff); --config {config} is a {family.name} "
             "model")
+
+
+def lora_refusal(config: ConfigArg, family: Family, second: bool = False) -> str:
+    """The one sentence that refuses ``--lora`` on a family without LoRA targets, or ``--lora-2`` on a model
+    without a second expert (run validation raises it before loading; ``load`` raises it for API callers)."""
+    if second:
+        return (f"--lora-2 loads into the second (low-noise) expert of a two-expert model such as Wan2.2-A14B; "
+                f"--config {config} with this checkpoint has one denoiser (use --lora)")
+    return (f"--lora needs a model that takes LoRAs (Wan or AnimateDiff: --config wan or animatediff); "
+            f"--config {config} is a {family.name} model")

@@ -32,7 +32,7 @@ from ..errors import ConfigError
 from ..io.naming import item_hash, output_name, prompt_seed
 from ..io.prompts import BatchItem, PromptFileError
 from ..io.sidecar import file_sha256, sidecar_path
-from ..run.config import RunConfig, build_run_config, parse_value, prune_tail_settings, to_dict
+from ..run.config import RunConfig, build_run_config, hash_loras, parse_value, prune_tail_settings, to_dict
 from .manifest import Manifest, now_iso
 from .sharding import Shard
 
@@ -76,6 +76,7 @@ def settings_of(cfg: RunConfig, checkpoint_id: str) -> dict[str, Any]:
         for k in keys:
             d[sec].pop(k, None)
     prune_tail_settings(d)
+    hash_loras(d)  # by content; none: names from before --lora stay valid
     d["checkpoint"] = checkpoint_id
     d.get("conditioning", {}).pop("image", None)  # hashed by content instead
     return d
@@ -94,6 +95,7 @@ def plan_batch(items: list[BatchItem], out_dir: str | Path, flags: dict[str, Any
     """Resolve every item's run config, seed, hash and output name. Raises ``PromptFileError`` listing every
     line whose settings are invalid; nothing has been generated at that point."""
     from ..backends import family_for
+    from ..backends.lora import lora_entries
     from ..run.resolve import apply_presets, resolve
 
     families: dict[tuple[str, str | None], Any] = {}  # asked once per model a batch names (usually one)
@@ -122,6 +124,8 @@ def plan_batch(items: list[BatchItem], out_dir: str | Path, flags: dict[str, Any
             item_values.update({"techniques.qcache.enabled": True, "techniques.qcache.v": it.qcache})
         if it.image is not None:
             item_values["conditioning.image"] = it.image
+        if it.loras is not None:  # the item's LoRAs replace the batch's --lora
+            item_values["loras"] = lora_entries(list(it.loras), [])
         item_values.update({k: parse_value(v) if isinstance(v, str) else v for k, v in it.overrides.items()})
         try:
             cfg = build_run_config(run_config, {**flags, "prompts": [it.prompt]}, list(overrides), item_values)
@@ -209,11 +213,12 @@ def run_batch(planned: list[PlannedItem], out_dir: str | Path, shard: Shard, mod
     """Generate this shard's items (``planned`` must already be this shard's) and keep the manifest current.
 
     ``on_item(event, item, record)``: event is ``start`` | ``skip`` | ``end`` (for progress bars).
-    ``load``: builds the model when ``model`` is None, on the first item that needs it (a re-run that only
-    skips never loads weights).
+    ``load(loras)``: builds the model when ``model`` is None, on the first item that needs it (a re-run that only
+    skips never loads weights), and again when an item's LoRAs differ from those of the loaded model.
     ``report``: write each finished item's drift report beside it (``NAME.report.json`` and ``.png``), also for
     a complete item skipped without one.
     """
+    from ..backends.lora import applied_loras, lora_key
     from ..fifo.state import StateMismatch, state_path
     from ..run.pipeline import generate
 
@@ -250,8 +255,11 @@ def run_batch(planned: list[PlannedItem], out_dir: str | Path, shard: Shard, mod
                         if on_item:
                             on_item("skip", p, None)
                         continue
-                    if model is None and load is not None:
-                        model = load()
+                    if load is not None and (model is None or applied_loras(model) != lora_key(p.cfg.loras)):
+                        if model is not None:
+                            log(f"{p.name}: other LoRAs than the previous item's; loading the model again")
+                            model = None  # the old copy goes before the new one loads
+                        model = load(p.cfg.loras)
                     rec = _run_item(p, base, manifest, generate_fn, model, overwrite, progress, log, on_item,
                                     state_path, StateMismatch, report)
                 status = rec["status"]

@@ -37,6 +37,15 @@ def generate_options(
     motion_adapter: Annotated[Path | None, typer.Option(help="AnimateDiff motion modules for an SD-1.5 checkpoint: a "
                                                         "diffusers MotionAdapter folder or an original "
                                                         "mm_sd_v15_v2.ckpt / .safetensors.")] = None,
+    lora: Annotated[list[str], typer.Option(
+        "--lora", metavar="PATH[:SCALE]", help="A LoRA (.safetensors; diffusers, original Wan/ComfyUI or kohya "
+        "layout) on the model's denoiser (Wan: its transformer; AnimateDiff: the SD-1.5 U-Net), at SCALE (default "
+        "1.0). Repeat for several. Every key must match the model, else the run stops before writing anything; "
+        "SCALE 0 is the same as leaving it out. VideoCrafter takes none.")] = [],  # noqa: B006
+    lora_2: Annotated[list[str], typer.Option(
+        "--lora-2", metavar="PATH[:SCALE]", help="A LoRA on the second, low-noise expert (transformer_2) of a "
+        "two-expert model (Wan2.2-A14B folders); --lora then goes to the high-noise expert. Repeatable.")
+                      ] = [],  # noqa: B006
     mode: Annotated[str, typer.Option(help="fifo: long video (FIFO-Diffusion). base: one plain clip of the "
                                       "model.")] = "fifo",
     num_frames: Annotated[int | None, typer.Option("--num-frames", "-l", help="Output length in frames "

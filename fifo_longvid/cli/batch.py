@@ -22,8 +22,8 @@ from .support import (
 
 def batch_command(
     prompts_file: Annotated[Path, typer.Argument(help="Prompt file: .txt (one prompt a line, # comments), .csv/.tsv "
-                                                 "(a prompt column plus seed, num_frames, qcache, name, image, or "
-                                                 "dotted run-config keys), or .jsonl with the same fields.")],
+                                                 "(a prompt column plus seed, num_frames, qcache, name, image, lora, "
+                                                 "or dotted run-config keys), or .jsonl with the same fields.")],
     out_dir: Annotated[Path, typer.Option("--out-dir", "-d", help="Folder for the videos, their sidecars and "
                                           "manifest.jsonl.")],
     shard: Annotated[str | None, typer.Option(help="Do shard K/N of the items (0 <= K < N, item i goes to shard "
@@ -93,8 +93,8 @@ def _run_batch_command(prompts_file: Path, out_dir: Path, shard: str | None, fai
             bars.print(f"torch threads: {threads} (SLURM_CPUS_PER_TASK)")
         return run_batch(mine, out_dir, the_shard, None, fail_fast=fail_fast, overwrite=opts["overwrite"],
                          log=bars.print, progress=bars, on_item=bars.item_event, report=report,
-                         load=lambda: family.load(base.model, base.checkpoint, device, base.dtype,
-                                                  base.motion_adapter))
+                         load=lambda loras=(): family.load(base.model, base.checkpoint, device, base.dtype,
+                                                           base.motion_adapter, loras=loras))
 
 
 def _print_summary(s: Any) -> None:

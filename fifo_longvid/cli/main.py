@@ -133,7 +133,8 @@ def _run_distributed(run: Any) -> None:
             with ignore_stop_signals():  # rank 0 decides when to stop (it needs us to finish the iteration)
                 resolved = resolve(run)
                 cfg = resolved.config
-                model = resolved.family.load(cfg.model, cfg.checkpoint, device, cfg.dtype, cfg.motion_adapter)
+                model = resolved.family.load(cfg.model, cfg.checkpoint, device, cfg.dtype, cfg.motion_adapter,
+                                             loras=cfg.loras)
                 check_loaded(resolved, model)
                 calls = serve_run(cfg, resolved.latent_hw, model)
             err.print(f"rank {rank}: served {calls} U-Net calls", highlight=False)

@@ -103,6 +103,11 @@ def build_flags(o: dict[str, Any]) -> dict[str, Any]:
             flags[f"techniques.{key}.every"] = o[key]
     if o.get("attn_reuse"):
         flags["techniques.attn_reuse.enabled"] = True
+    from ..backends.lora import lora_entries
+
+    loras = lora_entries(o.get("lora") or [], o.get("lora_2") or [])
+    if loras:
+        flags["loras"] = loras
     fpp = o.get("frames_per_prompt")
     if fpp:
         try:

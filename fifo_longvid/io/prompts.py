@@ -5,7 +5,8 @@ Formats, chosen by the file suffix:
 * ``.txt``   -- one prompt per line; blank lines and ``#`` comments are ignored. A line
   ``image.png;a prompt`` (the FIFO-Diffusion fork's image-to-video format) sets ``image``.
 * ``.csv`` / ``.tsv`` -- a header with a ``prompt`` column plus optional columns ``seed``, ``num_frames``,
-  ``qcache``, ``name``, ``image``, and any dotted run-config key (``sampling.cfg``, ``fifo.init`` ...).
+  ``qcache``, ``name``, ``image``, ``lora`` (``PATH[:SCALE]``, several separated by ``;``; they replace the
+  batch's ``--lora``), and any dotted run-config key (``sampling.cfg``, ``fifo.init`` ...).
   Empty cells mean "not set".
 * ``.jsonl`` -- one JSON object per line with the same fields (blank lines and ``#`` lines ignored).
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 FORMATS = (".txt", ".csv", ".tsv", ".jsonl")
-FIELDS = ("prompt", "seed", "num_frames", "qcache", "name", "image")
+FIELDS = ("prompt", "seed", "num_frames", "qcache", "name", "image", "lora")
 # keys that would change the model shared by the whole batch; they cannot vary per row
 NOT_PER_ROW = ("model", "checkpoint", "device", "dtype", "prompts", "mode")
 MAX_PROMPT_CHARS = 2000
@@ -46,6 +47,7 @@ class BatchItem:
     qcache: float | None = None
     name: str | None = None
     image: str | None = None  # image-to-video conditioning (resolved against the prompt file's folder)
+    loras: tuple[str, ...] | None = None  # PATH[:SCALE] each (paths resolved like image); None: the batch's
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted run-config keys from extra columns
 
 
@@ -253,6 +255,7 @@ def _check_row(ln: int, raw: dict[str, Any], index: int, base: Path, allow_image
         else:
             p = Path(image.strip()).expanduser()
             image = str(p if p.is_absolute() else base / p)
+    loras = _loras(raw.get("lora"), base, errs)
     overrides: dict[str, Any] = {}
     for k, v in raw.items():
         if k in FIELDS:
@@ -267,7 +270,24 @@ def _check_row(ln: int, raw: dict[str, Any], index: int, base: Path, allow_image
         problems.extend((ln, e) for e in errs)
         return None
     return BatchItem(index=index, line=ln, prompt=prompt, seed=seed, num_frames=num_frames, qcache=qcache,  # type: ignore[arg-type]
-                     name=name, image=image, overrides=overrides)
+                     name=name, image=image, loras=loras, overrides=overrides)
+
+
+def _loras(v: Any, base: Path, errs: list[str]) -> tuple[str, ...] | None:
+    """A ``lora`` cell: ``PATH[:SCALE]`` specs separated by ``;`` (a JSON list of them in .jsonl); relative paths
+    are read against the prompt file's folder, as images are."""
+    if v is None:
+        return None
+    specs = v if isinstance(v, list) else str(v).split(";") if isinstance(v, str) else None
+    if specs is None or not all(isinstance(x, str) for x in specs):
+        errs.append("lora must be PATH[:SCALE] text (several separated by ;)")
+        return None
+    out = []
+    for spec in (x.strip() for x in specs):
+        if spec:
+            p = Path(spec).expanduser()
+            out.append(str(p if p.is_absolute() else base / p))
+    return tuple(out)
 
 
 def _int(v: Any, what: str, lo: int, hi: int | None, errs: list[str]) -> int | None:

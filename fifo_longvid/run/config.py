@@ -69,11 +69,19 @@ class ConditioningConfig:
 
 
 @dataclass
+class LoraConfig:
+    path: str = ""  # a .safetensors LoRA (diffusers, original or kohya layout: the family's loader converts it)
+    scale: float = 1.0  # 0: checked and hashed, not loaded (the model without it, bit for bit)
+    target: str = "main"  # main (--lora), second (--lora-2: a second expert), or a component name (transformer)
+
+
+@dataclass
 class RunConfig:
     mode: str = "fifo"  # fifo | base
     model: str = "videocrafter2"  # preset name or model YAML path
     checkpoint: str | None = None
     motion_adapter: str | None = None  # AnimateDiff: a MotionAdapter folder or an original motion-module file
+    loras: list[LoraConfig] = field(default_factory=list)  # --lora / --lora-2, loaded in this order
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False  # torch.compile the U-Net
@@ -213,7 +221,18 @@ def numerics_hash(cfg: RunConfig, checkpoint_id: str) -> str:
         from ..io.sidecar import file_sha256
 
         d["conditioning"]["image"] = file_sha256(cfg.conditioning.image, cache=False)
+    hash_loras(d)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def hash_loras(d: dict[str, Any]) -> None:
+    """LoRAs enter a hash by content (sha256), scale and target; none leaves the hash as it was before --lora."""
+    loras = d.pop("loras", None)
+    if loras:
+        from ..io.sidecar import file_sha256
+
+        d["loras"] = [{"sha256": file_sha256(lo["path"]), "scale": float(lo["scale"]), "target": lo["target"]}
+                      for lo in loras]
 
 
 def prune_tail_settings(d: dict[str, Any]) -> None:

@@ -71,7 +71,8 @@ def generate(cfg: RunConfig | ResolvedRun, model: Backend | None = None, progres
 
     t0 = time.perf_counter()
     if model is None:
-        model = run.family.load(cfg.model, cfg.checkpoint, cfg.device, cfg.dtype, cfg.motion_adapter)
+        model = run.family.load(cfg.model, cfg.checkpoint, cfg.device, cfg.dtype, cfg.motion_adapter,
+                                loras=cfg.loras)
     timings["load_s"] = time.perf_counter() - t0
     check_loaded(run, model)
     h_px, w_px = run.height, run.width
@@ -155,6 +156,14 @@ def base_clip(cfg: RunConfig, model: Backend, cond_state: CondState, uncond: tor
     return frames.shape[2], False
 
 
+def lora_records(cfg: RunConfig) -> list[dict[str, Any]]:
+    """Each LoRA as the sidecar records it: the file, its sha256, the scale and the component it went into."""
+    from ..io.sidecar import file_sha256
+
+    return [{"path": lo.path, "sha256": file_sha256(lo.path), "scale": lo.scale, "target": lo.target}
+            for lo in cfg.loras]
+
+
 def _write_sidecar(cfg: RunConfig, final: Path, written: int, partial: bool, technique_info: Any,
                    timings: dict[str, float], runtime: dict[str, Any], model_info: dict[str, Any]) -> Path:
     """The JSON next to the video: prompt, seed, resolved config, weights id, versions, timings."""
@@ -170,6 +179,7 @@ def _write_sidecar(cfg: RunConfig, final: Path, written: int, partial: bool, tec
         "model": model_info,
         "config": to_dict(cfg),
         "techniques": technique_info,
+        **({"loras": lora_records(cfg)} if cfg.loras else {}),
         "conditioning": conditioning_info(cfg),
         "device": runtime["device"],
         "runtime": runtime,  # how it computed: dtype, compile, the max-batch chosen (and how)

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..backends import Family, family_for
 from ..backends.family import Sizes
+from ..backends.lora import MAIN, SECOND, applied_loras, lora_key
 from ..errors import ConfigError, GeometryError
 from ..fifo.geometry import resolve_geometry
 from .config import RunConfig, freeze, thawed_copy
@@ -60,6 +61,12 @@ def apply_presets(cfg: RunConfig, family: Family, sizes: Sizes | None = None) ->
         s.cfg_2 = s.cfg
     if s.eta is None:
         s.eta = family.default_eta()
+    if cfg.loras:  # --lora / --lora-2 -> the component names the family loads them into (the sidecar's record)
+        targets = family.lora_targets(cfg.model, cfg.checkpoint)
+        for lo in cfg.loras:
+            alias = {MAIN: 0, SECOND: 1}.get(lo.target)
+            if alias is not None and alias < len(targets):
+                lo.target = targets[alias]
 
 
 def resolve(given: RunConfig, family: Family | None = None) -> ResolvedRun:
@@ -122,6 +129,9 @@ def check_loaded(run: ResolvedRun, model: Any) -> None:
     """The loaded model against the sizes the run was resolved with: a motion module's positional table bounds
     the window (a fact of the weights), and a model passed in by the caller must be the one ``--config`` names."""
     fc = run.config.fifo
+    if applied_loras(model) != lora_key(run.config.loras):
+        raise ConfigError("the model passed in was loaded with other LoRAs than this run's --lora settings; load it "
+                          "with the run's loras (backends.load_backend(..., loras=cfg.loras))")
     longest = getattr(model, "max_window", None)
     if longest is not None and fc.window > longest:
         raise ConfigError(f"fifo.window={fc.window} is longer than the {longest} frames of the motion modules' "

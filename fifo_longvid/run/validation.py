@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..backends import Family, family_for
-from ..backends.family import Sizes, motion_adapter_refusal
+from ..backends.family import Sizes, lora_refusal, motion_adapter_refusal
+from ..backends.lora import MAIN, SECOND, check_lora_settings
 from ..errors import ConfigError
 from ..fifo.init import INIT_MODES
 from ..fifo.sizing import parse_max_batch
@@ -39,6 +40,7 @@ def validate(cfg: RunConfig, family: Family | None = None, sizes: Sizes | None =
     if cfg.motion_adapter and "motion_adapter" not in family.provides:
         raise ConfigError(motion_adapter_refusal(cfg.model, family))
     _check_conditioning(cfg, family)
+    _check_loras(cfg, family)
     from ..techniques import check_compile, check_family
     from ..techniques import check_config as check_techniques
 
@@ -50,6 +52,19 @@ def validate(cfg: RunConfig, family: Family | None = None, sizes: Sizes | None =
             check_compile(cfg.techniques)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def _check_loras(cfg: RunConfig, family: Family) -> None:
+    """--lora on a family without LoRA targets, --lora-2 on a model without a second expert, a missing file or
+    a bad scale: refused here, before any weights load (``run/resolve.py`` has mapped main/second to names)."""
+    if not cfg.loras:
+        return
+    targets = family.lora_targets(cfg.model, cfg.checkpoint)
+    if not targets:
+        raise ConfigError(lora_refusal(cfg.model, family))
+    if any(lo.target == SECOND for lo in cfg.loras):
+        raise ConfigError(lora_refusal(cfg.model, family, second=True))
+    check_lora_settings(cfg.loras, (*targets, MAIN))  # main: not mapped yet when validated on its own
 
 
 def _check_sampling(cfg: RunConfig, family: Family) -> None:

@@ -44,6 +44,7 @@ class Settings:
     cfg_cache: int | None = None
     deepcache: int | None = None
     attn_reuse: bool = False
+    loras: str = ""  # one --lora PATH[:SCALE] per line (a change of LoRAs reloads the model for that run)
     extra: str = ""  # more generate options and key=value overrides, as typed on a command line
 
     @classmethod
@@ -84,6 +85,9 @@ def to_argv(s: Settings, config: str, checkpoint: str | None, output: str | Path
         argv += ["--tail", s.tail]
     if s.attn_reuse:
         argv.append("--attn-reuse")
+    for line in (s.loras or "").splitlines():
+        if line.strip():
+            argv += ["--lora", line.strip()]
     argv += extra_args(s.extra)
     return argv + ["-o", str(output)]
 
@@ -191,9 +195,22 @@ def settings_from_config(config: dict[str, Any], model: str, checkpoint: str | N
         qcache=on("qcache", "v"), tgate=on("tgate", "gate"), cfg_cache=on("cfg_cache", "every"),
         deepcache=on("deepcache", "every"), attn_reuse=bool(on("attn_reuse", "enabled")),
     )
+    main, second = _lora_lines(config.get("loras") or [], model, checkpoint)
+    settings.loras = "\n".join(main)
     rebuilt = flatten(to_dict(parse(to_argv(settings, model, checkpoint, "x.mp4"))))
     wanted = flatten(config)
     overrides = [f"{k}={_text(v)}" for k, v in sorted(wanted.items())
-                 if _is_setting(k) and k in rebuilt and rebuilt[k] != v]
-    settings.extra = shlex.join(overrides)
+                 if _is_setting(k) and k in rebuilt and rebuilt[k] != v and k != "loras"]
+    settings.extra = shlex.join([a for spec in second for a in ("--lora-2", spec)] + overrides)
     return settings
+
+
+def _lora_lines(loras: list[dict[str, Any]], model: str, checkpoint: str | None) -> tuple[list[str], list[str]]:
+    """A sidecar's resolved LoRAs -> ``PATH:SCALE`` lines for --lora (the model's first LoRA target) and for
+    --lora-2 (any other target)."""
+    from ..backends import family_for
+
+    targets = family_for(model, checkpoint).lora_targets(model, checkpoint) if loras else ()
+    main = [f"{lo['path']}:{lo['scale']}" for lo in loras if targets and lo.get("target") in (targets[0], "main")]
+    second = [f"{lo['path']}:{lo['scale']}" for lo in loras if f"{lo['path']}:{lo['scale']}" not in main]
+    return main, second

@@ -45,6 +45,7 @@ class Page:
     cfg_cache: Any
     deepcache: Any
     attn_reuse: Any
+    loras: Any
     extra: Any
     generate_btn: Any
     stop_btn: Any
@@ -123,6 +124,8 @@ def _settings_column() -> dict[str, Any]:
             c["cfg_cache"] = gr.Textbox("", label="CFG-Cache K (empty: off)", elem_id="cfg-cache")
             c["deepcache"] = gr.Textbox("", label="DeepCache K (empty: off)", elem_id="deepcache")
         c["attn_reuse"] = gr.Checkbox(False, label="Attention reuse", elem_id="attn-reuse")
+    c["loras"] = gr.Textbox("", label="LoRAs: one PATH[:SCALE] per line (--lora; a change reloads the model)",
+                            lines=2, elem_id="loras")
     c["extra"] = gr.Textbox("", label="More fifo-gen options, e.g. --eta 0.5 sampling.fps=6", elem_id="extra")
     gr.Examples([[e] for e in EXAMPLES], inputs=[c["prompt"]], label="Captions the toy model follows")
     with gr.Row():

@@ -80,10 +80,11 @@ class Runner:
     """The run queue and its worker thread. ``generate`` is ``pipeline.generate`` (a stand-in in tests)."""
 
     def __init__(self, model: Any, generate: Callable[..., Any] | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, load: Callable[[Any], Any] | None = None) -> None:
         if generate is None:
             from ..run.pipeline import generate
         self.model, self._generate, self._log = model, generate, log or (lambda m: None)
+        self._load = load  # (loras) -> the server's model with these LoRAs: a run with other LoRAs reloads it
         self._waiting: deque[Job] = deque()
         self._cv = threading.Condition()
         self.current: Job | None = None
@@ -152,6 +153,15 @@ class Runner:
                     self.current = None
                 job.finished.set()
 
+    def _reload_for(self, loras: Any, log: Callable[[str], None]) -> None:
+        """The server's model with the run's LoRAs (the model is reloaded only when they change)."""
+        from ..backends.lora import applied_loras, lora_key
+
+        if self._load is not None and applied_loras(self.model) != lora_key(loras):
+            log("other LoRAs than the loaded model's: loading the model again")
+            self.model = None  # the old copy goes before the new one loads
+            self.model = self._load(loras)
+
     def _run(self, job: Job) -> None:
         job.status = RUNNING
         self._log(f"studio: run {job.id} {job.label}: {job.output}")
@@ -162,6 +172,7 @@ class Runner:
 
         try:
             job.cfg = resolve(job.cfg).config  # the page shows the run's resolved geometry while it runs
+            self._reload_for(job.cfg.loras, log)
             job.result = self._generate(job.cfg, model=self.model, progress=job.on_progress, log=log,
                                         on_frame=job.on_frame, stop=job.stop)
         except KeyboardInterrupt:  # stopped before the FIFO loop had a frame: nothing kept but the state

@@ -42,6 +42,7 @@ def serve(config: str, checkpoint: str | None, out_dir: Path, host: str, port: i
     import gradio  # noqa: F401 - fail early, before loading weights, if the extra is missing
     import torch
 
+    from ..backends import load_backend
     from .app import CSS, build_app
     from .compare import SYNC_JS
     from .jobs import Studio
@@ -55,7 +56,8 @@ def serve(config: str, checkpoint: str | None, out_dir: Path, host: str, port: i
     run, model = load_model(config, checkpoint)
     threads = torch.get_num_threads() if model.device.type == "cpu" else None
     log(f"model {run.model} loaded on {model.device}" + (f" ({threads} CPU threads)" if threads else ""))
-    runner = Runner(model, log=log)
+    runner = Runner(model, log=log, load=lambda loras: load_backend(run.model, run.checkpoint, run.device, run.dtype,
+                                                                    run.motion_adapter, loras=loras))
     studio = Studio(config=config, checkpoint=run.checkpoint if checkpoint else None, out_dir=out_dir,
                     runner=runner, threads=threads)
     demo = build_app(studio)

@@ -13,7 +13,8 @@ from .download import download
 from .load import PRESETS, is_animatediff, preset_config
 
 
-def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, motion_adapter: Any = None) -> Any:
+def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, motion_adapter: Any = None,
+          loras: Any = ()) -> Any:
     import torch
 
     from ..hub import quiet_loading
@@ -27,6 +28,11 @@ def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, m
     for part in (model.unet, model.vae):  # nn.Module.to: the U-Net and the VAE in the run's dtype
         torch.nn.Module.to(part, dt)
     torch.nn.Module.to(model.text_encoder, torch.float32)  # runs once per prompt: precision costs nothing
+    if loras:  # after the cast, before placement (backends/lora.py)
+        from ..lora import apply_loras
+        from .lora import read_unet_lora
+
+        apply_loras(model, loras, read_unet_lora)
     return torch.nn.Module.to(model, dev).eval().requires_grad_(False)
 
 
@@ -76,4 +82,5 @@ FAMILY = Family(
     costs=lambda config: COSTS.get(str(config)),
     summary="AnimateDiff (SD-1.5 + motion adapter, 512x512, DDIM) through diffusers; tiny_animatediff needs no weights",
     download=Download(DOWNLOADS, download),
+    lora_targets=lambda config, checkpoint: ("unet",),
 )

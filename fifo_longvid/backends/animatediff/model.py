@@ -104,6 +104,11 @@ class AnimateDiff(nn.Module):
             raise ValueError(f"the VAE has {self.vae.config.latent_channels} latent channels, the U-Net "
                              f"{self.cfg.channels}")
 
+    def lora_modules(self) -> dict[str, nn.Module]:
+        """The component ``--lora`` loads into (``backends/lora.py``): the motion U-Net, whose SD-1.5 layers keep
+        diffusers' ``UNet2DConditionModel`` names, so SD-1.5 LoRAs match it."""
+        return {"unet": self.unet.motion}
+
     # -- sizes ----------------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:

@@ -10,18 +10,23 @@ from pathlib import Path
 from typing import Any
 
 from ..costs import FamilyCosts
-from ..family import Family, Sizes, motion_adapter_refusal
+from ..family import Family, Sizes, lora_refusal, motion_adapter_refusal
 from ..hub import Download
 from .download import MODELS as DOWNLOADS
 from .download import download
 
 
-def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, motion_adapter: Any = None) -> Any:
+def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, motion_adapter: Any = None,
+          loras: Any = ()) -> Any:
     from ..base import CheckpointError
     from .load import load_model
 
     if motion_adapter is not None:
         raise CheckpointError(motion_adapter_refusal(config, FAMILY))
+    if loras:
+        from ...errors import ConfigError
+
+        raise ConfigError(lora_refusal(config, FAMILY))
     return load_model(config, checkpoint, device, dtype)
 
 

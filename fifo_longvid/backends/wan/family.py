@@ -18,7 +18,8 @@ from .download import download
 PRESETS = ("wan", "tiny_wan")
 
 
-def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, motion_adapter: Any = None) -> Any:
+def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, motion_adapter: Any = None,
+          loras: Any = ()) -> Any:
     import torch
 
     from ..base import CheckpointError
@@ -33,8 +34,26 @@ def _load(config: Any, checkpoint: str | Path | None, device: Any, dtype: Any, m
     with quiet_loading():
         model = load_wan(str(config), checkpoint)
     model.cast(dt)  # diffusers' float32 modules stay float32; the text encoder runs in float32 (once per prompt)
+    _apply_loras(model, loras)  # after the cast, before placement: offload hooks must see the LoRA layers
     # on a GPU, UMT5 (21 GiB) stays in host memory and computes on the card piece by piece: a 12 GB card runs Wan
     return model.place(dev, offload_text=torch.device(dev).type == "cuda").eval().requires_grad_(False)
+
+
+def _apply_loras(model: Any, loras: Any) -> None:
+    """--lora / --lora-2 into ``model.lora_modules()`` (``backends/lora.py``; Wan's reader in ``lora.py``)."""
+    if loras:
+        from ..lora import apply_loras
+        from .lora import read_wan_lora
+
+        apply_loras(model, loras, read_wan_lora)
+
+
+def _lora_targets(config: Any, checkpoint: str | Path | None) -> tuple[str, ...]:
+    from .load import DEFAULT_DIR
+    from .lora import lora_targets
+
+    folder = Path(checkpoint) if checkpoint is not None else (DEFAULT_DIR if str(config) == "wan" else None)
+    return lora_targets(folder)
 
 
 def _preset_cfg(config: Any) -> float | None:
@@ -117,4 +136,5 @@ FAMILY = Family(
     summary="Wan2.1-T2V-1.3B or SkyReels-V2-DF-1.3B (DiT, flow matching, 480x832) through diffusers; tiny_wan needs "
             "no weights",
     download=Download(DOWNLOADS, download),
+    lora_targets=_lora_targets,
 )

@@ -276,6 +276,11 @@ class Wan(nn.Module):
             unstream(self.text_encoder)
         return self
 
+    def lora_modules(self) -> dict[str, nn.Module]:
+        """The components ``--lora`` (and ``--lora-2``) load into, by diffusers component name (``backends/lora.py``;
+        ``wan/lora.py`` lists the same names from a folder, before loading)."""
+        return {"transformer": self.unet.transformer}
+
     def describe(self) -> dict[str, Any]:
         """The sidecar's record of the model: what was loaded and the sizes derived from its configs."""
         keep = ("_class_name", "flow_shift", "shift", "num_train_timesteps", "prediction_type", "use_flow_sigmas")
