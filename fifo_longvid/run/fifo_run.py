@@ -132,8 +132,10 @@ class FifoRun:
         s = self.cfg.sampling
         one = s.cfg == 1.0 and s.cfg_2 in (None, 1.0)
         branches = 1 if one else 2  # guidance 1: the conditional branch alone
-        return samples_per_iteration(self.plan, branches, self.sched.timestep_list,
-                                     getattr(self.model, "expert_boundary", None))
+        boundary = getattr(self.model, "expert_boundary", None)
+        if boundary is None:
+            return samples_per_iteration(self.plan, branches)
+        return samples_per_iteration(self.plan, branches, self.sched.timestep_list, boundary)
 
     def run(self) -> tuple[int, bool]:
         """Returns (frames written, partial)."""

@@ -346,7 +346,7 @@ class Wan(nn.Module):
         experts = {}
         if isinstance(self.unet, ExpertNetwork):
             experts = {"transformer_2": describe_network(self.unet.low), "boundary_ratio": self.release.boundary_ratio,
-                       "boundary_timestep": self.unet.boundary_t}
+                       "boundary_timestep": self.unet.boundary_t, "streamed_experts": self.streamed_experts}
         return {"family": FAMILY, "variant": self.variant, "release": self.release.name, **self.source,
                 "transformer": describe_network(self._networks()[0]), **experts,
                 "vae": type(self.vae).__name__, "text_encoder": type(self.text_encoder).__name__,
