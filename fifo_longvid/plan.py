@@ -108,8 +108,10 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
     height, width = run.height, run.width
     lat = (height // lat_f, width // lat_f)
     plan = FifoPlan(window, parts, fc.lookahead, fc.block, fc.stagger)  # staggering costs nothing more
-    branches = 1 if s.cfg == 1.0 else 2  # guidance 1 runs the conditional branch alone
-    rows = branches * len(plan.windows())
+    branches = 1 if s.cfg == 1.0 and s.cfg_2 in (None, 1.0) else 2  # guidance 1 runs the conditional branch alone
+    timesteps = sz.level_timesteps(plan.levels) if sz.level_timesteps and sz.expert_boundary is not None else None
+    windows, straddling = C.window_calls(plan, timesteps, sz.expert_boundary)
+    rows = branches * (windows + straddling)  # a window straddling two experts runs through both
     iterations = iterations_for(plan, warmup_iterations(plan, fc.init), latent_frames)  # type: ignore[arg-type]
     dtype = _dtype(cfg)
     techs = enabled_acceleration(cfg.techniques)
@@ -138,6 +140,7 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
              batch, round(peak / GIB, 2), card.gib, peak <= total, round(flop / (peak_tflops * 1e12), 3))
     p.details = {"card": card.name, "dtype": dtype, "window": window, "partitions": parts, "block": plan.block,
                  "steps": plan.steps, "lookahead": plan.lookahead, "guidance": s.cfg, "samples_per_iteration": rows,
+                 "experts": sz.experts, "windows": windows, "straddling_windows": straddling,
                  "latent_frames": latent_frames, "frames_per_iteration": tf,
                  "max_batch_how": how, "weights_gib": round(weights / GIB, 2),
                  "text_encoder_gib": round(c.params_fp32 * 4 / GIB, 2) if c.text_visit_bytes else 0.0,
@@ -201,6 +204,14 @@ def _memory_line(p: Plan) -> str:
             f"{d['iterating_gib']:.1f} = {parts}; {visit}")
 
 
+def _expert_calls(d: dict[str, Any]) -> str:
+    """' (expert calls: 9 windows + 1 straddling)': two experts run a window whose frames lie on both sides of
+    their boundary through both."""
+    if d.get("experts", 1) < 2:
+        return ""
+    return f" (expert calls: {d['windows']} windows + {d['straddling_windows']} straddling the experts' boundary)"
+
+
 def format_plan(p: Plan) -> str:
     d = p.details
     lines = [
@@ -211,7 +222,8 @@ def format_plan(p: Plan) -> str:
            if d["frames_per_iteration"] > 1 else ""),
         f"per iteration ({d['block']} latent frame{'s' if d['block'] != 1 else ''} out): "
         f"{d['samples_per_iteration']} U-Net samples in {p.calls_per_frame} call(s) of "
-        f"{p.max_batch}; per output frame {p.tflop_per_frame:.1f} TFLOP ({d['unet_tflop_per_frame']:.1f} U-Net + "
+        f"{p.max_batch}{_expert_calls(d)}; per output frame {p.tflop_per_frame:.1f} TFLOP "
+        f"({d['unet_tflop_per_frame']:.1f} U-Net + "
         f"{d['vae_tflop_per_frame']:.2f} VAE)" + (f", techniques {', '.join(d['techniques'])} (FLOPs from measured "
                                                   "ratios)" if d["techniques"] else ""),
         f"card: {d['card']}, {p.gpu_gib:g} GiB; --max-batch {d['max_batch_how']} -> {p.max_batch}",

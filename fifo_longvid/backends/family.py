@@ -8,7 +8,7 @@ Family modules import their heavy parts (diffusers, transformers, the models) on
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,10 @@ class Sizes:
     image_input: str | None = None  # how --image enters where it is not the family's image encoder ("first_frame")
     cfg: float | None = None  # the checkpoint's default guidance, where it differs from the preset's
     cfg_2: float | None = None  # the low-noise expert's default guidance (experts == 2)
+    expert_boundary: float | None = None  # experts == 2: the timestep at and above which the high-noise one runs
+    # experts == 2: the schedule's timesteps for S levels (index 0 = least noisy), from the folder's scheduler config
+    # without weights, so ``plan`` counts the windows that straddle the boundary (``fifo/costs.py``)
+    level_timesteps: Callable[[int], tuple[float, ...]] | None = field(default=None, compare=False)
 
     @property
     def network_factor(self) -> int:

@@ -44,7 +44,8 @@ def sample_clip(
     for n, i in enumerate(reversed(range(steps))):
         t = torch.full((b, f), ts[i], dtype=schedule.timesteps.dtype, device=x.device)
         idx = torch.full((b, f), i, dtype=torch.long, device=x.device)
-        with publish(StepContext(phase="base", iteration=n, step_idx=idx)):
+        host = StepContext(phase="base", iteration=n, step_idx=torch.full((b, f), i, dtype=torch.long))
+        with publish(StepContext(phase="base", iteration=n, step_idx=idx, host=host)):  # host: routing, no sync
             eps = denoise(x, t)
         z = noise.randn(x.shape) if schedule.stochastic else None
         x, _ = schedule.coeffs(i, x).update(x, eps, z)

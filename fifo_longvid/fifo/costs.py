@@ -8,9 +8,12 @@ pixels (and frames): exact at the reference size, an approximation elsewhere (at
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from ..backends.costs import FamilyCosts
+from .queue import FifoPlan
 
 ALL_FOUR = ("tgate", "cfg_cache", "attn_reuse", "deepcache")
 
@@ -72,3 +75,27 @@ def flop_ratio(techniques: list[str], c: FamilyCosts | None = None) -> float:
     for t in techniques:
         r *= own.get(t, FLOP_RATIO.get(t, 1.0))
     return r
+
+
+def high_noise_levels(timesteps: Sequence[float], boundary: float) -> list[bool]:
+    """Which schedule indices the high-noise expert denoises: ``t >= boundary`` in float32, as on the device."""
+    return (torch.tensor([float(t) for t in timesteps], dtype=torch.float32) >= boundary).tolist()
+
+
+def window_calls(plan: FifoPlan, timesteps: Sequence[float] | None = None,
+                 boundary: float | None = None) -> tuple[int, int]:
+    """(windows, straddling) per iteration: every window is one network call per guidance branch, and with two
+    experts split at ``boundary`` (the schedule's ``timesteps`` per index) a window whose frames lie on both sides
+    runs through both, so it counts twice. Without lookahead at most one window straddles, with it at most two of
+    2n (the overlapping halves): the extra work is at most 1/n."""
+    windows = len(plan.windows())
+    if boundary is None or timesteps is None:
+        return windows, 0
+    return windows, len(plan.straddling(high_noise_levels(timesteps, boundary)))
+
+
+def samples_per_iteration(plan: FifoPlan, branches: int, timesteps: Sequence[float] | None = None,
+                          boundary: float | None = None) -> int:
+    """Network samples per FIFO iteration: ``branches`` (2 with guidance, 1 without) x the window calls."""
+    windows, straddling = window_calls(plan, timesteps, boundary)
+    return branches * (windows + straddling)

@@ -7,6 +7,7 @@ keyed by frame id (technique caches, per-frame prompts) follows its frame for fr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -105,6 +106,13 @@ class FifoPlan:
             return [Window(r * half, self.f, r * half + half, r * half + self.f)
                     for r in reversed(range(2 * self.n))]
         return [Window(r * self.f, self.f, r * self.f, r * self.f + self.f) for r in reversed(range(self.n))]
+
+    def straddling(self, high: Sequence[bool]) -> list[int]:
+        """Positions in ``windows()`` of the windows whose frames lie on both sides of an expert boundary: ``high[i]``
+        says whether schedule index i belongs to the high-noise expert. Such a window runs through both experts
+        (each frame keeps its own expert's result), so it costs two window calls."""
+        idx = self.slot_indices().tolist()
+        return [k for k, w in enumerate(self.windows()) if len({bool(high[i]) for i in idx[w.start : w.stop]}) == 2]
 
     def windows_independent(self) -> bool:
         """True when no window reads a slot an earlier window commits, so all can run in one batch."""

@@ -20,6 +20,7 @@ from ..diffusion.noise import NoiseSource
 from ..diffusion.sampling import check_finite, sample_clip
 from ..diffusion.schedule_protocol import Schedule
 from ..errors import ConfigError, OutOfMemory
+from ..fifo.costs import samples_per_iteration, window_calls
 from ..fifo.init import init_queue, iterations_for, warmup_iterations
 from ..fifo.queue import FifoPlan, FrameQueue
 from ..fifo.sampler import FifoStepper, WindowDenoiser
@@ -114,14 +115,27 @@ class FifoRun:
                 f"{f' (staggered over {p.levels} levels)' if p.stagger else ''}, lookahead "
                 f"{'on' if p.lookahead else 'off'}, init {fc.init}; {self.total_iters} iterations for "
                 f"{fc.num_frames} frame{'s' if fc.num_frames != 1 else ''}; {self.samples_per_iteration} samples "
-                f"per iteration, max-batch {fc.max_batch} -> {mb}")
+                f"per iteration{self._expert_note()}, max-batch {fc.max_batch} -> {mb}")
+
+    def _expert_note(self) -> str:
+        """' (expert calls: W windows + S straddling)' for a model with two experts, else ''."""
+        boundary = getattr(self.model, "expert_boundary", None)
+        if boundary is None:
+            return ""
+        windows, straddling = window_calls(self.plan, self.sched.timestep_list, boundary)
+        return f" (expert calls: {windows} windows + {straddling} straddling the experts' boundary)"
 
     @property
     def samples_per_iteration(self) -> int:
+        """Network samples per iteration: windows x guidance branches, a window that straddles two experts' boundary
+        counted twice (it runs through both)."""
         s = self.cfg.sampling
         one = s.cfg == 1.0 and s.cfg_2 in (None, 1.0)
         branches = 1 if one else 2  # guidance 1: the conditional branch alone
-        return branches * len(self.plan.windows())
+        boundary = getattr(self.model, "expert_boundary", None)
+        if boundary is None:
+            return samples_per_iteration(self.plan, branches)
+        return samples_per_iteration(self.plan, branches, self.sched.timestep_list, boundary)
 
     def run(self) -> tuple[int, bool]:
         """Returns (frames written, partial)."""

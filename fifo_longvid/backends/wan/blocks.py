@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..offload import on_device
+
 
 def _per_frame(t: torch.Tensor, f: int) -> torch.Tensor:
     """(B, F*S, D) -> (B, F, S, D), a view (tokens are frame-major)."""
@@ -26,8 +28,10 @@ def _per_frame(t: torch.Tensor, f: int) -> torch.Tensor:
 
 def block_forward(block: nn.Module, hidden: torch.Tensor, context: torch.Tensor, mod: torch.Tensor,
                   rotary: tuple[torch.Tensor, torch.Tensor], f: int) -> torch.Tensor:
-    """One ``WanTransformerBlock`` / ``SkyReelsV2TransformerBlock`` with ``mod`` (B, F, 6, D) per frame."""
-    e = (block.scale_shift_table.unsqueeze(0) + mod.float()).unsqueeze(3)  # (B, F, 6, 1, D) float32
+    """One ``WanTransformerBlock`` / ``SkyReelsV2TransformerBlock`` with ``mod`` (B, F, 6, D) per frame. The block's
+    own table is read here, not in its forward, so a block streamed from host memory (``offload``) brings it along."""
+    table = on_device(block, "scale_shift_table", mod.device)
+    e = (table.unsqueeze(0) + mod.float()).unsqueeze(3)  # (B, F, 6, 1, D) float32
     shift, scale, gate, c_shift, c_scale, c_gate = e.unbind(2)  # each (B, F, 1, D): broadcast over the tokens
 
     def modulate(norm: nn.Module, x: torch.Tensor, sh: torch.Tensor, sc: torch.Tensor) -> torch.Tensor:
@@ -62,7 +66,7 @@ def frame_forward(tr: nn.Module, x: torch.Tensor, t: torch.Tensor, context: torc
         proj = proj + tr.fps_projection(tr.fps_embedding(ids)).unflatten(1, (6, -1)).unsqueeze(1)
     for block in tr.blocks:
         hidden = block_forward(block, hidden, ctx, proj, rotary, f)
-    table = tr.scale_shift_table.to(temb.device).unsqueeze(0)  # (1, 1, 2, D)
+    table = on_device(tr, "scale_shift_table", temb.device).unsqueeze(0)  # (1, 1, 2, D)
     shift, scale = (table + temb.unsqueeze(2)).unsqueeze(3).unbind(2)  # each (B, F, 1, D)
     hidden = (_per_frame(tr.norm_out(hidden.float()), f) * (1 + scale) + shift).flatten(1, 2).type_as(hidden)
     hidden = tr.proj_out(hidden)

@@ -44,6 +44,8 @@ class ExpertNetwork(nn.Module):
         self.patch = high.patch
         self._level_is_high: torch.Tensor | None = None  # (S,) bool on the host, per schedule index
         self.calls = {"high": 0, "low": 0}  # expert calls, for tests and the run's log
+        self.samples = {"high": 0, "low": 0}  # samples (batch rows) each expert ran: what plan's count predicts
+        self.routed_on_host = 0  # calls routed from the published host mirror (the rest read the timesteps back)
 
     @property
     def transformer(self) -> nn.Module:
@@ -55,8 +57,10 @@ class ExpertNetwork(nn.Module):
         return self.high.dtype
 
     def bind_levels(self, timesteps: tuple[float, ...] | list[float]) -> None:
-        """The host copy of the run's schedule timesteps (index 0 = least noisy), so rows route with no sync."""
-        self._level_is_high = torch.tensor([float(t) >= self.boundary_t for t in timesteps], dtype=torch.bool)
+        """The host copy of the run's schedule timesteps (index 0 = least noisy), so rows route with no sync. The
+        comparison is in float32, as on the device (``t >= boundary`` there, and in ``WanPipeline``): 0.9 x 1000 is
+        900.0000000000001 as a Python float but 900 in float32."""
+        self._level_is_high = torch.tensor([float(t) for t in timesteps], dtype=torch.float32) >= self.boundary_t
 
     def expert_mask(self, t: torch.Tensor) -> torch.Tensor:
         """(B, F) bool on the host: True where a frame belongs to the high-noise expert."""
@@ -64,8 +68,9 @@ class ExpertNetwork(nn.Module):
         host = ctx.host if ctx is not None else None
         if host is not None and self._level_is_high is not None and tuple(host.step_idx.shape) == tuple(t.shape):
             idx = host.step_idx.clamp(0, self._level_is_high.numel() - 1)
+            self.routed_on_host += 1
             return self._level_is_high[idx]
-        return t.detach().float().cpu() >= self.boundary_t  # no host mirror: read the timesteps (a sync)
+        return t.detach().float().cpu() >= self.boundary_t  # no host mirror (a bare call): read t back, a sync
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                 fps: int | torch.Tensor | None = None, per_frame: bool = False) -> torch.Tensor:
@@ -88,6 +93,7 @@ class ExpertNetwork(nn.Module):
     def _call(self, which: str, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
               fps: int | torch.Tensor | None) -> torch.Tensor:
         self.calls[which] += 1
+        self.samples[which] += int(x.shape[0])
         net = self.high if which == "high" else self.low
         return net(x, t, context, fps=fps)
 

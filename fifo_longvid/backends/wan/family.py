@@ -6,6 +6,7 @@ A DiT has no encoder/decoder mirror and no resolution levels, so it provides nei
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,7 @@ def _sizes(config: Any, checkpoint: str | Path | None = None) -> Sizes:
     if release is not None and str(config) == "wan":
         for key, value in RELEASE_DEFAULTS.get(release.name, {}).items():
             setattr(mc, key, value)
+    boundary, levels = _expert_split(folder, release)
     factor = int(vae.get("scale_factor_spatial") or 2 ** len(vae["temperal_downsample"]))
     temporal = int(vae.get("scale_factor_temporal") or 2 ** sum(vae["temperal_downsample"]))
     return Sizes(latent_factor=factor, size_multiple=factor * int(dit["patch_size"][1]), temporal_factor=temporal,
@@ -101,7 +103,25 @@ def _sizes(config: Any, checkpoint: str | Path | None = None) -> Sizes:
                  network_downsampling="DiT patch", release=release.name if release else "wan2.1",
                  channels=int(dit.get("out_channels", 16)), experts=release.experts if release else 1,
                  image_input=release.image_input if release else None, cfg=mc.default_cfg,
-                 cfg_2=mc.default_cfg_2)  # type: ignore[arg-type]
+                 cfg_2=mc.default_cfg_2, expert_boundary=boundary, level_timesteps=levels)  # type: ignore[arg-type]
+
+
+def _expert_split(folder: Path | None, release: Any) -> tuple[float | None, Any]:
+    """A two-expert folder's boundary timestep (boundary_ratio x num_train_timesteps, as ``Wan``) and its schedule's
+    timesteps per level count, from ``scheduler/scheduler_config.json`` (no weights read)."""
+    if folder is None or release is None or release.experts < 2:
+        return None, None
+    try:
+        sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None  # loading reports the folder's problem
+
+    def levels(n: int) -> tuple[float, ...]:
+        from ...diffusion.flow import flow_schedule_from_config
+
+        return flow_schedule_from_config(sched, n).timestep_list
+
+    return release.boundary_ratio * int(sched.get("num_train_timesteps", 1000)), levels
 
 
 # Wan2.1-T2V-1.3B (full.py): the DiT (its float32 modules: 3.1M params) + the causal VAE; UMT5-XXL's encoder is 5.68B

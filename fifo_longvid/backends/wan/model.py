@@ -24,6 +24,7 @@ from .variants import WanVariant
 
 FAMILY = "wan"
 MAX_SEQUENCE_LENGTH = 512  # WanPipeline's max_sequence_length: the context length Wan2.1 was trained with
+EXPERT_RESERVE = 0.4  # share of the card kept free of resident experts (place): activations, VAE, queue
 
 
 @dataclass
@@ -106,7 +107,10 @@ class Wan(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.unet.transformer.patch_embedding.weight.device
+        """Where the model computes: set by ``place`` (a streamed expert's weights stay on the host), else the
+        transformer's."""
+        placed = self.__dict__.get("_placed_on")
+        return placed if placed is not None else self.unet.transformer.patch_embedding.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -189,6 +193,12 @@ class Wan(nn.Module):
     def experts(self) -> int:
         return self.release.experts
 
+    @property
+    def expert_boundary(self) -> float | None:
+        """The timestep at and above which the high-noise expert runs (None: one denoiser). FIFO counts the windows
+        that straddle it twice (``fifo/costs.py``)."""
+        return self.unet.boundary_t if isinstance(self.unet, ExpertNetwork) else None
+
     def guidance(self, scale: float, scale_2: float | None = None) -> float | Callable[[torch.Tensor], torch.Tensor]:
         """The guidance scale of each frame: ``scale`` on one model; with two experts, a function of the (B, F)
         timesteps giving ``scale`` where the high-noise expert runs and ``scale_2`` (default: ``scale``) where the
@@ -260,26 +270,83 @@ class Wan(nn.Module):
 
         return is_streamed(self.text_encoder)
 
-    def place(self, device: torch.device | str, offload_text: bool) -> Wan:
+    def place(self, device: torch.device | str, offload_text: bool,
+              resident_experts: int | None = None) -> Wan:
         """The DiT and the VAE on ``device``. UMT5-XXL's encoder (21.2 GiB in float32: 88 % of Wan2.1-1.3B's
         weights, used once per prompt) goes there too unless ``offload_text``: then it stays in host memory and
         computes on the card one submodule at a time (``backends.offload``), so the card's peak is the DiT's,
-        not the sum, and the context is the same."""
+        not the sum, and the context is the same.
+
+        Two experts (A14B, ≈28 GB each in bf16): the first ``resident_experts`` of (high-noise, low-noise) live on
+        the card, the rest stay in pinned host memory and stream through it piece by piece on every call, like
+        UMT5 (the same arithmetic on the same device: the same result). Default: on a GPU, an expert is resident
+        while it fits in the card's free memory less ``EXPERT_RESERVE`` of the card (activations, VAE, queue):
+        both on a 141 GB card, the high-noise one on 48-80 GB, neither on 24 GB; on the CPU both."""
         from ..offload import stream_from_host, unstream
 
+        device = torch.device(device)
+        self.__dict__.pop("_placed_on", None)
         for child in self.children():
-            if not (offload_text and child is self.text_encoder):
+            if not (offload_text and child is self.text_encoder) and child is not self.unet:
                 nn.Module.to(child, device)
+        if isinstance(self.unet, ExpertNetwork):
+            self._place_experts(device, resident_experts)
+        else:
+            nn.Module.to(self.unet, device)
         if offload_text:
             stream_from_host(self.text_encoder, device)
         else:
             unstream(self.text_encoder)
+        if "high" in self.streamed_experts:  # the transformer's weights no longer say where the model computes
+            if device.type == "cuda" and device.index is None:
+                device = torch.device("cuda", torch.cuda.current_device())
+            self._placed_on = device
         return self
 
     def lora_modules(self) -> dict[str, nn.Module]:
         """The components ``--lora`` (and ``--lora-2``) load into, by diffusers component name (``backends/lora.py``;
-        ``wan/lora.py`` lists the same names from a folder, before loading)."""
+        ``wan/lora.py`` lists the same names from a folder, before loading): the low-noise expert is
+        ``transformer_2``, as in diffusers' ``load_lora_weights(load_into_transformer_2=True)``."""
+        if isinstance(self.unet, ExpertNetwork):
+            return {"transformer": self.unet.high.transformer, "transformer_2": self.unet.low.transformer}
         return {"transformer": self.unet.transformer}
+
+    def _place_experts(self, device: torch.device, resident: int | None) -> None:
+        from ..offload import stream_from_host, unstream
+
+        nets = (self.unet.high, self.unet.low)
+        if resident is None:
+            resident = len(nets) if device.type != "cuda" else self._experts_that_fit(device)
+        self.resident_experts = resident
+        for k, net in enumerate(nets):
+            unstream(net.transformer)
+            if k < resident:
+                nn.Module.to(net, device)
+            else:  # host memory, pinned once; each call copies it in piece by piece without blocking the host
+                nn.Module.to(net, "cpu")
+                stream_from_host(net.transformer, device, pin=True)
+
+    def _experts_that_fit(self, device: torch.device) -> int:
+        """How many experts (high-noise first) stay on the card: see ``place``."""
+        props = torch.cuda.get_device_properties(device)
+        free = props.total_memory - torch.cuda.memory_allocated(device) - EXPERT_RESERVE * props.total_memory
+        n = 0
+        for net in (self.unet.high, self.unet.low):
+            size = sum(p.numel() * p.element_size() for p in net.parameters())
+            if size > free:
+                break
+            free -= size
+            n += 1
+        return n
+
+    @property
+    def streamed_experts(self) -> list[str]:
+        """Which experts stream from host memory (``place``): a subset of ``["high", "low"]``."""
+        from ..offload import is_streamed
+
+        if not isinstance(self.unet, ExpertNetwork):
+            return []
+        return [k for k, net in (("high", self.unet.high), ("low", self.unet.low)) if is_streamed(net.transformer)]
 
     def describe(self) -> dict[str, Any]:
         """The sidecar's record of the model: what was loaded and the sizes derived from its configs."""
@@ -287,7 +354,7 @@ class Wan(nn.Module):
         experts = {}
         if isinstance(self.unet, ExpertNetwork):
             experts = {"transformer_2": describe_network(self.unet.low), "boundary_ratio": self.release.boundary_ratio,
-                       "boundary_timestep": self.unet.boundary_t}
+                       "boundary_timestep": self.unet.boundary_t, "streamed_experts": self.streamed_experts}
         return {"family": FAMILY, "variant": self.variant, "release": self.release.name, **self.source,
                 "transformer": describe_network(self._networks()[0]), **experts,
                 "vae": type(self.vae).__name__, "text_encoder": type(self.text_encoder).__name__,
