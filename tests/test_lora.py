@@ -226,3 +226,49 @@ def test_batch_item_and_studio_accept_loras(tmp_path, loras):
     back = settings_from_config({"prompts": ["a cat"], "loras": [{"path": str(loras["diff"]), "scale": 0.25,
                                                                   "target": "transformer"}]}, "tiny_wan", None)
     assert back.loras == f"{loras['diff']}:0.25" and "loras" not in back.extra
+
+
+def test_a14b_lora_and_lora_2_land_in_their_own_expert_and_equal_diffusers(loras, tmp_path):
+    """--lora loads into the high-noise ``transformer``, --lora-2 into the low-noise ``transformer_2``, as diffusers'
+    ``load_lora_weights(..., load_into_transformer_2=True)``; the base clip equals that pipeline's."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    from fifo_longvid.backends import load_backend
+    from fifo_longvid.backends.wan.tiny import write_tiny_folder
+    from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
+    from fifo_longvid.diffusion.sampling import sample_clip
+    from fifo_longvid.run.config import LoraConfig
+
+    folder = write_tiny_folder(tmp_path / "a14b", "wan2.2-a14b")
+    second = tmp_path / "second.safetensors"
+    other = {k: (v.flip(0) if v.ndim == 2 else v).contiguous() * 1.5 for k, v in load_file(str(loras["diff"])).items()}
+    save_file(other, str(second))
+    model = load_backend("wan", folder, "cpu", "fp32", loras=[LoraConfig(str(loras["diff"]), 1.0, "transformer"),
+                                                              LoraConfig(str(second), 1.0, "transformer_2")])
+
+    def adapters(tr) -> set[str]:
+        return {a for m in tr.modules() if hasattr(m, "lora_A") for a in m.lora_A.keys()}
+
+    assert adapters(model.unet.high.transformer) == {"lora0"} and adapters(model.unet.low.transformer) == {"lora1"}
+    steps = 8  # shift 3: the boundary (875) splits the steps 3 / 5
+    shift = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["flow_shift"]
+    pipe = WanPipeline.from_pretrained(folder)
+    pipe.load_lora_weights(str(loras["diff"]), adapter_name="high")
+    pipe.load_lora_weights(str(second), adapter_name="low", load_into_transformer_2=True)
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
+    pipe.set_progress_bar_config(disable=True)
+    x_T = torch.randn(1, 16, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    prompt = "a red circle bouncing"
+    want = pipe(prompt, negative_prompt="", height=32, width=32, num_frames=13, num_inference_steps=steps,
+                guidance_scale=4.0, guidance_scale_2=3.0, latents=x_T.clone(), output_type="latent",
+                max_sequence_length=model.context_shape[0]).frames
+    den = cfg_denoiser(unet_network(model.unet, 8), model.encode_text([prompt]), model.encode_text([""]),
+                       model.guidance(4.0, 3.0))
+    with torch.no_grad():
+        got = sample_clip(den, x_T, model.schedule(steps))
+    assert float((got.double() - want.double()).norm() / want.double().norm()) < 1e-4
+    plain = load_backend("wan", folder, "cpu", "fp32")
+    den0 = cfg_denoiser(unet_network(plain.unet, 8), plain.encode_text([prompt]), plain.encode_text([""]),
+                        plain.guidance(4.0, 3.0))
+    with torch.no_grad():
+        assert float((sample_clip(den0, x_T, plain.schedule(steps)) - got).norm() / got.norm()) > 1e-3
