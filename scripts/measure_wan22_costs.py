@@ -57,11 +57,10 @@ def flops(release: str, lat: tuple[int, int], frames: int) -> tuple[float, float
 
 
 def memory(release: str, size: tuple[int, int], techniques: list[str]) -> dict[str, float]:
+    from fifo_longvid.techniques import TechniquesConfig
     from tests.fakecuda import FakeCuda
     from tests.fakecuda.models import WAN22_MODELS
     from tests.fakecuda.run import fifo_iterations, window
-
-    from fifo_longvid.techniques import TechniquesConfig
 
     fc = FakeCuda(total_gib=400)
     out: dict[str, float] = {}

@@ -160,3 +160,54 @@ def test_i2v_a14b_folder_is_refused_in_one_sentence(folders, tmp_path):
     assert len(errors) == 1 and "WanImageToVideoPipeline" in errors[0] and "36 input channels" in errors[0], r.stderr
     assert "TI2V-5B" in errors[0] and "Traceback" not in r.stderr
     assert not list(tmp_path.iterdir())
+
+
+# -- downloads and plan ----------------------------------------------------------------------------------
+def test_wan22_downloads_go_to_their_own_folders_and_say_what_to_fetch_offline(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from fifo_longvid.backends import download
+    from fifo_longvid.backends.wan.download import HUB_FILES
+
+    seen = []
+
+    def offline(**kwargs):
+        seen.append(kwargs)
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    for model, repo, sub in (("wan2.2-ti2v-5b", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "wan2.2-ti2v-5b"),
+                             ("wan2.2-t2v-a14b", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", "wan2.2-t2v-a14b"),
+                             ("wan", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "wan")):  # Wan2.1 stays where it was
+        with pytest.raises(RuntimeError, match=f"(?s)could not download {repo}.*Without network.*{repo}"):
+            download(model, tmp_path, log=lambda s: None)
+        assert seen[-1]["repo_id"] == repo and seen[-1]["local_dir"] == str(tmp_path / sub)
+    assert "transformer_2/*.safetensors" in HUB_FILES and "transformer_2/*.json" in HUB_FILES
+    r = fifo_gen("download", "--list")
+    assert r.returncode == 0 and {"wan", "skyreels-df", "wan2.2-ti2v-5b", "wan2.2-t2v-a14b"} <= set(r.stdout.split())
+
+
+@pytest.mark.parametrize("release, frame, guidance", [
+    ("wan2.2-ti2v", "704x1280, window 30 x 2 partitions", "guidance 5;"),
+    ("wan2.2-a14b", "480x832, window 20 x 4 partitions", "guidance 4 (high-noise expert) / 3 (low-noise expert)")])
+def test_plan_on_a_release_folder_shows_its_geometry_guidance_and_peaks(tmp_path, release, frame, guidance):
+    """Plan needs no weights: a folder of the release's configs (``full.write_config_folder``) is enough."""
+    from fifo_longvid.backends.wan.full import write_config_folder
+
+    folder = write_config_folder(tmp_path / release, release)
+    peaks = {}
+    for gb in (24, 80):
+        r = fifo_gen("plan", "--config", "wan", "--checkpoint", str(folder), "--gpu-memory", str(gb), "--dtype",
+                     "bf16", "--json")
+        assert r.returncode == 0, r.stderr
+        p = json.loads(r.stdout)
+        peaks[gb] = (p["peak_gib"], p["fits"])
+        r = fifo_gen("plan", "--config", "wan", "--checkpoint", str(folder), "--gpu-memory", str(gb), "--dtype",
+                     "bf16")
+        assert frame in r.stderr and guidance in r.stderr, r.stderr
+    if release == "wan2.2-ti2v":
+        assert peaks[24][1] and peaks[80][1] and peaks[24][0] < 24
+        assert "host memory for the weights" not in r.stderr
+    else:  # both experts on the card: 53 GiB of weights
+        assert not peaks[24][1] and peaks[80][1] and 53 < peaks[80][0] < 80
+        assert "host memory for the weights: 74.5 GiB (2 experts" in r.stderr

@@ -1,10 +1,14 @@
 """Wan2.1-T2V-1.3B's published component configs (Wan-AI/Wan2.1-T2V-1.3B-Diffusers) and Wan2.2's (below), for
-building the full-size model on ``meta``: the FLOP benchmark (``scripts/bench_wan_flops.py``) and the fake-CUDA tests (``tests/fakecuda``)
-read them from here. Loading real weights never uses them: the folder's own configs are read.
+building the full-size models on ``meta``: the FLOP benchmarks (``scripts/bench_wan_flops.py``,
+``scripts/measure_wan22_costs.py``) and the fake-CUDA tests (``tests/fakecuda``) read them from here, and
+``write_config_folder`` writes a weightless folder that ``fifo-gen plan --checkpoint`` reads. Loading real weights
+never uses them: the folder's own configs are read.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 # transformer/config.json
@@ -60,3 +64,28 @@ FULL_RELEASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] 
     "wan2.2-ti2v": (FULL_TI2V_TRANSFORMER, FULL_VAE22, FULL_TI2V_SCHEDULER),
     "wan2.2-a14b": (FULL_A14B_TRANSFORMER, FULL_VAE, FULL_A14B_SCHEDULER),
 }
+
+
+def write_config_folder(path: str | Path, release: str) -> Path:
+    """A pipeline folder of ``release``'s configs and no weights: what ``fifo-gen plan --checkpoint`` reads (plan
+    needs no weights), for planning a release before downloading it, and for the tests."""
+    dit, vae, sched = FULL_RELEASES[release]
+    path = Path(path)
+    experts = release == "wan2.2-a14b"
+    parts = {"transformer": ("WanTransformer3DModel", dit), "vae": ("AutoencoderKLWan", vae),
+             "scheduler": ("UniPCMultistepScheduler", sched)}
+    if experts:
+        parts["transformer_2"] = parts["transformer"]
+    index: dict[str, Any] = {"_class_name": "WanPipeline", "_diffusers_version": "0.35.0",
+                             "text_encoder": ["transformers", "UMT5EncoderModel"],
+                             "tokenizer": ["transformers", "T5TokenizerFast"],
+                             "boundary_ratio": FULL_A14B_BOUNDARY_RATIO if experts else None,
+                             "expand_timesteps": release == "wan2.2-ti2v",
+                             **{k: ["diffusers", cls] for k, (cls, _) in parts.items()}}
+    index.setdefault("transformer_2", [None, None])
+    for sub, (cls, cfg) in parts.items():
+        (path / sub).mkdir(parents=True, exist_ok=True)
+        name = "scheduler_config.json" if sub == "scheduler" else "config.json"
+        (path / sub / name).write_text(json.dumps({"_class_name": cls, **cfg}, indent=1))
+    (path / "model_index.json").write_text(json.dumps(index, indent=1))
+    return path
