@@ -139,8 +139,9 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
     p = Plan(cfg.model, height, width, num_frames, iterations, math.ceil(rows / batch), round(flop / 1e12, 2),
              batch, round(peak / GIB, 2), card.gib, peak <= total, round(flop / (peak_tflops * 1e12), 3))
     p.details = {"card": card.name, "dtype": dtype, "window": window, "partitions": parts, "block": plan.block,
-                 "steps": plan.steps, "lookahead": plan.lookahead, "guidance": s.cfg, "samples_per_iteration": rows,
-                 "experts": sz.experts, "windows": windows, "straddling_windows": straddling,
+                 "steps": plan.steps, "lookahead": plan.lookahead, "guidance": s.cfg, "guidance_2": s.cfg_2,
+                 "samples_per_iteration": rows, "experts": sz.experts, "windows": windows,
+                 "straddling_windows": straddling, "host_gib": round(c.host_bytes / GIB, 2),
                  "latent_frames": latent_frames, "frames_per_iteration": tf,
                  "max_batch_how": how, "weights_gib": round(weights / GIB, 2),
                  "text_encoder_gib": round(c.params_fp32 * 4 / GIB, 2) if c.text_visit_bytes else 0.0,
@@ -212,12 +213,19 @@ def _expert_calls(d: dict[str, Any]) -> str:
     return f" (expert calls: {d['windows']} windows + {d['straddling_windows']} straddling the experts' boundary)"
 
 
+def _guidance(d: dict[str, Any]) -> str:
+    """``5`` for one denoiser; ``4 (high noise) / 3 (low noise)`` for two experts."""
+    if d.get("experts", 1) > 1 and d.get("guidance_2") is not None:
+        return f"{d['guidance']:g} (high-noise expert) / {d['guidance_2']:g} (low-noise expert)"
+    return f"{d['guidance']:g}"
+
+
 def format_plan(p: Plan) -> str:
     d = p.details
     lines = [
         f"model {p.model} ({d['dtype']}), {p.height}x{p.width}, window {d['window']} x {d['partitions']} partitions "
         f"/ block {d['block']} = {d['steps']} steps, lookahead {'on' if d['lookahead'] else 'off'}, guidance "
-        f"{d['guidance']:g}; {p.num_frames} frames in {p.iterations} FIFO iterations"
+        f"{_guidance(d)}; {p.num_frames} frames in {p.iterations} FIFO iterations"
         + (f" ({d['latent_frames']} latent frames of {d['frames_per_iteration']} output frames each, the first 1)"
            if d["frames_per_iteration"] > 1 else ""),
         f"per iteration ({d['block']} latent frame{'s' if d['block'] != 1 else ''} out): "
@@ -232,6 +240,9 @@ def format_plan(p: Plan) -> str:
         f"time floor (FLOPs / the card's peak; a floor, not an estimate): {p.floor_s_per_frame:.2f} s per frame, "
         f"{d['floor_s_total']:.0f} s for the video",
     ]
+    if d.get("host_gib"):
+        lines.append(f"host memory for the weights: {d['host_gib']:.1f} GiB ({d['experts']} experts in {d['dtype']} "
+                     "+ the text encoder in fp32)")
     if p.advice:
         lines.append("would fit: " + "; or ".join(p.advice))
     return "\n".join(lines)

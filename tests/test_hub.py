@@ -49,7 +49,8 @@ def hub_calls(monkeypatch):
 # -- downloads: one shape, asked of the registry ------------------------------------------------------------------
 def test_every_family_offers_its_downloads_the_same_way():
     offered = [m for f in FAMILIES for m in f.download.models]
-    assert sorted(offered) == sorted(["videocrafter2", "videocrafter1_i2v", "animatediff", "wan", "skyreels-df"])
+    assert sorted(offered) == sorted(["videocrafter2", "videocrafter1_i2v", "animatediff", "wan", "skyreels-df",
+                                      "wan2.2-ti2v-5b", "wan2.2-t2v-a14b"])
     assert len(set(offered)) == len(offered) and downloadable() == offered
 
 
@@ -60,6 +61,8 @@ def test_every_family_offers_its_downloads_the_same_way():
      "animatediff"),
     ("wan", ["Wan-AI/Wan2.1-T2V-1.3B-Diffusers"], "wan"),
     ("skyreels-df", ["Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers"], "wan"),
+    ("wan2.2-ti2v-5b", ["Wan-AI/Wan2.2-TI2V-5B-Diffusers"], "wan2.2-ti2v-5b"),
+    ("wan2.2-t2v-a14b", ["Wan-AI/Wan2.2-T2V-A14B-Diffusers"], "wan2.2-t2v-a14b"),
 ])
 def test_cli_download_fetches_each_model_where_its_config_reads_it(hub_calls, tmp_path, model, repos, lands):
     r = CliRunner().invoke(app, ["download", "--model", model, "--dest", str(tmp_path)])

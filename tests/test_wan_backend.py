@@ -170,7 +170,9 @@ def test_download_offline_advice(monkeypatch, tmp_path):
         with pytest.raises(RuntimeError, match=f"(?s)could not download {repo}.*Without network.*{repo}"):
             download_wan(kind, tmp_path / kind, log=lambda s: None)
     assert HUB_REPOS == {"wan": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-                         "skyreels-df": "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers"}
+                         "skyreels-df": "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers",
+                         "wan2.2-ti2v-5b": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+                         "wan2.2-t2v-a14b": "Wan-AI/Wan2.2-T2V-A14B-Diffusers"}
     with pytest.raises(ValueError, match="unknown Wan model"):
         download_wan("wan2.2", tmp_path)
 

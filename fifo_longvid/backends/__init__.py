@@ -58,9 +58,10 @@ def compile_unet(model: Any, backend: str = "inductor") -> None:
     model.unet.compile(backend=backend)
 
 
-def costs_for(config: Any) -> Any:
-    """The measured cost table of a ``--config`` preset (``backends/costs.py``; None: not measured)."""
-    return family_for(config).costs(config)
+def costs_for(config: Any, release: str = "") -> Any:
+    """The measured cost table of a ``--config`` preset, or of one release of it (``Sizes.release``, e.g. a Wan2.2
+    folder under ``--config wan``) (``backends/costs.py``; None: not measured)."""
+    return family_for(config).costs(config, release)
 
 
 def load_backend(config: Any = "videocrafter2", checkpoint: str | Path | None = None,

@@ -27,3 +27,6 @@ class FamilyCosts:
     # > 0: the fp32 encoders stay in host memory and compute on the card piecewise; the card's rise while encoding
     # (the largest piece plus activations)
     text_visit_bytes: float = 0.0
+    experts: int = 1  # denoisers split by noise level (Wan2.2-A14B: 2); params_run_dtype counts all of them
+    expert_params: float = 0.0  # parameters of one expert (experts > 1)
+    host_bytes: float = 0.0  # host memory the loaded weights take before placement (A14B: both experts + UMT5)

@@ -89,7 +89,8 @@ class Family:
     dit: bool = False  # one stack of transformer blocks (no U-Net levels, no encoder/decoder mirror)
     experts: bool = False  # several denoisers, each for a range of noise levels
     negative_prompt: bool = True  # the unconditional branch encodes --negative-prompt
-    costs: Callable[[ConfigArg], Any] = lambda config: None  # backends/costs.FamilyCosts measured for a preset
+    # backends/costs.FamilyCosts measured for a preset, and for one release of it (Sizes.release) where they differ
+    costs: Callable[..., Any] = lambda config, release="": None
     default_checkpoint: Callable[[ConfigArg], str | None] = lambda config: None  # used when --checkpoint is unset
     summary: str = ""
     download: Download | None = None  # what `fifo-gen download --model NAME` fetches for this family

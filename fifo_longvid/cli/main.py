@@ -179,13 +179,20 @@ def download(
                                        "(image-to-video, for --image and --latent-seed), animatediff (an SD-1.5 "
                                        "base and a motion adapter, for --config animatediff), wan "
                                        "(Wan-AI/Wan2.1-T2V-1.3B-Diffusers) or skyreels-df "
-                                       "(Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers), both for --config wan.")
+                                       "(Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers), both for --config wan; "
+                                       "wan2.2-ti2v-5b or wan2.2-t2v-a14b, each into its own folder. --list "
+                                       "shows them all.")
                       ] = "videocrafter2",
     dest: Annotated[Path, typer.Option(help="Target folder.")] = Path("checkpoints"),
+    list_models: Annotated[bool, typer.Option("--list", help="List the --model names and exit.")] = False,
 ) -> None:
     """Fetch the model checkpoint from the Hugging Face Hub (resumable)."""
-    from ..backends import download
+    from ..backends import download, downloadable
 
+    if list_models:
+        for name in downloadable():
+            typer.echo(name)
+        return
     try:
         path = download(model, dest, log=lambda m: err.print(m, highlight=False))
     except (ValueError, RuntimeError) as e:

@@ -36,8 +36,9 @@ class ResolvedRun:
         return self.height // self.sizes.latent_factor, self.width // self.sizes.latent_factor
 
     def costs(self) -> Any:
-        """The family's measured cost table for this preset (None: not measured, e.g. the CPU test models)."""
-        return self.family.costs(self.config.model)
+        """The family's measured cost table for this preset and the checkpoint's release (None: not measured, e.g.
+        the CPU test models)."""
+        return self.family.costs(self.config.model, self.sizes.release)
 
 
 def apply_presets(cfg: RunConfig, family: Family, sizes: Sizes | None = None) -> None:

@@ -75,7 +75,16 @@ def _animatediff(fc: FakeCuda, dtype: torch.dtype, tmp: Path) -> Any:
         ad_load.load_animatediff = real
 
 
-def _wan(fc: FakeCuda, dtype: torch.dtype, tmp: Path) -> Any:
+def _wan_release(release: str) -> Callable[[FakeCuda, torch.dtype, Path], Any]:
+    """A full-size Wan release (``backends/wan/full.py FULL_RELEASES``: Wan2.1-1.3B, Wan2.2-TI2V-5B, Wan2.2-T2V-A14B
+    with both experts) built on meta and loaded through ``load_backend`` with the release's own run defaults."""
+    def build(fc: FakeCuda, dtype: torch.dtype, tmp: Path) -> Any:
+        return _wan(fc, dtype, tmp, release)
+
+    return build
+
+
+def _wan(fc: FakeCuda, dtype: torch.dtype, tmp: Path, release: str = "wan2.1") -> Any:
     """Wan2.1-T2V-1.3B's published configs (``backends/wan/full.py``: the DiT, the causal VAE, UMT5-XXL's encoder)
     built on meta with the tiny word-level tokenizer at the real context length (512); ``load_backend`` then casts
     and moves it as it does a downloaded folder (only the folder reading is replaced)."""
@@ -84,19 +93,30 @@ def _wan(fc: FakeCuda, dtype: torch.dtype, tmp: Path) -> Any:
 
     import fifo_longvid.backends.wan.load as wan_load
     from fifo_longvid.backends import load_backend
-    from fifo_longvid.backends.wan.full import FULL_MAX_LENGTH, FULL_SCHEDULER, FULL_TEXT, FULL_TRANSFORMER, FULL_VAE
+    from fifo_longvid.backends.wan.full import FULL_A14B_BOUNDARY_RATIO, FULL_MAX_LENGTH, FULL_RELEASES, FULL_TEXT
     from fifo_longvid.backends.wan.model import Wan
     from fifo_longvid.backends.wan.tiny import tiny_tokenizer
+    from fifo_longvid.backends.wan.variants import RELEASE_DEFAULTS, WanVariant
+
+    dit, vae_cfg, sched = FULL_RELEASES[release]
+    experts = 2 if release == "wan2.2-a14b" else 1
+    variant = WanVariant(release, "wan", "WanPipeline", experts=experts,
+                         boundary_ratio=FULL_A14B_BOUNDARY_RATIO if experts == 2 else None,
+                         expand_timesteps=release == "wan2.2-ti2v")
 
     def read(name: str = "wan", checkpoint: Any = None) -> Wan:
         with torch.device("meta"):
-            transformer = WanTransformer3DModel(**FULL_TRANSFORMER)
-            vae = AutoencoderKLWan(**FULL_VAE)
+            transformers = [WanTransformer3DModel(**dit) for _ in range(experts)]
+            vae = AutoencoderKLWan(**vae_cfg)
             text = UMT5EncoderModel(UMT5Config(**FULL_TEXT))
         with fc.host.passthrough():  # fake host tensors: a GPU load keeps UMT5 in host memory (Wan.place)
             text.to_empty(device="cpu")
-        return Wan(wan_load.preset_config(name), transformer, vae, text, tiny_tokenizer(FULL_MAX_LENGTH),
-                   dict(FULL_SCHEDULER), {"layout": "fake Wan2.1-T2V-1.3B"}).eval().requires_grad_(False)
+        cfg = wan_load.preset_config(name)
+        for key, value in RELEASE_DEFAULTS.get(release, {}).items():
+            setattr(cfg, key, value)
+        return Wan(cfg, transformers[0], vae, text, tiny_tokenizer(FULL_MAX_LENGTH), dict(sched),
+                   {"layout": f"fake {release}"}, variant=variant,
+                   transformer_2=transformers[1] if experts == 2 else None).eval().requires_grad_(False)
 
     real = wan_load.load_wan
     wan_load.load_wan = read
@@ -112,4 +132,10 @@ MODELS = {
                                    prompt_image=True),
     "animatediff": FakeModel("animatediff", 512, 512, _animatediff),
     "wan": FakeModel("wan", 480, 832, _wan),
+}
+# Wan2.2 releases (issue #31), kept apart from MODELS: their cost tables are keyed by release, not by --config
+WAN22_MODELS = {
+    "wan2.1": FakeModel("wan", 480, 832, _wan),
+    "wan2.2-ti2v": FakeModel("wan", 704, 1280, _wan_release("wan2.2-ti2v")),
+    "wan2.2-a14b": FakeModel("wan", 480, 832, _wan_release("wan2.2-a14b")),
 }

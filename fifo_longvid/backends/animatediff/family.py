@@ -79,7 +79,7 @@ FAMILY = Family(
     provides=frozenset({"mirror", "levels", "frame_attention", "motion_adapter"}),
     schedule="ddim",
     sizes=_sizes,
-    costs=lambda config: COSTS.get(str(config)),
+    costs=lambda config, release="": COSTS.get(str(config)),
     summary="AnimateDiff (SD-1.5 + motion adapter, 512x512, DDIM) through diffusers; tiny_animatediff needs no weights",
     download=Download(DOWNLOADS, download),
     lora_targets=lambda config, checkpoint: ("unet",),

@@ -85,7 +85,7 @@ FAMILY = Family(
     preset_cfg=_preset_cfg,
     has_image_encoder=_has_image_encoder,
     sizes=_sizes,
-    costs=lambda config: COSTS.get(str(config)),
+    costs=lambda config, release="": COSTS.get(str(config)),
     default_checkpoint=_default_checkpoint,
     provides=frozenset({"mirror", "levels", "frame_attention"}),
     schedule="ddim",

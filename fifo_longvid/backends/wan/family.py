@@ -142,6 +142,36 @@ COSTS = {
 }
 
 
+# Wan2.2 releases (full.py's configs from the model cards), measured the same way by scripts/measure_wan22_costs.py
+# on fake CUDA in bf16 (Wan2.1's table above is reproduced exactly by the same script).
+RELEASE_COSTS = {
+    # TI2V-5B at 704x1280 (latent 44x80), window 30: the 5.0B DiT (11.0M float32 params) + VAE2.2 (0.70B); the
+    # VAE2.2 decoder (base 256) costs 66.4 TFLOP per latent frame, 5x Wan2.1's. Stores: 3 iterations, n = 1.
+    "wan2.2-ti2v": FamilyCosts(ref_latent=(44, 80), ref_frames=30, params_run_dtype=5.6935e9, params_fp32=5.6919e9,
+                               act_bytes_per_sample=2_197_184_768, unet_flop_per_sample=491.789e12,
+                               vae_flop_per_frame=66.352e12,
+                               store_bytes_per_frame={"tgate": 208.545e6, "cfg_cache": 1.352e6,
+                                                      "attn_reuse": 628.531e6},
+                               temporal_factor=4, channels=48, text_visit_bytes=4.2309e9),
+    # T2V-A14B at 480x832, window 20: two 14.29B experts (29.2M float32 params each), both on the card (until
+    # Wan.place keeps the idle expert in host memory) + Wan2.1's VAE; activations of one expert's call (one call
+    # at a time); techniques are refused on two experts, so no stores. host_bytes: both experts in bf16 + UMT5.
+    "wan2.2-a14b": FamilyCosts(ref_latent=(60, 104), ref_frames=20, params_run_dtype=28.6455e9,
+                               params_fp32=5.7393e9, act_bytes_per_sample=3_228_176_640,
+                               unet_flop_per_sample=1558.69e12, vae_flop_per_frame=13.552e12, temporal_factor=4,
+                               channels=16, text_visit_bytes=4.2309e9, experts=2, expert_params=14.2885e9,
+                               host_bytes=79.994e9),
+}
+
+
+def _costs(config: Any, release: str = "") -> FamilyCosts | None:
+    """The measured table of a release (``Sizes.release``) of the full-size preset, else the preset's own
+    (Wan2.1-1.3B and SkyReels-V2-DF-1.3B share an architecture: ``wan``)."""
+    if str(config) == "wan" and release in RELEASE_COSTS:
+        return RELEASE_COSTS[release]
+    return COSTS.get(str(config))
+
+
 FAMILY = Family(
     name="wan",
     presets=PRESETS,
@@ -151,7 +181,7 @@ FAMILY = Family(
     provides=frozenset({"frame_attention"}),  # no mirror, no levels; self-attention per frame row (select_rows)
     schedule="flow",
     sizes=_sizes,
-    costs=lambda config: COSTS.get(str(config)),
+    costs=_costs,
     dit=True,
     summary="Wan2.1-T2V-1.3B or SkyReels-V2-DF-1.3B (DiT, flow matching, 480x832) through diffusers; tiny_wan needs "
             "no weights",
