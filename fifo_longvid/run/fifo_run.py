@@ -144,6 +144,10 @@ class FifoRun:
         saved_max_batch = self.resume() if self.cfg.output.resume else self.start()
         self.choose_max_batch(saved_max_batch)
         self.log(self.describe())
+        for frame_id in self.anchors() or {}:
+            self.log(f"--image: its latent is the first frame (id {frame_id}), pinned at timestep 0 in every window "
+                     f"that holds it while it is in the queue (up to iteration {frame_id // self.plan.block + 1} of "
+                     f"{self.total_iters}); after that FIFO goes on from its own frames")
         denoise = self.denoiser()
         self.techniques.set_phase("fifo")
         writer = self.open_writer()
