@@ -1,28 +1,11 @@
-"""An image into a Wan model: Wan2.2-TI2V-5B takes it as the video's first latent frame.
-
-``first_frame_latent`` encodes it as ``WanImageToVideoPipeline.prepare_latents`` does under ``expand_timesteps``:
-the image as a one-frame video, the VAE posterior's mode (its mean), cast to float32, then normalised in float32
-(``(z - mean) * (1/std)``), so the latent is bitwise diffusers' condition. The samplers pin it as an anchor (the
-first frame at timestep 0). ``image_refusal`` is the sentence for ``--image`` on any other Wan folder.
-"""
+"""An image into a Wan model: Wan2.2-TI2V-5B takes it as the video's first latent frame (``vae.first_frame_latent``,
+pinned by the samplers as an anchor at timestep 0); ``image_refusal`` is the sentence for ``--image`` on any other
+Wan folder, read from its configs before anything loads."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-import torch
-from torch import nn
-
-from .vae import normalise
-
-
-@torch.no_grad()
-def first_frame_latent(vae: nn.Module, image: torch.Tensor) -> torch.Tensor:
-    """(1, 3, H, W) in [-1, 1] -> (1, C, 1, H/16, W/16) normalised float32 latent of the first frame."""
-    x = image.unsqueeze(2).to(next(vae.parameters()).device, vae.dtype)
-    z = vae.encode(x).latent_dist.mode().float()
-    return normalise(vae, z)
 
 
 def image_refusal(config: Any, checkpoint: str | Path | None) -> str:

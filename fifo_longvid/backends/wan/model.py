@@ -19,7 +19,7 @@ from torch import nn
 
 from .experts import ExpertNetwork
 from .network import WanNetwork, describe_network
-from .vae import StreamDecoder, normalise, unnormalise
+from .vae import StreamDecoder, first_frame_latent, normalise, unnormalise
 from .variants import WanVariant
 
 FAMILY = "wan"
@@ -228,11 +228,9 @@ class Wan(nn.Module):
 
     def encode_first_frame(self, image: torch.Tensor) -> torch.Tensor:
         """(1, 3, H, W) in [-1, 1] -> the (1, C, 1, h, w) float32 latent the samplers pin as the first frame, as
-        ``WanImageToVideoPipeline.prepare_latents`` computes it (``image.py``)."""
+        ``WanImageToVideoPipeline.prepare_latents`` computes it (``vae.py``)."""
         if self.image_input != "first_frame":
             raise ValueError(f"{self.release.name} takes no first-frame image; --image needs a Wan2.2-TI2V folder")
-        from .image import first_frame_latent
-
         return first_frame_latent(self.vae, image)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
