@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 ConfigArg = Any  # a --config value: a preset name, a YAML path, or a family's own config object
 
 
+FIRST_FRAME = "first_frame"  # an image input: the image is the video's first latent frame, pinned at timestep 0
+
+
 @dataclass(frozen=True)
 class Sizes:
     """A preset's geometry and run defaults, read without building a model: the one pass that resolves a run
@@ -84,6 +87,8 @@ class Family:
     preset_cfg: Callable[[ConfigArg], float | None]  # the guidance scale when --cfg is not given
     sizes: Callable[[ConfigArg, str | Path | None], Sizes]  # the preset's geometry, without weights
     has_image_encoder: Callable[[ConfigArg], bool] = lambda config: False
+    image_refusal: Callable[[ConfigArg, str | Path | None], str] = lambda config, checkpoint: image_encoder_advice(
+        config)  # the sentence for --image on a model that takes none, naming what does
     provides: frozenset[str] = frozenset()
     schedule: str = "ddim"
     dit: bool = False  # one stack of transformer blocks (no U-Net levels, no encoder/decoder mirror)
@@ -107,6 +112,13 @@ class Family:
         """1.0 for DDIM families (the reference's stochastic default); 0 for flow matching (its Euler step has
         none)."""
         return 0.0 if self.schedule == "flow" else 1.0
+
+
+def image_encoder_advice(config: ConfigArg, what: str = "--image") -> str:
+    """The sentence that refuses ``--image`` / ``--latent-seed`` on a model without an image encoder."""
+    return (f"{what} needs a model with an image encoder (VideoCrafter1 I2V); {config!r} has none. Get it with "
+            "`fifo-gen download --model videocrafter1_i2v` and add --config videocrafter1_i2v (or --config tiny_i2v "
+            "to try it without weights)")
 
 
 def motion_adapter_refusal(config: ConfigArg, family: Family) -> str:

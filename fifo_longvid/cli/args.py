@@ -106,9 +106,10 @@ def generate_options(
         "--deepcache", metavar="K", help="DeepCache: each window runs the full U-Net every K iterations (staggered), "
         "only the outermost resolution level in between, with cached deep features.")] = None,
     image: Annotated[Path | None, typer.Option(
-        help="Image-to-video (I2V models): this png/jpg conditions the whole video. It is centre-cropped to the "
-        "frame's aspect ratio and resized to --height x --width (the reference squashed it instead); "
-        "grayscale/RGBA are converted.")] = None,
+        help="Image-to-video. VideoCrafter1 I2V: this png/jpg's tokens condition every step of the whole video. "
+        "Wan2.2-TI2V-5B folder: it is the video's first frame (its latent pinned at timestep 0 while that frame is "
+        "in the FIFO queue; later frames follow the text). Other models refuse it. It is centre-cropped to the "
+        "frame's aspect ratio and resized to --height x --width; grayscale/RGBA are converted.")] = None,
     latent_seed: Annotated[bool, typer.Option(
         "--latent-seed", help="FIFO-Diffusion+ latent seeding (I2V models): image tokens of the decoded head of "
         "the initial queue join the text context of every conditional U-Net call.")] = False,

@@ -10,6 +10,11 @@ Slot -> schedule index is fixed for a run, so ``FifoStepper`` builds everything 
 (gather/commit indices, per-row timesteps, DDIM coefficients, the step context) once, on the device.
 An iteration then issues only device work: no ``.item()``, ``.cpu()`` or data-dependent branch. The one
 host sync per iteration is the caller's, when it fetches the dequeued frame.
+
+Anchors (``FifoStepper(anchors={frame_id: latent})``) are frames whose latent is given: while one is in the
+queue, every window holding it sees its latent at timestep 0, and its slot is reset to the latent after each
+update, so it leaves the queue bitwise equal to it. Whether it is in the queue is host arithmetic on
+``queue.first_id``: no sync.
 """
 
 from __future__ import annotations
@@ -67,9 +72,11 @@ class FifoStepper:
     """
 
     def __init__(self, plan: FifoPlan, schedule: Schedule, batch: int, latent_hw: tuple[int, int],
-                 channels: int, device: torch.device | str, batch_windows: bool = True):
+                 channels: int, device: torch.device | str, batch_windows: bool = True,
+                 anchors: dict[int, torch.Tensor] | None = None):
         self.plan, self.schedule, self.batch = plan, schedule, batch
         self.device = resolve_device(device)
+        self.anchors = {int(k): v.to(self.device, torch.float32) for k, v in (anchors or {}).items()}
         windows = plan.windows()
         groups = [windows] if batch_windows and plan.windows_independent() else [[w] for w in windows]
         slot_idx = plan.slot_indices()
@@ -105,24 +112,39 @@ class FifoStepper:
         """
         if not same_device(queue.buffer.device, self.device):
             raise ValueError(f"queue is on {queue.buffer.device}, the stepper's tables on {self.device}")
+        held = self._pin(queue)
         for g in self.groups:
             x = queue.gather_slots(g.slots, len(g.windows))
             ids = g.slot_offsets + queue.first_id
+            t = g.t
+            for frame_id in held:  # an anchor is clean: timestep 0 wherever a window holds it
+                t = t.masked_fill(ids == frame_id, 0)
             host = replace(g.context.host, iteration=iteration, frame_ids=g.slot_offsets_host + queue.first_id)
             with publish(replace(g.context, iteration=iteration, frame_ids=ids, host=host)):
-                eps = denoise(WindowBatch(x, g.t, g.step_idx, ids))
+                eps = denoise(WindowBatch(x, t, g.step_idx, ids))
             z = noise.randn(x.shape) if self.schedule.stochastic else None
             x_prev, _ = g.coeffs.update(x, eps, z)
             b, c, f, h, w = x_prev.shape
             frames = x_prev.view(len(g.windows), self.batch, c, f, h, w).permute(1, 2, 0, 3, 4, 5)
             frames = frames.reshape(self.batch, c, len(g.windows) * f, h, w)
             queue.scatter_slots(g.commit_slots, frames.index_select(2, g.commit_local))
+            self._pin(queue)
         if iteration % FULL_CHECK_EVERY == FULL_CHECK_EVERY - 1:
             check_finite(queue.buffer, f"FIFO iteration {iteration}")
         k = self.plan.block
         tail = tail or NoiseTail()
         new = tail(queue, noise, k) if k > 1 else tail(queue, noise)  # a one-frame tail need not know blocks
         return queue.pop_push_block(self.plan.head, new)
+
+    def _pin(self, queue: FrameQueue) -> list[int]:
+        """Write each anchor in the queue into its slot; returns their frame ids (host arithmetic only)."""
+        held = []
+        for frame_id, latent in self.anchors.items():
+            slot = frame_id - queue.first_id
+            if 0 <= slot < queue.length:
+                queue.buffer[:, :, (queue.offset + slot) % queue.length] = latent[:, :, 0]  # an int index: no copy
+                held.append(frame_id)
+        return held
 
 
 def fifo_iteration(denoise: WindowDenoiser, queue: FrameQueue, plan: FifoPlan, schedule: Schedule,

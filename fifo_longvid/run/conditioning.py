@@ -1,5 +1,9 @@
-"""What the U-Net is conditioned on: text and image tokens, the unconditional context, and which prompt
-each FIFO window sees.
+"""What the U-Net is conditioned on: text and image tokens, the unconditional context, the anchored first
+frame, and which prompt each FIFO window sees.
+
+``--image`` enters the way the model declares (``image_input``): as image tokens in the context (a model with an
+image encoder), or as the latent of the video's first frame (``"first_frame"``), which the samplers pin as an
+anchor (``diffusion/sampling.py``, ``fifo/sampler.py``).
 
 Multi-prompt: each window is conditioned on the prompt of its centre frame, so a frame is denoised
 under its own prompt for most of its life in the queue.
@@ -13,6 +17,7 @@ from typing import Any
 import torch
 
 from ..backends.base import Backend
+from ..backends.family import FIRST_FRAME
 from ..diffusion.guidance import Scale, cfg_denoiser, unet_network
 from ..fifo.queue import FifoPlan
 from ..fifo.sampler import WindowBatch, WindowDenoiser
@@ -24,10 +29,11 @@ from .config import RunConfig
 
 class CondState:
     """The cross-attention context of the run: text tokens per prompt, plus optional image tokens
-    (``--image``, or latent seeding, which may refresh them during the run)."""
+    (``--image``, or latent seeding, which may refresh them during the run), plus the latent of a given first
+    frame (``anchor``: ``--image`` on a model that takes it as the first frame)."""
 
-    def __init__(self, text: torch.Tensor, image: torch.Tensor | None = None):
-        self.text, self.image = text, image
+    def __init__(self, text: torch.Tensor, image: torch.Tensor | None = None, anchor: torch.Tensor | None = None):
+        self.text, self.image, self.anchor = text, image, anchor
 
     def conds(self) -> torch.Tensor:
         if self.image is None:
@@ -37,14 +43,31 @@ class CondState:
 
 def encode_conditioning(cfg: RunConfig, model: Backend, frame_hw: tuple[int, int]) -> tuple[CondState,
                                                                                                  torch.Tensor]:
-    """(context per prompt, unconditional context): text, plus the ``--image`` tokens when given. The
-    unconditional context encodes ``--negative-prompt`` (default "": the empty prompt)."""
+    """(context per prompt, unconditional context): text, plus the ``--image`` tokens or first-frame latent when
+    given. The unconditional context encodes ``--negative-prompt`` (default "": the empty prompt)."""
     cond_state = CondState(model.encode_text(cfg.prompts))
     uncond = i2v_uncond(model, model.encode_text([cfg.sampling.negative_prompt]))
     if cfg.conditioning.image:
         img = load_image(cfg.conditioning.image, *frame_hw).to(model.device)
-        cond_state.image = model.encode_image(img)
+        if image_input(model) == FIRST_FRAME:
+            cond_state.anchor = model.encode_first_frame(img)  # type: ignore[attr-defined]
+        else:
+            cond_state.image = model.encode_image(img)
     return cond_state, uncond
+
+
+def image_input(model: Backend) -> str | None:
+    """How ``model`` takes an image: its own ``image_input`` (e.g. ``"first_frame"``), else image tokens when it
+    has an image encoder, else None."""
+    declared = getattr(model, "image_input", None)
+    if declared is not None:
+        return declared
+    return "tokens" if model.has_image_encoder else None
+
+
+def base_anchors(cond_state: CondState, frame: int = 0) -> dict[int, torch.Tensor] | None:
+    """The base clip's anchor: the given first frame as frame ``frame`` of the clip (None without one)."""
+    return None if cond_state.anchor is None else {frame: cond_state.anchor}
 
 
 def prompt_schedule(cfg: RunConfig, plan: FifoPlan, warmup: int,

@@ -21,7 +21,7 @@ from ..diffusion.sampling import check_finite, sample_clip
 from ..diffusion.schedule_protocol import Schedule
 from ..errors import ConfigError, OutOfMemory
 from ..fifo.costs import samples_per_iteration, window_calls
-from ..fifo.init import init_queue, iterations_for, warmup_iterations
+from ..fifo.init import base_frame_for_slot, init_queue, iterations_for, warmup_iterations
 from ..fifo.queue import FifoPlan, FrameQueue
 from ..fifo.sampler import FifoStepper, WindowDenoiser
 from ..fifo.sizing import choose_max_batch, parse_max_batch, resolve_max_batch, store_reserve
@@ -31,7 +31,7 @@ from ..interrupts import StopFlag, graceful_interrupt
 from ..io.video import VideoWriter
 from ..techniques import enabled_acceleration
 from ..techniques.seeding import frame_image_tokens, seed_image_tokens
-from .conditioning import CondState, fifo_denoiser, guidance_of, prompt_schedule
+from .conditioning import CondState, base_anchors, fifo_denoiser, guidance_of, prompt_schedule
 from .config import RunConfig, numerics_hash
 from .outputs import OutputFiles, save_frame_png, save_latents
 
@@ -158,6 +158,10 @@ class FifoRun:
         saved_max_batch = self.resume() if self.cfg.output.resume else self.start()
         self.choose_max_batch(saved_max_batch)
         self.log(self.describe())
+        for frame_id in self.anchors() or {}:
+            self.log(f"--image: its latent is the first frame (id {frame_id}), pinned at timestep 0 in every window "
+                     f"that holds it while it is in the queue (up to iteration {frame_id // self.plan.block + 1} of "
+                     f"{self.total_iters}); after that FIFO goes on from its own frames")
         denoise = self.denoiser()
         self.techniques.set_phase("fifo")
         writer = self.open_writer()
@@ -220,7 +224,15 @@ class FifoRun:
                            guidance_of(model, cfg))
         x_T = self.noise.randn((1, model.cfg.channels, self.window, *self.lat_hw))
         progress = self.progress
-        return sample_clip(den, x_T, self.sched, noise=self.noise, callback=base_clip_progress(progress, self.sched))
+        first_kept = base_frame_for_slot(self.plan.frames - self.plan.f, self.plan, self.cfg.fifo.init)  # type: ignore
+        return sample_clip(den, x_T, self.sched, noise=self.noise, callback=base_clip_progress(progress, self.sched),
+                           anchors=base_anchors(self.cond_state, first_kept))
+
+    def anchors(self) -> dict[int, torch.Tensor] | None:
+        """The queue's anchor: a given first frame is the first kept frame (the id after the warm-up), pinned while
+        it is in the queue; afterwards FIFO goes on from its own frames."""
+        anchor = self.cond_state.anchor
+        return None if anchor is None else {self.plan.head + self.warmup: anchor}
 
     def choose_max_batch(self, saved: int | None) -> None:
         """Samples per U-Net call: kept from the saved state on resume (chunking changes float rounding, so a
@@ -283,7 +295,8 @@ class FifoRun:
         """The diagonal loop: each iteration past the warm-up logs, decodes and writes one frame per block frame."""
         cfg = self.cfg
         reseed_every = cfg.conditioning.latent_seed_every
-        stepper = FifoStepper(self.plan, self.step_sched, 1, self.lat_hw, self.model.cfg.channels, self.model.device)
+        stepper = FifoStepper(self.plan, self.step_sched, 1, self.lat_hw, self.model.cfg.channels, self.model.device,
+                              anchors=self.anchors())
         k = self.plan.block
         while self.iteration < self.total_iters:
             if stop.requested:

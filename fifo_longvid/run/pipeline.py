@@ -25,7 +25,7 @@ from ..interrupts import StopFlag
 from ..io.sidecar import sidecar_path, versions, write_json_atomic
 from ..io.video import VideoWriter, check_output_path
 from ..techniques import apply_techniques
-from .conditioning import CondState, conditioning_info, encode_conditioning, guidance_of
+from .conditioning import CondState, base_anchors, conditioning_info, encode_conditioning, guidance_of
 from .config import RunConfig, to_dict
 from .fifo_run import FifoRun, FrameHook, Progress, base_clip_progress, checkpoint_id, dtype_name, write_frame
 from .outputs import OutputFiles, remove_resumable, remove_stale, save_latents
@@ -143,7 +143,8 @@ def base_clip(cfg: RunConfig, model: Backend, cond_state: CondState, uncond: tor
     den = cfg_denoiser(unet_network(model.unet, cfg.sampling.fps), cond_state.conds(), uncond,
                        guidance_of(model, cfg))
     t0 = time.perf_counter()
-    z = sample_clip(den, x_T, sched, noise=noise, callback=base_clip_progress(progress, sched))
+    z = sample_clip(den, x_T, sched, noise=noise, callback=base_clip_progress(progress, sched),
+                    anchors=base_anchors(cond_state))  # --image as the first frame: pinned
     timings["sample_s"] = time.perf_counter() - t0
     files = OutputFiles.of(out_path)
     frames_dir = files.frames_dir if cfg.output.save_frames else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..backends import Family, family_for
-from ..backends.family import Sizes, lora_refusal, motion_adapter_refusal
+from ..backends.family import FIRST_FRAME, Sizes, image_encoder_advice, lora_refusal, motion_adapter_refusal
 from ..backends.lora import MAIN, SECOND, check_lora_settings
 from ..errors import ConfigError
 from ..fifo.init import INIT_MODES
@@ -39,7 +39,7 @@ def validate(cfg: RunConfig, family: Family | None = None, sizes: Sizes | None =
     parse_max_batch(cfg.fifo.max_batch)
     if cfg.motion_adapter and "motion_adapter" not in family.provides:
         raise ConfigError(motion_adapter_refusal(cfg.model, family))
-    _check_conditioning(cfg, family)
+    _check_conditioning(cfg, family, sizes)
     _check_loras(cfg, family)
     from ..techniques import check_compile, check_family
     from ..techniques import check_config as check_techniques
@@ -131,19 +131,20 @@ def _check_fifo(cfg: RunConfig) -> None:
         raise ConfigError(str(e)) from None
 
 
-def _check_conditioning(cfg: RunConfig, family: Family) -> None:
+def _check_conditioning(cfg: RunConfig, family: Family, sizes: Sizes | None = None) -> None:
+    """--image needs a model with an image encoder, or one that takes the image as its first frame (the
+    checkpoint's ``sizes.image_input``); --latent-seed needs the image encoder."""
     c = cfg.conditioning
     if c.image or c.latent_seed:
         try:
             has_image = family.has_image_encoder(cfg.model)
         except ValueError:
             has_image = True  # the model config error is reported when loading
-        what = "--image" if c.image else "--latent-seed"
-        if not has_image:
-            raise ConfigError(
-                f"{what} needs a model with an image encoder (VideoCrafter1 I2V); {cfg.model!r} has none. Get it "
-                "with `fifo-gen download --model videocrafter1_i2v` and add --config videocrafter1_i2v "
-                "(or --config tiny_i2v to try it without weights)")
+        first_frame = sizes is not None and sizes.image_input == FIRST_FRAME
+        if c.image and not (has_image or first_frame):
+            raise ConfigError(family.image_refusal(cfg.model, cfg.checkpoint))
+        if c.latent_seed and not has_image:
+            raise ConfigError(image_encoder_advice(cfg.model, "--latent-seed"))
         if c.latent_seed and c.image:
             raise ConfigError("--image and --latent-seed both set the image tokens; use one of them")
         if c.latent_seed and cfg.mode != "fifo":

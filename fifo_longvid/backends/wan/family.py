@@ -15,6 +15,7 @@ from ..family import Family, Sizes, motion_adapter_refusal
 from ..hub import Download, part_config
 from .download import MODELS as DOWNLOADS
 from .download import download
+from .image import image_refusal
 
 PRESETS = ("wan", "tiny_wan")
 
@@ -181,6 +182,7 @@ FAMILY = Family(
     provides=frozenset({"frame_attention"}),  # no mirror, no levels; self-attention per frame row (select_rows)
     schedule="flow",
     sizes=_sizes,
+    image_refusal=image_refusal,  # --image: a Wan2.2-TI2V folder takes it as the first frame (image.py)
     costs=_costs,
     dit=True,
     summary="Wan2.1-T2V-1.3B or SkyReels-V2-DF-1.3B (DiT, flow matching, 480x832) through diffusers; tiny_wan needs "

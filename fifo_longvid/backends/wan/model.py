@@ -19,7 +19,7 @@ from torch import nn
 
 from .experts import ExpertNetwork
 from .network import WanNetwork, describe_network
-from .vae import StreamDecoder, normalise, unnormalise
+from .vae import StreamDecoder, first_frame_latent, normalise, unnormalise
 from .variants import WanVariant
 
 FAMILY = "wan"
@@ -231,9 +231,21 @@ class Wan(nn.Module):
                                        dtype=self.text_encoder.dtype)
         return embeds.to(self.dtype)
 
+    @property
+    def image_input(self) -> str | None:
+        """How ``--image`` enters: ``"first_frame"`` on Wan2.2-TI2V (``encode_first_frame``), else not at all."""
+        return self.release.image_input
+
+    def encode_first_frame(self, image: torch.Tensor) -> torch.Tensor:
+        """(1, 3, H, W) in [-1, 1] -> the (1, C, 1, h, w) float32 latent the samplers pin as the first frame, as
+        ``WanImageToVideoPipeline.prepare_latents`` computes it (``vae.py``)."""
+        if self.image_input != "first_frame":
+            raise ValueError(f"{self.release.name} takes no first-frame image; --image needs a Wan2.2-TI2V folder")
+        return first_frame_latent(self.vae, image)
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        raise ValueError("the Wan backend has no image encoder: --image and --latent-seed need a VideoCrafter1 I2V "
-                         "model (--config videocrafter1_i2v)")
+        raise ValueError("the Wan backend has no image encoder: --latent-seed needs a VideoCrafter1 I2V model "
+                         "(--config videocrafter1_i2v), and --image a Wan2.2-TI2V-5B folder or VideoCrafter1 I2V")
 
     @torch.no_grad()
     def decode_latents(self, z: torch.Tensor, chunk: int = 1) -> torch.Tensor:

@@ -37,6 +37,17 @@ def normalise(vae: nn.Module, z: torch.Tensor) -> torch.Tensor:
     return (z - mean) * inv_std
 
 
+@torch.no_grad()
+def first_frame_latent(vae: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) in [-1, 1] -> the (1, C, 1, h, w) model latent of a video's first frame, as
+    ``WanImageToVideoPipeline.prepare_latents`` computes it under ``expand_timesteps``: the image as a one-frame
+    video, the posterior's mode (its mean) cast to float32, then normalised in float32, so it is bitwise
+    diffusers' condition (``Wan.encode_frames`` normalises in the VAE's dtype instead)."""
+    x = image.unsqueeze(2).to(next(vae.parameters()).device, vae.dtype)
+    z = vae.encode(x).latent_dist.mode().float()
+    return normalise(vae, z)
+
+
 def _unpatchify(vae: nn.Module, x: torch.Tensor) -> torch.Tensor:
     p = vae.config.patch_size
     if p is None:
