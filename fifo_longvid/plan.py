@@ -117,11 +117,11 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
     techs = enabled_acceleration(cfg.techniques)
     all_techs = [t.name for t in enabled(cfg.techniques)]
 
-    weights = C.weights_bytes(c, dtype)
+    total = card.gib * GIB
+    weights = C.weights_on_card(c, dtype, total)  # a streamed expert leaves only its largest piece on the card
     queue = 4 * c.channels * plan.length * lat[0] * lat[1] * 3  # fp32 queue, plus a gathered copy and the update's
     per_sample = C.activation_bytes_per_sample(c, lat, window, dtype)
     stores = C.store_bytes_at_largest(c, techs, lat, plan.length, dtype)
-    total = card.gib * GIB
     spec = parse_max_batch(fc.max_batch if fc.max_batch is not None else "auto")
     if spec == "auto":
         batch = min(rows, cuda_fit(int(per_sample), int(weights + queue), int(total), int(stores)))
@@ -130,7 +130,7 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
         batch = min(rows, spec or rows)  # type: ignore[type-var]
         how = "fixed"
     iterating = weights + queue + batch * per_sample + stores
-    encoding = C.encoding_bytes(c, dtype)  # an offloaded encoder's visit, before the iterations
+    encoding = weights + c.text_visit_bytes  # an offloaded encoder's visit, before the iterations
     peak = max(iterating, encoding)
     # per OUTPUT frame: one iteration dequeues one block of K latent frames = K * ``tf`` output frames (steady state)
     vae = C.vae_flop_per_frame(c, lat) / tf
@@ -142,6 +142,7 @@ def make_plan(cfg: RunConfig, card: Card) -> Plan:
                  "steps": plan.steps, "lookahead": plan.lookahead, "guidance": s.cfg, "guidance_2": s.cfg_2,
                  "samples_per_iteration": rows, "experts": sz.experts, "windows": windows,
                  "straddling_windows": straddling, "host_gib": round(c.host_bytes / GIB, 2),
+                 "resident_experts": C.resident_experts(c, dtype, total),
                  "latent_frames": latent_frames, "frames_per_iteration": tf,
                  "max_batch_how": how, "weights_gib": round(weights / GIB, 2),
                  "text_encoder_gib": round(c.params_fp32 * 4 / GIB, 2) if c.text_visit_bytes else 0.0,
@@ -243,6 +244,11 @@ def format_plan(p: Plan) -> str:
     if d.get("host_gib"):
         lines.append(f"host memory for the weights: {d['host_gib']:.1f} GiB ({d['experts']} experts in {d['dtype']} "
                      "+ the text encoder in fp32)")
+    if d.get("experts", 1) > 1:
+        on = d["resident_experts"]
+        lines.append(f"experts on the card: {on} of {d['experts']}" + (
+            "" if on == d["experts"] else f"; {d['experts'] - on} stream{'s' if d['experts'] - on == 1 else ''} "
+            "from host memory, one submodule at a time (the weights above count its largest piece)"))
     if p.advice:
         lines.append("would fit: " + "; or ".join(p.advice))
     return "\n".join(lines)

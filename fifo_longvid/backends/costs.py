@@ -30,3 +30,8 @@ class FamilyCosts:
     experts: int = 1  # denoisers split by noise level (Wan2.2-A14B: 2); params_run_dtype counts all of them
     expert_params: float = 0.0  # parameters of one expert (experts > 1)
     host_bytes: float = 0.0  # host memory the loaded weights take before placement (A14B: both experts + UMT5)
+    # the placement rule of experts on a GPU (the backend's ``place``): an expert stays on the card while it fits in
+    # the card less ``expert_reserve`` of it; the others stay in host memory and visit the card one weight-owning
+    # submodule at a time, the largest of ``expert_visit_params`` parameters
+    expert_reserve: float = 0.0
+    expert_visit_params: float = 0.0

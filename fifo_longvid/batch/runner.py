@@ -32,7 +32,15 @@ from ..errors import ConfigError
 from ..io.naming import item_hash, output_name, prompt_seed
 from ..io.prompts import BatchItem, PromptFileError
 from ..io.sidecar import file_sha256, sidecar_path
-from ..run.config import RunConfig, build_run_config, hash_loras, parse_value, prune_tail_settings, to_dict
+from ..run.config import (
+    RunConfig,
+    build_run_config,
+    hash_loras,
+    parse_value,
+    prune_tail_settings,
+    prune_unset_expert_settings,
+    to_dict,
+)
 from .manifest import Manifest, now_iso
 from .sharding import Shard
 
@@ -77,6 +85,7 @@ def settings_of(cfg: RunConfig, checkpoint_id: str) -> dict[str, Any]:
             d[sec].pop(k, None)
     prune_tail_settings(d)
     hash_loras(d)  # by content; none: names from before --lora stay valid
+    prune_unset_expert_settings(d)  # no second expert: names from before --cfg-2 stay valid
     d["checkpoint"] = checkpoint_id
     d.get("conditioning", {}).pop("image", None)  # hashed by content instead
     return d

@@ -37,6 +37,26 @@ def weights_bytes(c: FamilyCosts, dtype: str | torch.dtype) -> float:
     return c.params_run_dtype * dtype_bytes(dtype) + (0 if c.text_visit_bytes else c.params_fp32 * 4)
 
 
+def resident_experts(c: FamilyCosts, dtype: str | torch.dtype, card_bytes: float) -> int:
+    """How many experts the backend keeps on a card of ``card_bytes`` (high-noise first): the same rule as its
+    ``place``, from the weights that are on the card before the experts."""
+    if c.experts < 2:
+        return c.experts
+    expert = c.expert_params * dtype_bytes(dtype)
+    free = card_bytes * (1 - c.expert_reserve) - (weights_bytes(c, dtype) - c.experts * expert)
+    return max(0, min(c.experts, int(free // expert))) if expert > 0 else c.experts
+
+
+def weights_on_card(c: FamilyCosts, dtype: str | torch.dtype, card_bytes: float) -> float:
+    """The weights on the card through the iterations with the experts placed as the backend places them: the
+    resident ones, plus the largest piece of a streamed one while it visits."""
+    streamed = c.experts - resident_experts(c, dtype, card_bytes) if c.experts > 1 else 0
+    if not streamed:
+        return weights_bytes(c, dtype)
+    size = dtype_bytes(dtype)
+    return weights_bytes(c, dtype) - streamed * c.expert_params * size + c.expert_visit_params * size
+
+
 def encoding_bytes(c: FamilyCosts, dtype: str | torch.dtype) -> float:
     """The card's holding while the prompts are encoded: the weights, plus an offloaded encoder's largest piece
     and its activations (without offloading, the encoder's activations are small beside one U-Net call's)."""

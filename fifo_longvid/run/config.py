@@ -222,7 +222,14 @@ def numerics_hash(cfg: RunConfig, checkpoint_id: str) -> str:
 
         d["conditioning"]["image"] = file_sha256(cfg.conditioning.image, cache=False)
     hash_loras(d)
+    prune_unset_expert_settings(d)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prune_unset_expert_settings(d: dict[str, Any]) -> None:
+    """A one-expert run has no ``cfg_2``: leaving the unset key out keeps hashes from before two-expert models."""
+    if d.get("sampling", {}).get("cfg_2") is None:
+        d.get("sampling", {}).pop("cfg_2", None)
 
 
 def hash_loras(d: dict[str, Any]) -> None:

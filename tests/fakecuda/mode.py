@@ -161,6 +161,12 @@ class HostMode(TorchDispatchMode):
 
     def _special(self, func, args, kwargs):  # noqa: ANN001
         """Syncs, the SDPA choice and the matmul dtype check; NotImplemented: let the fake mode run it."""
+        if func in (aten._pin_memory.default, aten.pin_memory.default) and isinstance(args[0], FakeTensor) \
+                and args[0].fake_device.type == "cpu":  # a checkpoint's fake host tensor, pinned in place
+            self.pin(args[0])
+            return args[0]
+        if func == aten.is_pinned.default and isinstance(args[0], FakeTensor):
+            return self.is_pinned(args[0])
         if func == aten._local_scalar_dense.default:
             self.sync("item")
             return {torch.bool: True}.get(args[0].dtype, 0 if not args[0].is_floating_point() else 1.0)

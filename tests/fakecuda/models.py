@@ -111,6 +111,9 @@ def _wan(fc: FakeCuda, dtype: torch.dtype, tmp: Path, release: str = "wan2.1") -
             text = UMT5EncoderModel(UMT5Config(**FULL_TEXT))
         with fc.host.passthrough():  # fake host tensors: a GPU load keeps UMT5 in host memory (Wan.place)
             text.to_empty(device="cpu")
+            if experts == 2:  # loaded into host memory as from a folder: place() keeps what fits, streams the rest
+                for tr in transformers:
+                    tr.to_empty(device="cpu")
         cfg = wan_load.preset_config(name)
         for key, value in RELEASE_DEFAULTS.get(release, {}).items():
             setattr(cfg, key, value)

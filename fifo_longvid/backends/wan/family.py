@@ -16,6 +16,7 @@ from ..hub import Download, part_config
 from .download import MODELS as DOWNLOADS
 from .download import download
 from .image import image_refusal
+from .variants import EXPERT_RESERVE
 
 PRESETS = ("wan", "tiny_wan")
 
@@ -161,7 +162,10 @@ RELEASE_COSTS = {
                                params_fp32=5.7393e9, act_bytes_per_sample=3_228_176_640,
                                unet_flop_per_sample=1558.69e12, vae_flop_per_frame=13.552e12, temporal_factor=4,
                                channels=16, text_visit_bytes=4.2309e9, experts=2, expert_params=14.2885e9,
-                               host_bytes=79.994e9),
+                               host_bytes=79.994e9, expert_reserve=EXPERT_RESERVE,
+                               # the largest weight-owning submodule a streamed expert visits: ffn.net.0.proj,
+                               # a 5120 -> 13824 Linear with its bias
+                               expert_visit_params=5120 * 13824 + 13824),
 }
 
 

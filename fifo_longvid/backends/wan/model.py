@@ -20,11 +20,10 @@ from torch import nn
 from .experts import ExpertNetwork
 from .network import WanNetwork, describe_network
 from .vae import StreamDecoder, first_frame_latent, normalise, unnormalise
-from .variants import WanVariant
+from .variants import EXPERT_RESERVE, WanVariant
 
 FAMILY = "wan"
 MAX_SEQUENCE_LENGTH = 512  # WanPipeline's max_sequence_length: the context length Wan2.1 was trained with
-EXPERT_RESERVE = 0.4  # share of the card kept free of resident experts (place): activations, VAE, queue
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..base import CheckpointError
+from ...errors import CheckpointError
 from ..hub import class_name, part_config
 
 T2V_PIPELINES = ("WanPipeline", "SkyReelsV2DiffusionForcingPipeline")
@@ -51,6 +51,11 @@ RELEASE_DEFAULTS: dict[str, dict[str, Any]] = {
                     "default_partitions": 2, "default_cfg": 5.0},
     "wan2.2-a14b": {"default_cfg": 4.0, "default_cfg_2": 3.0},
 }
+
+
+# share of a card kept free of resident experts when placing two experts (``Wan.place``; ``plan`` applies the same
+# rule): room for the activations, the VAE and the queue
+EXPERT_RESERVE = 0.4
 
 
 def _read_index(folder: Path) -> dict[str, Any]:
