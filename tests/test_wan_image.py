@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -207,3 +208,25 @@ def test_wan21_i2v_clip_folder_is_refused_with_the_variant_sentence(folders, tmp
     msg = _refused(folder, runs, img)
     assert "Wan2.1 image-to-video folder (its transformer takes CLIP image tokens)" in msg
     assert "Wan2.2-TI2V-5B" in msg
+
+
+def test_a_batch_on_a_ti2v_folder_takes_one_image_per_item(folders, tmp_path):
+    """``image.png;a prompt`` lines in a prompt file: each item's video starts from its own image (its first saved
+    latent is that image's latent), and the same file on a Wan2.1 folder is refused before anything is made."""
+    for k in range(2):
+        image_file(tmp_path / f"i{k}.png", 32, seed=k)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("i0.png;a red circle bouncing\ni1.png;a blue square\n")
+    out = tmp_path / "out"
+    tiny = ["--num-frames", "9", "--height", "32", "--width", "32", "--partitions", "2", "--save-latents",
+            "fifo.window=4"]
+    r = CliRunner().invoke(app, ["batch", str(prompts), "--config", "wan", "--checkpoint",
+                                 str(folders["wan2.2-ti2v"]), "--out-dir", str(out), "--seed", "5", *tiny])
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [x["status"] for x in recs] == ["done", "done"]
+    firsts = [latents_of(Path(x["output"]))[:, :, :1] for x in recs]
+    assert not torch.equal(firsts[0], firsts[1])  # each item pinned its own image
+    r = CliRunner().invoke(app, ["batch", str(prompts), "--config", "wan", "--checkpoint", str(folders["wan"]),
+                                 "--out-dir", str(tmp_path / "o2"), *tiny])
+    assert r.exit_code != 0 and not (tmp_path / "o2").exists()

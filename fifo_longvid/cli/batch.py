@@ -76,8 +76,9 @@ def _run_batch_command(prompts_file: Path, out_dir: Path, shard: str | None, fai
     apply_presets(base, family)
     if base.checkpoint:
         flags["checkpoint"] = base.checkpoint
-    try:
-        has_image = family.has_image_encoder(base.model)
+    try:  # an image encoder, or a checkpoint that takes the image as its first frame (Wan2.2-TI2V)
+        has_image = family.has_image_encoder(base.model) or \
+            family.sizes(base.model, base.checkpoint).image_input is not None
     except ValueError as e:
         fail(str(e))
     items = read_prompts(prompts_file, allow_images=has_image)
