@@ -230,3 +230,39 @@ def test_a_batch_on_a_ti2v_folder_takes_one_image_per_item(folders, tmp_path):
     r = CliRunner().invoke(app, ["batch", str(prompts), "--config", "wan", "--checkpoint", str(folders["wan"]),
                                  "--out-dir", str(tmp_path / "o2"), *tiny])
     assert r.exit_code != 0 and not (tmp_path / "o2").exists()
+
+
+def test_an_interrupted_image_run_resumes_bitwise(folders, ti2v, tmp_path):
+    """SIGINT while the image's frame is still pinned in the queue, then --resume: the anchor is encoded again from
+    the image (its sha256 is in the resume hash) and the video equals an uninterrupted run's, bitwise."""
+    import os
+    import signal
+
+    from fifo_longvid.errors import StateMismatch
+    from fifo_longvid.fifo.state import state_path
+
+    img = image_file(tmp_path / "img.png", 32)
+    folder = folders["wan2.2-ti2v"]
+    tiny = ["sampling.height=32", "sampling.width=32", "fifo.window=4", "fifo.partitions=2", "fifo.num_frames=21"]
+
+    def run(out, *extra, progress=None):
+        flags = {"model": "wan", "checkpoint": str(folder), "prompts": [PROMPT], "output.path": str(out)}
+        cfg = build_run_config(flags=flags, overrides=["sampling.seed=3", "output.save_latents=true",
+                                                       f"conditioning.image={img}", *tiny, *extra])
+        return pipeline.generate(cfg, model=ti2v, log=lambda m: None, progress=progress)
+
+    def stop(task, done, total):
+        if task == "fifo" and done == 2:  # the pinned frame has not left the queue yet (a queue of 8 slots)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    out = tmp_path / "cut.mp4"
+    part = run(out, progress=stop)
+    assert part.partial and state_path(out).exists()
+    resumed = run(out, "output.resume=true")
+    uncut = run(tmp_path / "uncut.mp4")
+    assert not resumed.partial and resumed.frames == uncut.frames == 21
+    assert torch.equal(latents_of(out), latents_of(tmp_path / "uncut.mp4"))
+    assert run(tmp_path / "cut2.mp4", progress=stop).partial
+    image_file(img, 32, seed=4)  # the same path, another image: its run cannot be continued
+    with pytest.raises(StateMismatch, match="(?i)image|setting|hash"):
+        run(tmp_path / "cut2.mp4", "output.resume=true")
