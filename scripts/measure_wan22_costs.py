@@ -60,7 +60,7 @@ def memory(release: str, size: tuple[int, int], techniques: list[str]) -> dict[s
     from fifo_longvid.techniques import TechniquesConfig
     from tests.fakecuda import FakeCuda
     from tests.fakecuda.models import WAN22_MODELS
-    from tests.fakecuda.run import fifo_iterations, window
+    from tests.fakecuda.run import activation_bytes_per_sample, fifo_iterations, window
 
     fc = FakeCuda(total_gib=400)
     out: dict[str, float] = {}
@@ -77,15 +77,7 @@ def memory(release: str, size: tuple[int, int], techniques: list[str]) -> dict[s
         out[f"expert_{i}_params"] = sum(p.numel() for p in net.parameters())
     lat = (size[0] // model.latent_factor, size[1] // model.latent_factor)
     f = window(model)
-    with fc, torch.no_grad():
-        x = torch.zeros(2, model.cfg.channels, f, *lat, device=model.device)
-        t = torch.full((2, f), 500, dtype=torch.long, device=model.device)
-        ctx = torch.zeros(2, *model.context_shape, device=model.device)
-        fc.memory.reset_peak()
-        held = fc.memory.current
-        model.unet(x, t, ctx)
-        out["act_bytes_per_sample"] = (fc.memory.peak - held) / 2
-        del x, t, ctx
+    out["act_bytes_per_sample"] = activation_bytes_per_sample(fc, model, lat, f)
     for tech in techniques:
         cfg = TechniquesConfig()
         getattr(cfg, tech).enabled = True

@@ -29,14 +29,28 @@ def tiny_model():
     return load_model("tiny", device="cpu")
 
 
+class TinyWanFolders(dict):
+    """Tiny Wan folders by kind (``backends/wan/tiny.py KINDS``), each written once, when first asked for."""
+
+    def __init__(self, root):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, kind: str):
+        from fifo_longvid.backends.wan.tiny import write_tiny_folder
+
+        self[kind] = write_tiny_folder(self.root / kind, kind)
+        return self[kind]
+
+
 @pytest.fixture(scope="session")
 def wan_folders(tmp_path_factory):
-    """Tiny ``WanPipeline`` and ``SkyReelsV2DiffusionForcingPipeline`` folders, written by diffusers' own
+    """Tiny Wan pipeline folders (Wan2.1, SkyReels-V2-DF, Wan2.2-TI2V, -A14B, -I2V-A14B), written by diffusers' own
     ``save_pretrained``: the layout a user downloads. Tests copy them before altering anything."""
-    from fifo_longvid.backends.wan.tiny import write_tiny_folder
-
-    root = tmp_path_factory.mktemp("wan")
-    return {kind: write_tiny_folder(root / kind, kind) for kind in ("wan", "skyreels-df")}
+    folders = TinyWanFolders(tmp_path_factory.mktemp("wan"))
+    for kind in ("wan", "skyreels-df"):
+        folders[kind]  # noqa: B018 - written up front, as before
+    return folders
 
 
 def fifo_replay_noise(name: str, lookahead: bool = True):

@@ -29,6 +29,7 @@ if SKIP_REASON is not None:  # torch's private fake-tensor API moved: say why, r
 from tests.fakecuda import FakeCuda  # noqa: E402
 from tests.fakecuda.allowlist import unexplained  # noqa: E402
 from tests.fakecuda.models import MODELS, FakeModel  # noqa: E402
+from tests.fakecuda.run import activation_bytes_per_sample as measured_activation_bytes  # noqa: E402
 from tests.fakecuda.run import fifo_iterations, run_schedule, window  # noqa: E402
 
 pytestmark = pytest.mark.fake_cuda
@@ -252,14 +253,7 @@ def test_cost_model_matches_the_fake_tracker(loaded):
     assert fc.memory.current == pytest.approx(weights_bytes(c, loaded.dtype), rel=0.02)
     lat = (spec.height // model.latent_factor, spec.width // model.latent_factor)
     f = window(model)
-    with fc, torch.no_grad():
-        x = torch.zeros(2, model.cfg.channels, f, *lat, device=model.device)
-        t = torch.full((2, f), 500, dtype=torch.long, device=model.device)
-        ctx = torch.zeros(2, *model.context_shape, device=model.device)
-        fc.memory.reset_peak()
-        held = fc.memory.current
-        model.unet(x, t, ctx)
-        per_sample = (fc.memory.peak - held) / 2
+    per_sample = measured_activation_bytes(fc, model, lat, f)
     assert per_sample == pytest.approx(activation_bytes_per_sample(c, lat, f, loaded.dtype), rel=0.02)
     fc.syncs.clear()
 

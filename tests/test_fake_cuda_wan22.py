@@ -23,6 +23,7 @@ if SKIP_REASON is not None:  # torch's private fake-tensor API moved: say why, r
 
 from tests.fakecuda import FakeCuda  # noqa: E402
 from tests.fakecuda.models import WAN22_MODELS, FakeModel  # noqa: E402
+from tests.fakecuda.run import activation_bytes_per_sample as measured_activation_bytes  # noqa: E402
 from tests.fakecuda.run import fifo_iterations, window  # noqa: E402
 
 pytestmark = pytest.mark.fake_cuda
@@ -76,14 +77,7 @@ def test_cost_table_matches_the_fake_tracker(loaded):
                                                                          rel=0.15 if c.experts == 1 else 1e-3)
     lat = (spec.height // model.latent_factor, spec.width // model.latent_factor)
     f = window(model)
-    with fc, torch.no_grad():
-        x = torch.zeros(2, model.cfg.channels, f, *lat, device=model.device)
-        t = torch.full((2, f), 500, dtype=torch.long, device=model.device)
-        ctx = torch.zeros(2, *model.context_shape, device=model.device)
-        fc.memory.reset_peak()
-        held = fc.memory.current
-        model.unet(x, t, ctx)
-        per_sample = (fc.memory.peak - held) / 2
+    per_sample = measured_activation_bytes(fc, model, lat, f)
     assert per_sample == pytest.approx(activation_bytes_per_sample(c, lat, f, torch.bfloat16), rel=0.02)
     fc.syncs.clear()
 

@@ -228,18 +228,17 @@ def test_batch_item_and_studio_accept_loras(tmp_path, loras):
     assert back.loras == f"{loras['diff']}:0.25" and "loras" not in back.extra
 
 
-def test_a14b_lora_and_lora_2_land_in_their_own_expert_and_equal_diffusers(loras, tmp_path):
+def test_a14b_lora_and_lora_2_land_in_their_own_expert_and_equal_diffusers(wan_folders, loras, tmp_path):
     """--lora loads into the high-noise ``transformer``, --lora-2 into the low-noise ``transformer_2``, as diffusers'
     ``load_lora_weights(..., load_into_transformer_2=True)``; the base clip equals that pipeline's."""
     from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
 
     from fifo_longvid.backends import load_backend
-    from fifo_longvid.backends.wan.tiny import write_tiny_folder
     from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
     from fifo_longvid.diffusion.sampling import sample_clip
     from fifo_longvid.run.config import LoraConfig
 
-    folder = write_tiny_folder(tmp_path / "a14b", "wan2.2-a14b")
+    folder = wan_folders["wan2.2-a14b"]
     second = tmp_path / "second.safetensors"
     other = {k: (v.flip(0) if v.ndim == 2 else v).contiguous() * 1.5 for k, v in load_file(str(loras["diff"])).items()}
     save_file(other, str(second))

@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 
 from fifo_longvid.backends import family_for, load_backend
 from fifo_longvid.backends.wan.load import read_variant
-from fifo_longvid.backends.wan.tiny import write_tiny_folder
 from fifo_longvid.diffusion.guidance import cfg_denoiser, unet_network
 from fifo_longvid.diffusion.sampling import sample_clip
 from fifo_longvid.io.video import read_video
@@ -28,9 +27,8 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wan22")
-    return {k: write_tiny_folder(root / k, k) for k in ("wan2.2-ti2v", "wan2.2-a14b", "wan2.2-i2v-a14b")}
+def folders(wan_folders):
+    return wan_folders  # the session's tiny folders (conftest), written once for every Wan test file
 
 
 @pytest.fixture(scope="module")

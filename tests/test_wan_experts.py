@@ -31,11 +31,8 @@ STEPS = 8  # shift 3: levels 5, 6, 7 (883, 948, 1000) are the high-noise expert'
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    from fifo_longvid.backends.wan.tiny import write_tiny_folder
-
-    root = tmp_path_factory.mktemp("wan22")
-    return {k: write_tiny_folder(root / k, k) for k in ("wan2.2-a14b", "wan")}
+def folders(wan_folders):
+    return wan_folders  # the session's tiny folders (conftest), written once for every Wan test file
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,8 @@ PROMPT = "a red circle bouncing"
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    from fifo_longvid.backends.wan.tiny import write_tiny_folder
-
-    root = tmp_path_factory.mktemp("wan_image")
-    return {kind: write_tiny_folder(root / kind, kind) for kind in ("wan2.2-ti2v", "wan")}
+def folders(wan_folders):
+    return wan_folders  # the session's tiny folders (conftest), written once for every Wan test file
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,19 @@ def window(model: Any) -> int:
     return int(getattr(model.cfg, "default_window", None) or model.temporal_length)
 
 
+def activation_bytes_per_sample(fc: Any, model: Any, latent_hw: tuple[int, int], frames: int) -> float:
+    """One network call's activation peak per sample on the fake card: a batch of 2 windows of ``frames`` latent
+    frames, minus what the card held before (the cost tables' ``act_bytes_per_sample``)."""
+    with fc, torch.no_grad():
+        x = torch.zeros(2, model.cfg.channels, frames, *latent_hw, device=model.device)
+        t = torch.full((2, frames), 500, dtype=torch.long, device=model.device)
+        ctx = torch.zeros(2, *model.context_shape, device=model.device)
+        fc.memory.reset_peak()
+        held = fc.memory.current
+        model.unet(x, t, ctx)
+        return (fc.memory.peak - held) / 2
+
+
 def run_schedule(model: Any, steps: int) -> Any:
     """The run's schedule on the card: DDIM with eta 1 (the reference's default), or flow matching (eta 0)."""
     from fifo_longvid.backends import family_for
